@@ -1,0 +1,44 @@
+# pitstop: two commands for a newcomer. `make demo` and `make test`.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+
+.PHONY: demo test install install-test system-deps lint typecheck clean bench-backup bench-cleanup bench-fleet bench-downtime reliability
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+## Run the monthly runbook against the embedded demo environment.
+demo: install
+	$(BIN)/pitstop demo
+
+system-deps:
+	scripts/ensure-system-deps.sh
+
+lint: install-test
+	$(BIN)/ruff check pitstop flows checks tests
+
+typecheck: install-test
+	$(BIN)/mypy pitstop
+
+## Install everything the tests need, then run the suite.
+test: install-test system-deps
+	$(BIN)/ruff check pitstop flows checks tests
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) .pitstop

@@ -1,0 +1,1 @@
+"""Preflight and post-verification checks. Each module registers its checks on import."""

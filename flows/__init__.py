@@ -1,0 +1,1 @@
+"""Prefect flows: thin wrappers that run pitstop's engine with Prefect's orchestration."""

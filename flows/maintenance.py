@@ -1,0 +1,35 @@
+"""The maintenance flow: one flow run per maintenance run, one Prefect task per stage unit.
+
+Parameters are names and flags only (environment, runbook, trigger, reason): secrets never travel
+as flow parameters; the flow loads them from the environment where it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from pitstop import runner
+from pitstop.console import ConsoleView
+
+T = TypeVar("T")
+
+
+def prefect_unit(name: str, fn: Callable[[], T]) -> T:
+    """Run one stage unit as a Prefect task (never one task per command: tasks cost 10-90 ms)."""
+    return task(fn, name=name, cache_policy=NO_CACHE, persist_result=False, retries=0)()
+
+
+@flow(name="pitstop-maintenance", persist_result=False, log_prints=False, validate_parameters=True)
+def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "",
+                accept_unverified_backup: bool = False, run_id: str | None = None,
+                console: bool = False) -> dict[str, Any]:
+    """Run ``runbook`` on environment ``env``; ``console`` prints live progress to this process."""
+    listener = ConsoleView() if console else None
+    result = runner.execute(env, runbook, trigger=trigger, reason=reason,
+                            accept_unverified_backup=accept_unverified_backup, run_id=run_id,
+                            unit_runner=prefect_unit, listener=listener)
+    return {"run_id": result.run_id, "status": result.status.value, "run_dir": str(result.run_dir)}

@@ -1,0 +1,95 @@
+"""The append-only, hash-chained event log of a run (``audit.jsonl``).
+
+Every event carries the SHA-256 of the previous event, so a changed byte, a deleted line or a
+reordered pair breaks the chain. Notifications, the console view and the report are all read off
+this log: what an auditor sees is what happened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+GENESIS = "0" * 64
+
+Listener = Callable[[dict[str, Any]], None]
+
+
+def _canonical(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def event_hash(event: dict[str, Any]) -> str:
+    body = {k: v for k, v in event.items() if k != "hash"}
+    return hashlib.sha256(_canonical(body)).hexdigest()
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class AuditLog:
+    """Thread-safe writer of ``audit.jsonl``. ``redact`` scrubs secrets before anything is written."""
+
+    def __init__(self, path: Path, redact: Callable[[str], str] | None = None):
+        self.path = path
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._redact = redact or (lambda s: s)
+        self._listeners: list[Listener] = []
+        self.events: list[dict[str, Any]] = []
+        self._prev = GENESIS
+        if path.exists():  # resuming: continue the chain
+            for ev in read_events(path):
+                self.events.append(ev)
+                self._prev = ev["hash"]
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def emit(self, kind: str, /, **data: Any) -> dict[str, Any]:
+        with self._lock:
+            clean = json.loads(self._redact(json.dumps(data, default=str)))
+            event = {"seq": len(self.events) + 1, "ts": now_iso(), "kind": kind, "data": clean, "prev": self._prev}
+            event["hash"] = event_hash(event)
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(event, sort_keys=True, default=str) + "\n")
+                fh.flush()
+            self._prev = event["hash"]
+            self.events.append(event)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # noqa: BLE001,S110 - a display problem must never break the run
+                pass
+        return event
+
+    def of_kind(self, *kinds: str) -> Iterator[dict[str, Any]]:
+        return (e for e in self.events if e["kind"] in kinds)
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def verify_chain(path: Path) -> str | None:
+    """``None`` if the chain is intact, else a message naming the first bad line."""
+    prev = GENESIS
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            return f"{path.name} line {n}: not valid JSON"
+        if event.get("seq") != n:
+            return f"{path.name} line {n}: sequence {event.get('seq')} where {n} was expected (line removed or moved)"
+        if event.get("prev") != prev:
+            return f"{path.name} line {n}: previous-hash link broken (an event before it was changed or removed)"
+        if event_hash(event) != event.get("hash"):
+            return f"{path.name} line {n}: content does not match its hash (event changed)"
+        prev = event["hash"]
+    return None

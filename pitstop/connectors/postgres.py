@@ -1,0 +1,136 @@
+"""PostgreSQL connector: connection settings in one object, psycopg 3 connections, tool binaries.
+
+Passwords come from the environment variable named in config and are handed to psycopg and to
+``pg_dump``/``pg_restore`` through ``PGPASSWORD`` in the child's environment, never on a command line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import psycopg
+
+from ..config import EnvironmentConfig
+from ..errors import ConfigError, ConnectorError
+
+
+class Database:
+    def __init__(self, cfg: EnvironmentConfig):
+        self.env = cfg
+        self.cfg = cfg.database
+        self._host: str | None = self.cfg.host
+        self._port = self.cfg.port
+        self._bin_dir: Path | None = Path(self.cfg.pg_bin_dir).expanduser() if self.cfg.pg_bin_dir else None
+        if self.cfg.embedded:
+            self._start_embedded()
+
+    # -- embedded demo server -----------------------------------------------------------------------
+    def _start_embedded(self) -> None:
+        with warnings.catch_warnings():  # platformdirs warns at import when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            import pgserver  # the wheel ships PostgreSQL 16 and its client tools
+
+        data_dir = self.env.resolve(self.cfg.data_dir)
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+                warnings.simplefilter("ignore")
+                server = pgserver.get_server(data_dir, cleanup_mode=None)
+        except Exception as exc:  # noqa: BLE001 - pgserver raises plain exceptions
+            raise ConnectorError(f"could not start the embedded PostgreSQL in {data_dir}: {exc}") from None
+        query = parse_qs(urlparse(server.get_uri()).query)
+        self._host = query["host"][0]
+        self._port = 5432
+        if self._bin_dir is None:
+            self._bin_dir = Path(pgserver.__file__).parent / "pginstall" / "bin"
+
+    # -- connection settings ------------------------------------------------------------------------
+    def _password(self) -> str | None:
+        name = self.cfg.password_env
+        if not name:
+            return None
+        value = os.environ.get(name)
+        if value is None:
+            raise ConfigError(f"{self.env.source}: database.password_env names ${name}, which is not set")
+        return value
+
+    def conninfo(self, dbname: str | None = None) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "host": self._host,
+            "port": self._port,
+            "dbname": dbname or self.cfg.dbname,
+            "user": self.cfg.user,
+            "connect_timeout": self.cfg.connect_timeout,
+            "application_name": "pitstop",
+        }
+        if not self.cfg.embedded:
+            info["sslmode"] = self.cfg.sslmode
+        password = self._password()
+        if password is not None:
+            info["password"] = password
+        return info
+
+    def connect(self, dbname: str | None = None, autocommit: bool = False) -> psycopg.Connection:
+        try:
+            return psycopg.connect(**self.conninfo(dbname), autocommit=autocommit)
+        except psycopg.OperationalError as exc:
+            # psycopg's message names host and database but never the password.
+            raise ConnectorError(f"cannot connect to PostgreSQL: {str(exc).strip()}") from None
+
+    def tool_env(self, dbname: str | None = None) -> dict[str, str]:
+        """Environment for pg_dump / pg_restore / psql (libpq variables; no argv secrets)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        info = self.conninfo(dbname)
+        env.update({"PGHOST": str(info["host"]), "PGPORT": str(info["port"]), "PGUSER": str(info["user"]),
+                    "PGDATABASE": str(info["dbname"]), "PGCONNECT_TIMEOUT": str(info["connect_timeout"]),
+                    "PGAPPNAME": "pitstop"})
+        if "sslmode" in info:
+            env["PGSSLMODE"] = str(info["sslmode"])
+        if "password" in info:
+            env["PGPASSWORD"] = str(info["password"])
+        return env
+
+    @property
+    def dbname(self) -> str:
+        return self.cfg.dbname
+
+    def describe(self) -> str:
+        return f"{self.cfg.user}@{self._host}:{self._port}/{self.cfg.dbname}"
+
+    # -- tools --------------------------------------------------------------------------------------
+    def tool(self, name: str) -> str:
+        """Path of a PostgreSQL client tool: ``pg_bin_dir`` first, then the newest one installed."""
+        if self._bin_dir is not None:
+            p = self._bin_dir / name
+            if not p.exists():
+                raise ConfigError(f"{self.env.source}: {name} not found in pg_bin_dir {self._bin_dir}")
+            return str(p)
+        candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+                            key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+        if candidates:
+            return str(candidates[-1])
+        found = shutil.which(name)
+        if not found:
+            raise ConfigError(f"{name} not found: install the PostgreSQL client or set database.pg_bin_dir")
+        return found
+
+    def tool_major(self, name: str) -> int:
+        out = subprocess.run([self.tool(name), "--version"], capture_output=True, text=True, check=True).stdout
+        m = re.search(r"(\d+)(?:\.\d+)?", out)
+        if not m:
+            raise ConnectorError(f"cannot read the version of {name}: {out.strip()!r}")
+        return int(m.group(1))
+
+    def server_version(self) -> tuple[int, str]:
+        with self.connect() as conn:
+            row = conn.execute("SELECT current_setting('server_version_num')::int, "
+                               "current_setting('server_version')").fetchone()
+        assert row is not None
+        return int(row[0]) // 10000, str(row[1])

@@ -1,0 +1,118 @@
+"""Backup and report storage: a local (or NFS) directory, or S3.
+
+Objects are written from a stream; the SHA-256 and size are computed on the way through, so a dump
+never needs a temporary file. Local writes are atomic (temporary name, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from pydantic import BaseModel
+
+from ..config import EnvironmentConfig
+from ..errors import ConnectorError
+
+CHUNK = 1024 * 1024
+
+
+class StoredObject(BaseModel):
+    key: str
+    location: str
+    size: int
+    sha256: str
+
+
+class Storage(abc.ABC):
+    @abc.abstractmethod
+    def put_stream(self, key: str, stream: BinaryIO, size_hint: int | None = None) -> StoredObject: ...
+
+    def put_bytes(self, key: str, data: bytes) -> StoredObject:
+        import io
+
+        return self.put_stream(key, io.BytesIO(data), len(data))
+
+    @abc.abstractmethod
+    def open(self, key: str) -> BinaryIO: ...
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> list[str]: ...
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    def location(self, key: str) -> str: ...
+
+
+class LocalStorage(Storage):
+    def __init__(self, root: Path):
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        p = (self.root / key).resolve()
+        if self.root.resolve() not in p.parents:
+            raise ConnectorError(f"storage key {key!r} escapes {self.root}")
+        return p
+
+    def location(self, key: str) -> str:
+        return str(self._path(key))
+
+    def put_stream(self, key: str, stream: BinaryIO, size_hint: int | None = None) -> StoredObject:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.partial")
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with tmp.open("wb") as out:
+                for chunk in iter(lambda: stream.read(CHUNK), b""):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return StoredObject(key=key, location=str(target), size=size, sha256=digest.hexdigest())
+
+    def open(self, key: str) -> BinaryIO:
+        return self._path(key).open("rb")
+
+    def list(self, prefix: str = "") -> list[str]:
+        out = []
+        for p in self.root.rglob("*"):
+            if p.is_file() and not p.name.endswith(".partial"):
+                key = p.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    out.append(key)
+        return sorted(out)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+
+def iter_chunks(stream: BinaryIO, size: int = CHUNK) -> Iterator[bytes]:
+    return iter(lambda: stream.read(size), b"")
+
+
+def open_storage(cfg: EnvironmentConfig) -> Storage:
+    if cfg.storage.kind == "local":
+        return LocalStorage(cfg.resolve(cfg.storage.path))
+    from .s3 import S3Storage  # boto3 is imported only when S3 is configured
+
+    return S3Storage(cfg.storage)

@@ -1,0 +1,66 @@
+"""What an operator sees: live progress per stage (read off the audit log) and a final summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .units import human_seconds
+
+ICONS = {"succeeded": "[green]✓[/green]", "failed": "[bold red]✗[/bold red]", "skipped": "[yellow]–[/yellow]"}
+
+
+class ConsoleView:
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(highlight=False)
+
+    def __call__(self, ev: dict[str, Any]) -> None:
+        d, kind, c = ev["data"], ev["kind"], self.console
+        if kind == "run.started":
+            c.print(f"[bold]pitstop[/bold] run [cyan]{d['run_id']}[/cyan] — runbook [bold]{d['runbook']}[/bold] "
+                    f"on [bold]{d['environment']}[/bold] ({d['trigger']})")
+        elif kind == "stage.started":
+            c.print(f"[bold blue]▶ {d['stage']}[/bold blue] [dim]({d['phase']} window)[/dim]"
+                    if d["phase"] != "window" else f"[bold magenta]▶ {d['stage']}[/bold magenta] [dim](inside window)[/dim]")
+        elif kind == "step.finished":
+            icon = ICONS.get(d["status"], "?")
+            tail = d.get("summary") or ""
+            if d.get("error"):
+                tail = f"[red]{d['error']}[/red]"
+            c.print(f"  {icon} {d['step']} [dim]{human_seconds(d.get('duration_s') or 0)}[/dim] {tail}")
+        elif kind == "step.skipped":
+            c.print(f"  {ICONS['skipped']} {d['step']} [dim]skipped: {d['reason']}[/dim]")
+        elif kind == "window.opened":
+            c.print("[bold magenta]● maintenance window open[/bold magenta]")
+        elif kind == "window.closed":
+            c.print(f"[bold magenta]○ maintenance window closed[/bold magenta] after {human_seconds(d['duration_s'])}")
+        elif kind == "maintenance.safety_net":
+            c.print(f"[yellow]! lifting maintenance mode on {', '.join(d['hosts'])} (always-finally)[/yellow]")
+
+
+def print_summary(console: Console, report: dict[str, Any], run_dir: str) -> None:
+    table = Table(title=f"{report['runbook']} on {report['environment']}: {report['status'].upper()}",
+                  title_style="bold green" if report["status"] == "succeeded" else "bold red")
+    table.add_column("stage")
+    table.add_column("status")
+    table.add_column("steps", justify="right")
+    for s in report["stages"]:
+        done = sum(1 for st in s["steps"] if st["status"] == "succeeded")
+        table.add_row(s["name"], s["status"], f"{done}/{len(s['steps'])}")
+    console.print(table)
+    w = report["maintenance_window"]
+    if w["duration_s"] is not None:
+        console.print(f"maintenance window: {human_seconds(w['duration_s'])} "
+                      f"(announced {human_seconds(report['expected_downtime_s'] or 0)})")
+    rows = sum(report["cleanup"]["tables"].values())
+    if report["cleanup"]["rules"]:
+        console.print(f"rows purged: {rows} ({', '.join(f'{t}: {n}' for t, n in report['cleanup']['tables'].items())})")
+    if report.get("backup"):
+        b = report["backup"]
+        console.print(f"backup: {b['location']} ({'verified' if b['verified'] else 'NOT verified'})")
+    if report.get("failure"):
+        f = report["failure"]
+        console.print(f"[bold red]failed at {f['stage']} / {f['step']}: {f['error']}[/bold red]")
+    console.print(f"report: [bold]{run_dir}/report.html[/bold] (also report.md, report.json)")

@@ -1,0 +1,132 @@
+"""The one object passed through a run: ids, config, audit log, connections, shared state."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .audit import AuditLog
+from .config import EnvironmentConfig
+from .model import Trigger
+from .runbook import Runbook
+
+if TYPE_CHECKING:
+    from .connectors.base import Connection
+    from .connectors.postgres import Database
+    from .connectors.storage import Storage
+    from .notify.notifier import Notifier
+
+
+def new_run_id(env: str, runbook: str) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{env}-{runbook}-{uuid.uuid4().hex[:6]}"
+
+
+def secret_values(cfg: EnvironmentConfig) -> list[str]:
+    """Values of every environment variable the config names as a secret (``*_env`` fields)."""
+    names: list[str] = []
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                if k.endswith("_env") and isinstance(v, str):
+                    names.append(v)
+                else:
+                    walk(v)
+        elif isinstance(obj, list):
+            for v in obj:
+                walk(v)
+
+    walk(cfg.model_dump(by_alias=True))
+    return [os.environ[n] for n in names if os.environ.get(n) and len(os.environ[n]) >= 4]
+
+
+class Redactor:
+    def __init__(self, secrets: list[str]):
+        self.secrets = sorted(set(secrets), key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for s in self.secrets:
+            text = text.replace(s, "***")
+        return text
+
+
+@dataclass
+class RunOptions:
+    trigger: Trigger = Trigger.MANUAL
+    reason: str = ""
+    dry_run: bool = False
+    accept_unverified_backup: bool = False
+    fail_step: str | None = None  # test hook: make the named step fail (see executor)
+
+
+@dataclass
+class RunContext:
+    run_id: str
+    cfg: EnvironmentConfig
+    runbook: Runbook
+    options: RunOptions
+    run_dir: Path
+    audit: AuditLog
+    redact: Redactor
+    notifier: Notifier | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+    _conns: dict[str, Connection] = field(default_factory=dict)
+    _db: Database | None = None
+    _storage: Storage | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def create(cls, cfg: EnvironmentConfig, runbook: Runbook, options: RunOptions,
+               run_id: str | None = None) -> RunContext:
+        run_id = run_id or new_run_id(cfg.name, runbook.name)
+        run_dir = cfg.resolve(cfg.reports.dir) / run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        redact = Redactor(secret_values(cfg))
+        return cls(run_id=run_id, cfg=cfg, runbook=runbook, options=options, run_dir=run_dir,
+                   audit=AuditLog(run_dir / "audit.jsonl", redact), redact=redact)
+
+    # -- lazily opened resources, one per run ------------------------------------------------------
+    @property
+    def db(self) -> Database:
+        with self._lock:
+            if self._db is None:
+                from .connectors.postgres import Database
+
+                self._db = Database(self.cfg)
+            return self._db
+
+    @property
+    def storage(self) -> Storage:
+        with self._lock:
+            if self._storage is None:
+                from .connectors.storage import open_storage
+
+                self._storage = open_storage(self.cfg)
+            return self._storage
+
+    def host(self, name: str) -> Connection:
+        """One connection per host per run, reused across steps and stages."""
+        with self._lock:
+            conn = self._conns.get(name)
+            if conn is None:
+                from .connectors import connect_host
+
+                conn = self._conns[name] = connect_host(self.cfg, name)
+            return conn
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001,S110 - closing must not mask the run's outcome
+                pass
+        self._conns.clear()
+
+    def event(self, kind: str, /, **data: Any) -> None:
+        self.audit.emit(kind, **data)

@@ -1,0 +1,253 @@
+"""Runs a planned runbook. Owns the always-finally path: whatever fails, maintenance mode is lifted,
+a failure notification goes out and the report is written.
+
+Work is grouped into *units* (consecutive steps of one stage in one phase). Each unit is handed to a
+``unit_runner`` so the Prefect flow can make it one task; the engine itself does not import Prefect.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from itertools import groupby
+from typing import Any, TypeVar
+
+from .audit import now_iso
+from .context import RunContext
+from .errors import CheckFailed, GateRefused, PitstopError
+from .model import HostResult, Status, StepOutcome
+from .plan import Phase, Plan, PlannedStep, build_plan, spec_for
+from .registry import Target, get_step
+from .runbook import Stage
+
+T = TypeVar("T")
+UnitRunner = Callable[[str, Callable[[], T]], T]
+
+MAX_HOST_CONCURRENCY = 32
+
+
+def direct(name: str, fn: Callable[[], T]) -> T:
+    return fn()
+
+
+class Executor:
+    def __init__(self, ctx: RunContext, unit_runner: UnitRunner = direct):
+        self.ctx = ctx
+        self.unit_runner = unit_runner
+        self.plan: Plan = build_plan(ctx.cfg, ctx.runbook)
+        self.status = Status.SUCCEEDED
+        self.failure: dict[str, Any] | None = None
+
+    # -- public ---------------------------------------------------------------------------------------
+    def run(self) -> Status:
+        ctx = self.ctx
+        rb = ctx.runbook
+        ctx.event("run.started", run_id=ctx.run_id, environment=ctx.cfg.name, runbook=rb.name,
+                  trigger=ctx.options.trigger.value, reason=ctx.options.reason, dry_run=ctx.options.dry_run,
+                  accept_unverified_backup=ctx.options.accept_unverified_backup,
+                  plan=[s.model_dump(mode="json") for s in self.plan.steps],
+                  expected_downtime_s=(rb.expected_downtime or ctx.cfg.window.expected_downtime).total_seconds())
+        self._notify("run.started", f"{rb.name} maintenance started", self._start_body())
+        try:
+            if self._run_phase(Phase.BEFORE):
+                self._run_window()
+            if self.status == Status.SUCCEEDED:
+                self._run_phase(Phase.AFTER)
+            else:
+                self._skip(self.plan.phase(Phase.AFTER), "run failed before verification")
+        except BaseException as exc:  # noqa: BLE001 - e.g. KeyboardInterrupt: still lift maintenance
+            self._fail(None, exc)
+            self._lift_maintenance()
+            raise
+        finally:
+            self._finish()
+        return self.status
+
+    # -- phases ---------------------------------------------------------------------------------------
+    def _units(self, steps: list[PlannedStep]) -> list[tuple[Stage, list[PlannedStep]]]:
+        return [(stage, list(group)) for stage, group in groupby(steps, key=lambda s: s.stage)]
+
+    def _run_phase(self, phase: Phase) -> bool:
+        """Run every unit of ``phase``; stop at the first failure. True if all succeeded."""
+        steps = self.plan.phase(phase)
+        for stage, unit in self._units(steps):
+            if not self._run_unit(phase, stage, unit):
+                remaining = steps[steps.index(unit[-1]) + 1:]
+                self._skip(remaining, "an earlier step failed")
+                return False
+        return True
+
+    def _run_window(self) -> None:
+        window = self.plan.phase(Phase.WINDOW)
+        off = [s for s in window if s.stage == Stage.MAINTENANCE_OFF]
+        work = [s for s in window if s.stage != Stage.MAINTENANCE_OFF]
+        if window:
+            self.ctx.state["window_started"] = time.time()
+            self.ctx.event("window.opened", started_at=now_iso())
+        ok = True
+        for stage, unit in self._units(work):
+            if not self._run_unit(Phase.WINDOW, stage, unit):
+                self._skip(work[work.index(unit[-1]) + 1:], "an earlier step failed")
+                ok = False
+                break
+        # Always-finally: maintenance off runs whatever happened inside the window.
+        if off:
+            self._run_unit(Phase.WINDOW, Stage.MAINTENANCE_OFF, off)
+        self._lift_maintenance()
+        if window:
+            started = self.ctx.state.pop("window_started")
+            self.ctx.event("window.closed", ended_at=now_iso(), duration_s=round(time.time() - started, 3),
+                           ok=ok)
+
+    def _lift_maintenance(self) -> None:
+        """Safety net: if any host still has maintenance on (off step failed or absent), lift it."""
+        if not self.ctx.state.get("maintenance_on"):
+            return
+        from .steps.maintenance_mode import OffParams, maintenance_off
+
+        self.ctx.event("maintenance.safety_net", hosts=sorted(self.ctx.state["maintenance_on"]))
+        try:
+            maintenance_off(self.ctx, OffParams())
+        except Exception as exc:  # noqa: BLE001 - report, alert, continue to the report
+            self.ctx.event("maintenance.lift_failed", error=self.ctx.redact(str(exc)))
+            self._notify("maintenance.stuck", "maintenance mode could NOT be lifted — act now",
+                         self.ctx.redact(str(exc)), severity="failure")
+
+    # -- units and steps ------------------------------------------------------------------------------
+    def _run_unit(self, phase: Phase, stage: Stage, unit: list[PlannedStep]) -> bool:
+        ctx = self.ctx
+
+        def body() -> bool:
+            ctx.event("stage.started", stage=stage.value, phase=phase.value, steps=[s.label for s in unit])
+            t0 = time.monotonic()
+            ok = True
+            for i, planned in enumerate(unit):
+                if not self._run_step(planned):
+                    ok = False
+                    self._skip(unit[i + 1:], "an earlier step failed")
+                    break
+            status = Status.SUCCEEDED if ok else Status.FAILED
+            ctx.event("stage.finished", stage=stage.value, phase=phase.value, status=status.value,
+                      duration_s=round(time.monotonic() - t0, 3))
+            if ok:
+                self._notify("stage.completed", f"stage {stage.value} completed", severity="info", stage=stage.value)
+            else:
+                self._notify("stage.failed", f"stage {stage.value} FAILED", str(self.failure and
+                             self.failure.get("error")), severity="failure", stage=stage.value)
+            return ok
+
+        return self.unit_runner(f"{stage.value}-{phase.value}", body)
+
+    def _run_step(self, planned: PlannedStep) -> bool:
+        ctx = self.ctx
+        info = get_step(planned.uses)
+        spec = spec_for(ctx.runbook, planned)
+        params = info.params.model_validate(spec.with_)
+        ctx.event("step.started", stage=planned.stage.value, step=planned.label, uses=planned.uses,
+                  phase=planned.phase.value, hosts=planned.hosts)
+        t0 = time.monotonic()
+        hosts: list[HostResult] = []
+        try:
+            if info.destructive:
+                self._gate(planned)
+            if info.target == Target.HOSTS:
+                hosts = self._on_hosts(planned, info.func, params)
+                failed = [h for h in hosts if h.status == Status.FAILED]
+                outcome = StepOutcome(changed=any(h.changed for h in hosts),
+                                      summary=f"{len(hosts) - len(failed)}/{len(hosts)} hosts ok")
+                if failed:
+                    names = ", ".join(h.host for h in failed)
+                    raise PitstopError(f"failed on {len(failed)} host(s): {names}: {failed[0].error}")
+            else:
+                outcome = info.func(ctx, params)
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded, then handled by policy
+            status = Status.FAILED
+            error = ctx.redact(str(exc) or type(exc).__name__)
+            ctx.event("step.finished", stage=planned.stage.value, step=planned.label, uses=planned.uses,
+                      status=status.value, error=error, error_type=type(exc).__name__,
+                      duration_s=round(time.monotonic() - t0, 3), hosts=[h.model_dump() for h in hosts])
+            if spec.continue_on_error:
+                return True
+            self._fail(planned, exc, error)
+            return False
+        ctx.event("step.finished", stage=planned.stage.value, step=planned.label, uses=planned.uses,
+                  status=Status.SUCCEEDED.value, changed=outcome.changed, summary=ctx.redact(outcome.summary),
+                  data=outcome.data, duration_s=round(time.monotonic() - t0, 3),
+                  hosts=[h.model_dump() for h in hosts])
+        return True
+
+    def _on_hosts(self, planned: PlannedStep, func: Callable[..., StepOutcome], params: Any) -> list[HostResult]:
+        def one(host: str) -> HostResult:
+            t0 = time.monotonic()
+            try:
+                out = func(self.ctx, params, host)
+                return HostResult(host=host, status=Status.SUCCEEDED, changed=out.changed, summary=out.summary,
+                                  data=out.data, duration_s=round(time.monotonic() - t0, 3))
+            except Exception as exc:  # noqa: BLE001 - per-host failures are collected
+                return HostResult(host=host, status=Status.FAILED, error=self.ctx.redact(str(exc)),
+                                  duration_s=round(time.monotonic() - t0, 3))
+
+        workers = max(1, min(MAX_HOST_CONCURRENCY, len(planned.hosts)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pitstop-host") as pool:
+            return list(pool.map(one, planned.hosts))
+
+    def _gate(self, planned: PlannedStep) -> None:
+        backup = self.ctx.state.get("backup")
+        if backup and backup.get("verified"):
+            return
+        if self.ctx.options.accept_unverified_backup:
+            self.ctx.event("gate.overridden", step=planned.label, reason=self.ctx.options.reason)
+            return
+        raise GateRefused(f"{planned.label} is destructive and this run has no verified backup "
+                          "(add backup.postgres + backup.verify to pre-backup, or override with "
+                          "--accept-unverified-backup --reason ...)")
+
+    # -- bookkeeping ----------------------------------------------------------------------------------
+    def _fail(self, planned: PlannedStep | None, exc: BaseException, error: str | None = None) -> None:
+        verification = planned is not None and planned.stage == Stage.POST_VERIFICATION
+        if self.status == Status.SUCCEEDED:
+            self.status = Status.FAILED_VERIFICATION if verification and isinstance(exc, CheckFailed) \
+                else Status.FAILED
+        if self.failure is None:
+            self.failure = {"stage": planned.stage.value if planned else None,
+                            "step": planned.label if planned else None,
+                            "error": error or self.ctx.redact(str(exc) or type(exc).__name__),
+                            "error_type": type(exc).__name__}
+
+    def _skip(self, steps: list[PlannedStep], why: str) -> None:
+        for s in steps:
+            self.ctx.event("step.skipped", stage=s.stage.value, step=s.label, uses=s.uses, reason=why)
+
+    def _notify(self, event: str, subject: str, body: str = "", severity: str = "info", **data: Any) -> None:
+        if self.ctx.notifier is not None:
+            self.ctx.notifier.notify(event, subject, body, severity=severity, **data)
+
+    def _start_body(self) -> str:
+        o = self.ctx.options
+        parts = [f"runbook {self.ctx.runbook.name} on {self.ctx.cfg.name}", f"trigger: {o.trigger.value}"]
+        if o.reason:
+            parts.append(f"reason: {o.reason}")
+        return "\n".join(parts)
+
+    def _finish(self) -> None:
+        ctx = self.ctx
+        if self.status == Status.SUCCEEDED:
+            self._notify("run.completed", f"{ctx.runbook.name} maintenance completed", severity="success")
+        else:
+            err = self.failure or {}
+            self._notify("run.failed", f"{ctx.runbook.name} maintenance {self.status.value}",
+                         f"failed step: {err.get('step')} ({err.get('stage')}): {err.get('error')}",
+                         severity="failure")
+        ctx.event("run.finished", status=self.status.value, failure=self.failure)
+        # The report stage: rendered from the audit log above, sealed by manifest.json.
+        ctx.event("stage.started", stage=Stage.REPORT.value, phase=Phase.AFTER.value, steps=["write report"])
+        ctx.event("stage.finished", stage=Stage.REPORT.value, phase=Phase.AFTER.value,
+                  status=Status.SUCCEEDED.value, duration_s=0.0)
+        from .report.writer import write_report
+
+        try:
+            ctx.state["report"] = write_report(ctx)
+        except Exception as exc:  # noqa: BLE001 - keep the audit log as the record
+            ctx.event("report.failed", error=ctx.redact(str(exc)))
+        ctx.close()

@@ -1,0 +1,1 @@
+"""Notifications: channels (console, file, apprise) and the notifier that records every delivery."""

@@ -1,0 +1,136 @@
+"""Runbooks (``runbooks/*.yaml``): data, not code. Models and the loader.
+
+A runbook is a list of stages in a fixed order; each stage lists steps by registered name
+(``uses``), with parameters (``with``), a host group (``targets``) for host steps, and an optional
+window placement override (``window: inside|outside``).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from . import yamlfile
+from .config import EnvironmentConfig, Name, default_search_dirs
+from .errors import Problem, RunbookError
+from .registry import Placement, Target, host_group, load_plugins
+from .units import Duration
+
+
+class Stage(StrEnum):
+    PREFLIGHT = "preflight"
+    PRE_BACKUP = "pre-backup"
+    MAINTENANCE_ON = "maintenance-on"
+    DATABASE_CLEANUP = "database-cleanup"
+    SERVER_TUNING = "server-tuning"
+    MAINTENANCE_OFF = "maintenance-off"
+    POST_VERIFICATION = "post-verification"
+    REPORT = "report"
+
+
+STAGE_ORDER = list(Stage)
+# Stages that sit between maintenance on and off: their steps run inside the window unless they
+# are declared online-safe, in which case the planner moves them before the window.
+WINDOW_STAGES = {Stage.DATABASE_CLEANUP, Stage.SERVER_TUNING}
+
+
+class StepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    uses: str = Field(description="registered step name, e.g. backup.postgres or check.postgres_connect")
+    name: str | None = Field(None, description="label shown in plans and reports")
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    targets: str | None = Field(None, description="host group for host steps (default: the step's own)")
+    window: Placement | None = Field(None, description="override the step's declared placement")
+    continue_on_error: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.name or self.uses
+
+
+class StageSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Stage
+    steps: list[StepSpec] = Field(default_factory=list)
+
+
+class Runbook(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    description: str = ""
+    kind: Literal["monthly", "quarterly", "emergency", "custom"] = "custom"
+    expected_downtime: Duration | None = None
+    stages: list[StageSpec]
+
+    source: str = Field("", exclude=True)
+
+    def stage(self, name: Stage) -> StageSpec | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+
+def find_runbook(name: str) -> Path:
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
+        return candidate
+    for base in default_search_dirs("runbooks"):
+        p = base / f"{name}.yaml"
+        if p.is_file():
+            return p
+    return Path("runbooks") / f"{name}.yaml"
+
+
+def load_runbook(name: str, cfg: EnvironmentConfig | None = None) -> Runbook:
+    """Load and fully validate a runbook; with ``cfg``, host groups are checked against it too."""
+    path = find_runbook(name)
+    doc = yamlfile.load(path, RunbookError)
+    rb = yamlfile.validate(doc, Runbook, RunbookError)
+    problems = check_runbook(rb, doc, cfg)
+    if problems:
+        raise RunbookError(problems)
+    rb.source = str(path)
+    return rb
+
+
+def check_runbook(rb: Runbook, doc: yamlfile.YamlDoc, cfg: EnvironmentConfig | None) -> list[Problem]:
+    steps = load_plugins()
+    problems: list[Problem] = []
+    seen: list[Stage] = []
+    for si, stage in enumerate(rb.stages):
+        if stage.name in seen:
+            problems.append(doc.problem(["stages", si, "name"], f"stage {stage.name.value!r} appears twice"))
+        elif seen and STAGE_ORDER.index(stage.name) < STAGE_ORDER.index(seen[-1]):
+            order = " → ".join(s.value for s in STAGE_ORDER)
+            problems.append(doc.problem(["stages", si, "name"], f"stage out of order (expected {order})"))
+        seen.append(stage.name)
+        for ti, spec in enumerate(stage.steps):
+            loc: list[Any] = ["stages", si, "steps", ti]
+            info = steps.get(spec.uses)
+            if info is None:
+                known = ", ".join(sorted(steps))
+                problems.append(doc.problem([*loc, "uses"], f"unknown step {spec.uses!r} (known: {known})"))
+                continue
+            try:
+                info.params.model_validate(spec.with_)
+            except ValidationError as exc:
+                for e in exc.errors():
+                    problems.append(doc.problem([*loc, "with", *e["loc"]], yamlfile.describe(dict(e))))
+            if spec.targets is not None and info.target != Target.HOSTS:
+                problems.append(doc.problem([*loc, "targets"], f"step {spec.uses!r} does not run on hosts"))
+            elif cfg is not None and info.target == Target.HOSTS:
+                group = host_group(info, spec.targets, cfg)
+                try:
+                    cfg.group_hosts(group)
+                except ValueError as exc:
+                    problems.append(doc.problem([*loc, "targets"], str(exc)))
+    if cfg is not None and rb.stage(Stage.DATABASE_CLEANUP) and not cfg.retention:
+        for si, stage in enumerate(rb.stages):
+            if stage.name == Stage.DATABASE_CLEANUP and any(s.uses == "cleanup.retention" for s in stage.steps):
+                problems.append(doc.problem(["stages", si], f"cleanup.retention used but {cfg.source or 'the config'} "
+                                                            "has no `retention` rules"))
+    return problems
