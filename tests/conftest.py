@@ -1,0 +1,133 @@
+"""Shared fixtures: a real embedded PostgreSQL (pgserver), per-test databases seeded with the demo
+application, per-test environments written as real YAML, a real Prefect API, and a CLI runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+@pytest.fixture(scope="session")
+def pg_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One embedded PostgreSQL 16 for the whole session (pgserver), stopped at the end."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+
+        data = tmp_path_factory.mktemp("pg") / "data"
+        server = pgserver.get_server(data, cleanup_mode="stop")
+    server.psql("select 1;")
+    yield data
+
+
+@pytest.fixture(scope="session")
+def pg_socket(pg_data_dir: Path) -> str:
+    from urllib.parse import parse_qs, urlparse
+
+    import pgserver
+
+    uri = pgserver.get_server(pg_data_dir, cleanup_mode=None).get_uri()
+    return parse_qs(urlparse(uri).query)["host"][0]
+
+
+@pytest.fixture
+def seeded_db(pg_data_dir: Path, pg_socket: str) -> Iterator[str]:
+    """A fresh database seeded with the demo application; dropped after the test."""
+    from pitstop.demo import SCHEMA, SEED
+
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(host=pg_socket, dbname="postgres", user="postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    with psycopg.connect(host=pg_socket, dbname=name, user="postgres") as conn:
+        conn.execute(SCHEMA)
+        conn.execute(SEED)
+    yield name
+    with psycopg.connect(host=pg_socket, dbname="postgres", user="postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_conn(pg_socket: str) -> Callable[[str], psycopg.Connection]:
+    def connect(dbname: str) -> psycopg.Connection:
+        return psycopg.connect(host=pg_socket, dbname=dbname, user="postgres", autocommit=True)
+
+    return connect
+
+
+def demo_config(state_dir: Path, pg_data_dir: Path, dbname: str) -> dict[str, Any]:
+    """The demo config, pointed at the session's PostgreSQL and a per-test state directory."""
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg["name"] = "test"
+    cfg["state_dir"] = str(state_dir)
+    cfg["database"].update({"embedded": True, "data_dir": str(pg_data_dir), "dbname": dbname})
+    return cfg
+
+
+@pytest.fixture
+def make_env(tmp_path: Path, pg_data_dir: Path, seeded_db: str) -> Callable[..., Path]:
+    """Write a config YAML for this test (demo config + ``overrides``) and set up its hosts.
+
+    Returns the config path; pass it as ``--env``. ``mutate(cfg_dict)`` can edit it further.
+    """
+
+    def make(mutate: Callable[[dict[str, Any]], None] | None = None, name: str = "env.yaml") -> Path:
+        from pitstop.config import load_config
+        from pitstop.demo import setup_hosts
+
+        cfg = demo_config(tmp_path / "state", pg_data_dir, seeded_db)
+        if mutate:
+            mutate(cfg)
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        setup_hosts(load_config(str(path)))
+        return path
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """A real (temporary) Prefect API server; CLI subprocesses reach it through PREFECT_API_URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        url = PREFECT_API_URL.value()
+        old = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = url
+        try:
+            yield url
+        finally:
+            if old is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = old
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
+            cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """Run the real ``pitstop`` console entry point in a subprocess."""
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "pitstop.cli", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=cwd)
+
+
+def report_of(stdout: str) -> dict[str, Any]:
+    """The report.json named by ``--json`` output."""
+    info = json.loads(stdout)
+    return json.loads(Path(info["report"]).read_text())
