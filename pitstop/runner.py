@@ -1,4 +1,5 @@
-"""Glue between the CLI/flows and the engine: validate, build the context, run, return the outcome."""
+"""Glue between the CLI/flows and the engine: validate, lock the environment, build the context,
+run (or resume), return the outcome."""
 
 from __future__ import annotations
 
@@ -9,11 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from .config import EnvironmentConfig, load_config
-from .context import RunContext, RunOptions
+from .connectors.postgres import Database
+from .context import RunContext, RunOptions, new_run_id
+from .errors import InputError
 from .executor import Executor, UnitRunner, direct
+from .locks import EnvironmentLock
 from .model import Status, Trigger
 from .notify.notifier import Notifier
 from .runbook import Runbook, load_runbook
+
+Listener = Callable[[dict[str, Any]], None]
 
 
 @dataclass
@@ -32,14 +38,54 @@ def load(env: str, runbook: str) -> tuple[EnvironmentConfig, Runbook]:
     return cfg, load_runbook(runbook, cfg)
 
 
+def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: str, unit_runner: UnitRunner,
+             listener: Listener | None, wait_s: float, resume_events: list[dict[str, Any]] | None) -> RunResult:
+    lock = EnvironmentLock(Database(cfg), cfg.name, run_id)
+    lock.acquire(wait_s=wait_s)  # RunLocked (exit 3) before anything of this run exists
+    try:
+        ctx = RunContext.create(cfg, rb, options, run_id=run_id)
+        if listener is not None:
+            ctx.audit.subscribe(listener)
+        ctx.notifier = Notifier(ctx)
+        if resume_events is None:  # advance-notice lead-time policy: refuse, or record a warning
+            from .notify.notices import lead_time_gate
+
+            lead_time_gate(ctx)
+        completed: dict[str, dict[str, Any]] | None = None
+        if resume_events is not None:
+            from .resume import completed_steps, rehydrate
+
+            completed = completed_steps(resume_events)
+            rehydrate(ctx, resume_events)
+        status = Executor(ctx, unit_runner, completed=completed).run()
+        return RunResult(run_id=ctx.run_id, status=status, run_dir=ctx.run_dir)
+    finally:
+        lock.release()
+
+
 def execute(env: str, runbook: str, *, trigger: str = Trigger.MANUAL.value, reason: str = "",
-            accept_unverified_backup: bool = False, run_id: str | None = None,
-            unit_runner: UnitRunner = direct, listener: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+            accept_unverified_backup: bool = False, run_id: str | None = None, unit_runner: UnitRunner = direct,
+            listener: Listener | None = None, wait_s: float = 0.0) -> RunResult:
+    """Run a runbook. With a ``run_id`` whose folder already exists, resume that run instead."""
     cfg, rb = load(env, runbook)
+    if run_id and (cfg.resolve(cfg.reports.dir) / run_id / "audit.jsonl").is_file():
+        return resume(env, run_id, unit_runner=unit_runner, listener=listener, wait_s=wait_s)
     options = RunOptions(trigger=Trigger(trigger), reason=reason, accept_unverified_backup=accept_unverified_backup)
-    ctx = RunContext.create(cfg, rb, options, run_id=run_id)
-    if listener is not None:
-        ctx.audit.subscribe(listener)
-    ctx.notifier = Notifier(ctx)
-    status = Executor(ctx, unit_runner).run()
-    return RunResult(run_id=ctx.run_id, status=status, run_dir=ctx.run_dir)
+    run_id = run_id or new_run_id(cfg.name, rb.name)
+    return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, None)
+
+
+def resume(env: str, run_id: str, *, unit_runner: UnitRunner = direct, listener: Listener | None = None,
+           wait_s: float = 0.0) -> RunResult:
+    """Resume a crashed or failed run: skip every step its audit log records as completed."""
+    from .resume import prior_run
+
+    cfg = load_config(env)
+    run_dir = cfg.resolve(cfg.reports.dir) / run_id
+    if not (run_dir / "audit.jsonl").is_file():
+        raise InputError(f"no run {run_id!r} under {run_dir.parent}")
+    started, events = prior_run(run_dir)
+    rb = load_runbook(started.get("runbook_source") or started["runbook"], cfg)
+    options = RunOptions(trigger=Trigger(started["trigger"]), reason=started.get("reason", ""),
+                         accept_unverified_backup=bool(started.get("accept_unverified_backup")))
+    return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, events)

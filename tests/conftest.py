@@ -23,16 +23,26 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
 @pytest.fixture(scope="session")
-def pg_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One embedded PostgreSQL 16 for the whole session (pgserver), stopped at the end."""
+def pg_data_dir() -> Iterator[Path]:
+    """One embedded PostgreSQL 16 for the whole session (pgserver), stopped and removed at the end.
+
+    It lives in its own world-traversable temporary directory (pgserver runs the server as the
+    unprivileged user `pgserver` when we are root; pytest's own temp dirs are private)."""
+    import shutil
+    import tempfile
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver
 
-        data = tmp_path_factory.mktemp("pg") / "data"
+        base = Path(tempfile.mkdtemp(prefix="pitstop-test-pg-"))
+        base.chmod(0o755)
+        data = base / "data"
         server = pgserver.get_server(data, cleanup_mode="stop")
     server.psql("select 1;")
     yield data
+    server.cleanup()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

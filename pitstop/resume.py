@@ -1,0 +1,49 @@
+"""Resuming a crashed or failed run: the audit log is the ledger of completed steps.
+
+A step is done when the run's log holds its ``step.finished`` event with status ``succeeded``
+(keyed by stage, position and step name). A resumed run skips those steps — so a backup is not
+taken twice and a purge is not rerun — and rebuilds the run state later steps rely on (the
+backup and its verification, the hosts in maintenance, the purge results) from the same events.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .audit import read_events
+from .context import RunContext
+
+
+def completed_steps(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    done: dict[str, dict[str, Any]] = {}
+    for ev in events:
+        d = ev["data"]
+        if ev["kind"] == "step.finished" and d.get("key") and d.get("status") == "succeeded":
+            done[d["key"]] = d
+    return done
+
+
+def rehydrate(ctx: RunContext, events: list[dict[str, Any]]) -> None:
+    """Rebuild ``ctx.state`` from what the earlier attempt recorded."""
+    on: set[str] = ctx.state.setdefault("maintenance_on", set())
+    for ev in events:
+        kind, d = ev["kind"], ev["data"]
+        if kind == "maintenance.on" and d.get("host"):
+            on.add(d["host"])
+        elif kind == "maintenance.off" and d.get("host"):
+            on.discard(d["host"])
+        elif kind == "cleanup.purged":
+            ctx.state.setdefault("cleanup", []).append(d)
+        elif kind == "step.finished" and d.get("status") == "succeeded":
+            data = d.get("data") or {}
+            if "backup" in data:
+                ctx.state["backup"] = {**data["backup"], "verified": False}
+            if "verification" in data and ctx.state.get("backup"):
+                ctx.state["backup"].update(verified=True, verification=data["verification"])
+
+
+def prior_run(ctx_run_dir: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The ``run.started`` data of a run folder and all its events (for ``pitstop resume``)."""
+    events = read_events(ctx_run_dir / "audit.jsonl")
+    start = next(e for e in events if e["kind"] == "run.started")
+    return start["data"], events

@@ -1,0 +1,111 @@
+"""One run per environment (advisory lock) and resuming a killed run without repeating work."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.conftest import ROOT, report_of, run_cli
+
+WAIT_FOR_RELEASE = ["sh", "-c", "while [ ! -f release ]; do sleep 0.1; done"]
+
+
+def blocking_runbook(tmp_path: Path) -> Path:
+    """The monthly runbook plus an in-window step that waits until a `release` file exists."""
+    rb = yaml.safe_load((ROOT / "runbooks" / "monthly.yaml").read_text())
+    tuning = next(s for s in rb["stages"] if s["name"] == "server-tuning")
+    tuning["steps"].append({"uses": "host.command", "name": "wait for release", "targets": "app",
+                            "with": {"argv": WAIT_FOR_RELEASE}})
+    path = tmp_path / "blocking.yaml"
+    path.write_text(yaml.safe_dump(rb, sort_keys=False))
+    return path
+
+
+def state_dir(env: Path) -> Path:
+    return Path(yaml.safe_load(env.read_text())["state_dir"])
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "pitstop.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "COLUMNS": "200"})
+
+
+def wait_for_event(run_root: Path, kind: str, step: str | None = None, timeout: float = 120) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for audit in run_root.glob("*/audit.jsonl"):
+            for line in audit.read_text().splitlines():
+                ev = json.loads(line)
+                if ev["kind"] == kind and (step is None or ev["data"].get("step") == step):
+                    return audit.parent
+        time.sleep(0.1)
+    raise AssertionError(f"no {kind} event for {step} within {timeout}s")
+
+
+def test_ten_simultaneous_triggers_exactly_one_runs(make_env: Any, tmp_path: Path) -> None:
+    env = make_env()
+    rb = blocking_runbook(tmp_path)
+    args = ("run", "--env", str(env), "--runbook", str(rb), "--engine", "local", "--json")
+    procs = [start(*args) for _ in range(10)]
+    holder_dir = wait_for_event(state_dir(env) / "runs", "step.started", "wait for release")
+    refused = []
+    for p in procs:
+        try:
+            p.wait(timeout=90)
+            refused.append(p)
+        except subprocess.TimeoutExpired:
+            pass  # the one holding the environment is still waiting for its release file
+    assert len(refused) == 9, [p.returncode for p in refused]
+    for p in refused:
+        assert p.returncode == 3, p.stderr.read()
+        err = p.stderr.read()
+        assert "is busy" in err and holder_dir.name in err, err
+    (state_dir(env) / "hosts" / "app-1" / "release").touch()
+    [runner] = [p for p in procs if p not in refused]
+    out, err = runner.communicate(timeout=120)
+    assert runner.returncode == 0, err
+    assert report_of(out)["status"] == "succeeded"
+    assert len(list((state_dir(env) / "runs").iterdir())) == 1, "refused triggers must not create runs"
+
+
+def test_resume_after_sigkill_skips_completed_steps(make_env: Any, seeded_db: str, db_conn: Any,
+                                                    tmp_path: Path) -> None:
+    env = make_env()
+    rb = blocking_runbook(tmp_path)
+    with db_conn(seeded_db) as conn:
+        before = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    proc = start("run", "--env", str(env), "--runbook", str(rb), "--engine", "local", "--json")
+    run_dir = wait_for_event(state_dir(env) / "runs", "step.started", "wait for release")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    # The crashed run left maintenance on (its dead-man's switch would lift it after the TTL).
+    assert (state_dir(env) / "hosts" / "web-1" / "var/www/maintenance.flag").exists()
+
+    (state_dir(env) / "hosts" / "app-1" / "release").touch()
+    res = run_cli("resume", run_dir.name, "--env", str(env), "--engine", "local", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = report_of(res.stdout)
+    assert report["status"] == "succeeded" and report["run_id"] == run_dir.name
+    events = [json.loads(x) for x in (run_dir / "audit.jsonl").read_text().splitlines()]
+    kinds = [e["kind"] for e in events]
+    assert kinds.count("run.started") == 1 and kinds.count("run.resumed") == 1
+    assert kinds.count("backup.created") == 1, "the backup must not be taken twice"
+    purged = [e["data"]["table"] for e in events if e["kind"] == "cleanup.purged"]
+    assert sorted(purged) == ["public.events", "public.sessions"], "the purge must not run twice"
+    skipped = {e["data"]["step"] for e in events if e["kind"] == "step.already_done"}
+    assert {"pg_dump to storage", "restore-verify the dump", "purge expired rows", "maintenance page on"} <= skipped
+    assert report["backup"]["verified"] is True  # rebuilt from the log: the gate and checks still see it
+    assert not (state_dir(env) / "hosts" / "web-1" / "var/www/maintenance.flag").exists()
+    with db_conn(seeded_db) as conn:
+        assert before - conn.execute("SELECT count(*) FROM events").fetchone()[0] == 1500
+    dumps = list((state_dir(env) / "storage").rglob("*.dump"))
+    assert len(dumps) == 1
+    assert run_cli("report", "verify", str(run_dir)).returncode == 0
