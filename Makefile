@@ -42,3 +42,15 @@ test: install-test system-deps
 
 clean:
 	rm -rf $(VENV) .pitstop
+
+## Pre-backup benchmark: pgbench scale 100 + moto S3 on loopback (several minutes; not part of `make test`).
+bench-backup: install-test
+	$(BIN)/python bench/bench_backup.py
+
+## Cleanup benchmark: pgbench p99 / lock waits during pitstop's purge vs a single DELETE (~5 min).
+bench-cleanup: install
+	$(BIN)/python bench/bench_cleanup.py
+
+## Fleet benchmark: N sshd hosts on loopback (10, 100); pitstop vs ssh+xargs, ansible-core, pyinfra.
+bench-fleet: install-test system-deps
+	$(BIN)/python bench/bench_fleet.py

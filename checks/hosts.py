@@ -1,39 +1,138 @@
-"""Host checks: maintenance flag absent, disk space."""
+"""Host checks: maintenance mode is off (flag gone and the site answers 200, not 503), free disk
+space and inodes, a service is active (systemd unit or a probe command).
+
+Commands are argument lists run through the host's connection (local sandbox or SSH, quoted by the
+transport); nothing here builds a shell string.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
-from pitstop.checks import check
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pitstop.checks import check, verdict
 from pitstop.context import RunContext
 from pitstop.model import CheckResult, CheckStatus
-from pitstop.registry import NoParams, Target
+from pitstop.registry import Target
+
+from .http import fetch
 
 
-@check("maintenance_off", target=Target.HOSTS)
-def maintenance_off(ctx: RunContext, params: NoParams, host: str) -> CheckResult:
-    """The maintenance flag is gone from the host."""
-    path = ctx.cfg.maintenance.flag_path
-    present = ctx.host(host).exists(path)
-    return CheckResult(name="maintenance_off", status=CheckStatus.FAIL if present else CheckStatus.PASS,
-                       observed="flag present" if present else "flag absent", expected="flag absent",
-                       evidence={"host": host, "flag": path})
-
-
-class DiskParams(BaseModel):
+class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _maintenance_group(cfg: Any) -> str:
+    return str(cfg.maintenance.targets)
+
+
+class MaintenanceOffParams(_Params):
+    url: str | None = Field(None, description="site URL that must answer 200 once maintenance is off; "
+                                              "{host} and {address} are replaced per host")
+    expect_status: int = 200
+    timeout_s: float = Field(10, gt=0)
+    verify_tls: bool = True
+    ca_file: str | None = None
+
+
+def _url_for(ctx: RunContext, template: str, host: str) -> str:
+    address = ctx.cfg.hosts[host].address if host in ctx.cfg.hosts else None
+    return template.replace("{host}", host).replace("{address}", address or host)
+
+
+@check("maintenance_off", params=MaintenanceOffParams, target=Target.HOSTS,
+       default_group=_maintenance_group)
+def maintenance_off(ctx: RunContext, params: MaintenanceOffParams, host: str) -> CheckResult:
+    """Maintenance is off: the flag is gone from the host and (if a URL is set) the site answers 200."""
+    evidence: dict[str, Any] = {"host": host}
+    problems: list[str] = []
+    if ctx.cfg.maintenance.strategy == "flag_file":
+        path = ctx.cfg.maintenance.flag_path
+        present = ctx.host(host).exists(path)
+        evidence.update(flag=path, flag_present=present)
+        if present:
+            problems.append("flag present")
+    if params.url:
+        url = _url_for(ctx, params.url, host)
+        resp = fetch(url, timeout=params.timeout_s, verify=params.verify_tls, ca_file=params.ca_file)
+        evidence.update(url=url, http_status=resp.status, latency_ms=resp.latency_ms,
+                        retry_after=resp.headers.get("retry-after"))
+        if resp.status != params.expect_status:
+            problems.append(f"site answered {resp.status}" + (" (maintenance page)" if resp.status == 503 else ""))
+    observed = "; ".join(problems) if problems else "flag absent" + (", site answered 200" if params.url else "")
+    expected = "flag absent" + (f", site answers {params.expect_status}" if params.url else "")
+    if problems:
+        evidence["differences"] = problems
+    return CheckResult(name="maintenance_off", status=verdict(not problems), observed=observed, expected=expected,
+                       evidence=evidence)
+
+
+class DiskParams(_Params):
     path: str = "/"
     min_free_pct: float = Field(10, ge=0, le=100)
+
+
+def _df(ctx: RunContext, host: str, path: str, inodes: bool) -> tuple[int, int]:
+    """(size, available) of the filesystem holding ``path``: KiB, or inodes with ``inodes``."""
+    conn = ctx.host(host)
+    argv = ["df", "-P", "-i" if inodes else "-k", conn.path(path)]
+    fields = conn.run(argv).stdout.splitlines()[-1].split()
+    return int(fields[1]), int(fields[3])
 
 
 @check("disk_free", params=DiskParams, target=Target.HOSTS)
 def disk_free(ctx: RunContext, params: DiskParams, host: str) -> CheckResult:
     """Free space on a host filesystem is above a floor."""
-    conn = ctx.host(host)
-    out = conn.run(["df", "-P", "-k", conn.path(params.path)]).stdout.splitlines()[-1].split()
-    size_kb, avail_kb = int(out[1]), int(out[3])
+    size_kb, avail_kb = _df(ctx, host, params.path, inodes=False)
     free_pct = round(100 * avail_kb / size_kb, 1) if size_kb else 0.0
     ok = free_pct >= params.min_free_pct
-    return CheckResult(name="disk_free", status=CheckStatus.PASS if ok else CheckStatus.FAIL,
+    return CheckResult(name="disk_free", status=verdict(ok),
                        observed=f"{free_pct}% free", expected=f">= {params.min_free_pct}% free",
-                       evidence={"host": host, "path": params.path, "avail_kb": avail_kb, "size_kb": size_kb})
+                       evidence={"host": host, "path": params.path, "avail_kb": avail_kb, "size_kb": size_kb,
+                                 "free_pct": free_pct})
+
+
+class InodeParams(_Params):
+    path: str = "/"
+    min_free_pct: float = Field(10, ge=0, le=100)
+
+
+@check("inodes_free", params=InodeParams, target=Target.HOSTS)
+def inodes_free(ctx: RunContext, params: InodeParams, host: str) -> CheckResult:
+    """Free inodes on a host filesystem are above a floor (filesystems without inode limits pass)."""
+    total, free = _df(ctx, host, params.path, inodes=True)
+    evidence = {"host": host, "path": params.path, "inodes": total, "inodes_free": free}
+    if total == 0:  # btrfs, some overlay mounts: no fixed inode table
+        return CheckResult(name="inodes_free", status=CheckStatus.PASS, observed="no inode limit",
+                           expected=f">= {params.min_free_pct}% inodes free", evidence=evidence)
+    free_pct = round(100 * free / total, 1)
+    return CheckResult(name="inodes_free", status=verdict(free_pct >= params.min_free_pct),
+                       observed=f"{free_pct}% inodes free", expected=f">= {params.min_free_pct}% inodes free",
+                       evidence={**evidence, "free_pct": free_pct})
+
+
+class ServiceParams(_Params):
+    unit: str | None = Field(None, pattern=r"^[A-Za-z0-9@._:-]+$", description="systemd unit name")
+    argv: list[str] | None = Field(None, min_length=1, description="probe command; exit 0 means active")
+    timeout_s: float = Field(30, gt=0)
+
+    @model_validator(mode="after")
+    def _one(self) -> ServiceParams:
+        if (self.unit is None) == (self.argv is None):
+            raise ValueError("set exactly one of unit (systemd) or argv (a probe command)")
+        return self
+
+
+@check("service_active", params=ServiceParams, target=Target.HOSTS)
+def service_active(ctx: RunContext, params: ServiceParams, host: str) -> CheckResult:
+    """A service is running: ``systemctl is-active <unit>`` or a probe command exits 0."""
+    argv = ["systemctl", "is-active", params.unit] if params.unit else list(params.argv or [])
+    res = ctx.host(host).run(argv, check=False, timeout=params.timeout_s)
+    state = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
+    ok = res.exit_code == 0
+    observed = (state or f"exit {res.exit_code}") if params.unit else f"exit {res.exit_code}"
+    return CheckResult(name="service_active", status=verdict(ok), observed=observed,
+                       expected="active" if params.unit else "exit 0",
+                       evidence={"host": host, "argv": argv, "exit_code": res.exit_code,
+                                 "stdout_tail": res.stdout[-300:], "stderr_tail": res.stderr[-300:]})

@@ -7,7 +7,6 @@ as flow parameters; the flow loads them from the environment where it runs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC
 from typing import Any, TypeVar
 
 from prefect import flow, task
@@ -21,28 +20,23 @@ T = TypeVar("T")
 
 def prefect_unit(name: str, fn: Callable[[], T]) -> T:
     """Run one stage unit as a Prefect task (never one task per command: tasks cost 10-90 ms)."""
-    return task(fn, name=name, cache_policy=NO_CACHE, persist_result=False, retries=0)()
+    wrapped = task(name=name, cache_policy=NO_CACHE, persist_result=False, retries=0)(fn)
+    return wrapped()
 
 
 def _flow_run_id(env: str, runbook: str) -> str | None:
-    from pathlib import Path
-
     from prefect.runtime import flow_run
 
-    fid = flow_run.id
-    start = flow_run.scheduled_start_time
+    fid, start = flow_run.id, flow_run.scheduled_start_time
     if not fid or start is None:
         return None
-    if start.tzinfo is not None:
-        start = start.astimezone(UTC)
-    stamp = start.strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{Path(env).stem}-{Path(runbook).stem}-{str(fid)[:8]}"
+    return runner.run_id_for_flow_run(env, runbook, str(fid), start)
 
 
 @flow(name="pitstop-maintenance", persist_result=False, log_prints=False, validate_parameters=True)
 def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "",
                 accept_unverified_backup: bool = False, run_id: str | None = None, wait_s: float = 0.0,
-                console: bool = False) -> dict[str, Any]:
+                override_blackout: bool = False, console: bool = False) -> dict[str, Any]:
     """Run ``runbook`` on environment ``env``; ``console`` prints live progress to this process.
 
     Without a ``run_id`` the id derives from the Prefect flow run, so when Prefect retries or
@@ -52,5 +46,6 @@ def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "
     run_id = run_id or _flow_run_id(env, runbook)
     result = runner.execute(env, runbook, trigger=trigger, reason=reason,
                             accept_unverified_backup=accept_unverified_backup, run_id=run_id,
-                            unit_runner=prefect_unit, listener=listener, wait_s=wait_s)
+                            unit_runner=prefect_unit, listener=listener, wait_s=wait_s,
+                            override_blackout=override_blackout)
     return {"run_id": result.run_id, "status": result.status.value, "run_dir": str(result.run_dir)}

@@ -80,11 +80,15 @@ def read_events(path: Path) -> list[dict[str, Any]]:
 def verify_chain(path: Path) -> str | None:
     """``None`` if the chain is intact, else a message naming the first bad line."""
     prev = GENESIS
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        if not raw and n > 1:
+            continue  # the final newline
         try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            return f"{path.name} line {n}: not valid JSON"
+            event = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return f"{path.name} line {n}: not valid JSON (changed bytes)"
+        if not isinstance(event, dict):
+            return f"{path.name} line {n}: not an event"
         if event.get("seq") != n:
             return f"{path.name} line {n}: sequence {event.get('seq')} where {n} was expected (line removed or moved)"
         if event.get("prev") != prev:

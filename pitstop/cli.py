@@ -20,13 +20,18 @@ for _k, _v in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
 
+from . import cli_backup, cli_deploy, cli_hosts, cli_notices, cli_report  # noqa: E402
 from .errors import InputError, PitstopError  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="pitstop — maintenance orchestrator and runbook engine (Prefect 3).")
-report_app = typer.Typer(no_args_is_help=True, help="Read and verify run reports.")
-app.add_typer(report_app, name="report")
+app.add_typer(cli_report.report_app, name="report")  # list | show | verify
+app.add_typer(cli_notices.app, name="notices")  # plan | send-due
+app.add_typer(cli_hosts.hosts_app, name="hosts")  # list | trust | check
+cli_backup.register(app)  # backups list | prune, restore
+cli_deploy.register(app)  # deploy
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -65,13 +70,13 @@ def validate(env: EnvOpt, runbook: Annotated[str | None, typer.Option("--runbook
 def plan(env: EnvOpt, runbook: RunbookOpt, as_json: JsonOpt = False) -> None:
     """Show every step, its targets and its window placement. Changes nothing."""
     from .context import RunContext, RunOptions
-    from .plan import build_plan, describe_changes
+    from .plan import build_plan, describe_changes, forecast_lines, with_forecast
     from .runner import load
 
     cfg, rb = load(env, runbook)
     ctx = RunContext.create(cfg, rb, RunOptions(dry_run=True), run_id="plan")
     try:
-        p = describe_changes(ctx, build_plan(cfg, rb))
+        p = with_forecast(cfg, describe_changes(ctx, build_plan(cfg, rb)))
     finally:
         ctx.close()
         _discard_plan_dir(ctx.run_dir)
@@ -91,6 +96,8 @@ def plan(env: EnvOpt, runbook: RunbookOpt, as_json: JsonOpt = False) -> None:
     inside = [s.label for s in p.steps if s.phase.value == "window" and s.stage.value not in
               ("maintenance-on", "maintenance-off")]
     out.print(f"inside the window: {', '.join(inside) or 'only the maintenance switch'}")
+    for line in forecast_lines(p):
+        out.print(line)
 
 
 def _discard_plan_dir(run_dir: Path) -> None:
@@ -100,7 +107,7 @@ def _discard_plan_dir(run_dir: Path) -> None:
 
 
 def _run(env: str, runbook: str, trigger: str, reason: str, accept_unverified_backup: bool, engine: Engine,
-         as_json: bool) -> None:
+         as_json: bool, run_id: str | None = None, wait_s: float = 0.0, override_blackout: bool = False) -> None:
     from .runner import load
 
     load(env, runbook)  # validate first: bad input exits 2 before Prefect or anything else starts
@@ -110,16 +117,22 @@ def _run(env: str, runbook: str, trigger: str, reason: str, accept_unverified_ba
         from flows.maintenance import maintenance
 
         res = maintenance(env=env, runbook=runbook, trigger=trigger, reason=reason,
-                          accept_unverified_backup=accept_unverified_backup, console=not as_json)
+                          accept_unverified_backup=accept_unverified_backup, run_id=run_id, wait_s=wait_s,
+                          override_blackout=override_blackout, console=not as_json)
         run_dir = Path(res["run_dir"])
     else:
         from .console import ConsoleView
         from .runner import execute
 
-        result = execute(env, runbook, trigger=trigger, reason=reason,
+        result = execute(env, runbook, trigger=trigger, reason=reason, run_id=run_id, wait_s=wait_s,
+                         override_blackout=override_blackout,
                          accept_unverified_backup=accept_unverified_backup,
                          listener=None if as_json else ConsoleView(out))
         run_dir = result.run_dir
+    _finish_run(run_dir, as_json)
+
+
+def _finish_run(run_dir: Path, as_json: bool) -> None:
     report = json.loads((run_dir / "report.json").read_text())
     if as_json:
         _emit_json({"run_id": report["run_id"], "status": report["status"], "run_dir": str(run_dir),
@@ -128,8 +141,12 @@ def _run(env: str, runbook: str, trigger: str, reason: str, accept_unverified_ba
         from .console import print_summary
 
         print_summary(out, report, str(run_dir))
-    if report["status"] != "succeeded":
+    if report["status"] not in ("succeeded", "skipped"):
         raise typer.Exit(1)
+
+
+WaitOpt = Annotated[float, typer.Option("--wait", help="queue: wait up to this many seconds for a running "
+                                        "run of the same environment to finish (default: refuse, exit 3)")]
 
 
 @app.command()
@@ -139,22 +156,60 @@ def run(env: EnvOpt, runbook: RunbookOpt,
         accept_unverified_backup: Annotated[bool, typer.Option(
             help="let destructive steps run without a verified backup (needs --reason)")] = False,
         engine: Annotated[Engine, typer.Option(help="prefect (a flow run) or local (no Prefect)")] = Engine.prefect,
-        as_json: JsonOpt = False) -> None:
+        wait: WaitOpt = 0.0, as_json: JsonOpt = False) -> None:
     """Run a runbook as a Prefect flow (ephemeral Prefect API unless PREFECT_API_URL is set)."""
     if trigger not in ("scheduled", "manual"):
         raise InputError(f"--trigger must be scheduled or manual (got {trigger!r}); use `pitstop emergency`")
-    _run(env, runbook, trigger, reason, accept_unverified_backup, engine, as_json)
+    _run(env, runbook, trigger, reason, accept_unverified_backup, engine, as_json, wait_s=wait)
 
 
 @app.command()
 def emergency(env: EnvOpt, runbook: RunbookOpt,
-              reason: Annotated[str, typer.Option(help="the cause; required, goes into every notice and the report")] = "",
+              reason: Annotated[str, typer.Option(help="the cause; required, goes into every notice and report")] = "",
               accept_unverified_backup: Annotated[bool, typer.Option()] = False,
-              engine: Annotated[Engine, typer.Option()] = Engine.prefect, as_json: JsonOpt = False) -> None:
-    """Start an emergency run now. Refuses without --reason."""
+              engine: Annotated[Engine, typer.Option()] = Engine.prefect, wait: WaitOpt = 0.0,
+              override_blackout: Annotated[bool, typer.Option(help="run even inside a blackout period")] = False,
+              no_wait: Annotated[bool, typer.Option("--no-wait", help="with a deployment: print the flow run and "
+                                                    "return at once")] = False,
+              as_json: JsonOpt = False) -> None:
+    """Start an emergency run now. Refuses without --reason.
+
+    With PREFECT_API_URL set and the environment deployed (`pitstop deploy`), the run goes through
+    the `<env>-emergency` deployment (`run_deployment`) and a worker executes it; otherwise it runs here.
+    """
     if not reason.strip():
         raise InputError("an emergency run needs --reason \"...\" (it is sent to everyone and goes in the report)")
-    _run(env, runbook, "emergency", reason, accept_unverified_backup, engine, as_json)
+    if engine == Engine.prefect:
+        from .deploy import find_deployment
+        from .runner import load
+
+        cfg, _ = load(env, runbook)
+        name = find_deployment(cfg)
+        if name:
+            run_dir = cli_deploy.emergency_via_deployment(name, cfg, runbook, reason, accept_unverified_backup,
+                                                          override_blackout, wait=not no_wait)
+            if run_dir is not None:
+                _finish_run(run_dir, as_json)
+            return
+    _run(env, runbook, "emergency", reason, accept_unverified_backup, engine, as_json, wait_s=wait,
+         override_blackout=override_blackout)
+
+
+@app.command()
+def resume(run_id: Annotated[str, typer.Argument(help="the run to resume")], env: EnvOpt,
+           engine: Annotated[Engine, typer.Option()] = Engine.prefect, wait: WaitOpt = 0.0,
+           as_json: JsonOpt = False) -> None:
+    """Resume a crashed or failed run: every step its audit log records as done is skipped."""
+    from .resume import prior_run
+    from .runner import load_config
+
+    cfg = load_config(env)
+    run_dir = cfg.resolve(cfg.reports.dir) / run_id
+    if not (run_dir / "audit.jsonl").is_file():
+        raise InputError(f"no run {run_id!r} in {run_dir.parent}")
+    started, _ = prior_run(run_dir)
+    _run(env, started.get("runbook_source") or started["runbook"], started["trigger"], started.get("reason", ""),
+         bool(started.get("accept_unverified_backup")), engine, as_json, run_id=run_id, wait_s=wait)
 
 
 @app.command()
@@ -194,81 +249,17 @@ def schema(kind: Annotated[str, typer.Argument(help="config | runbook")] = "runb
         _emit_json(doc)
 
 
-# -- reports ----------------------------------------------------------------------------------------
-def _run_dir(env: str | None, run: str) -> Path:
-    p = Path(run)
-    if p.is_dir():
-        return p
-    if env:
-        from .config import load_config
-
-        cfg = load_config(env)
-        cand = cfg.resolve(cfg.reports.dir) / run
-        if cand.is_dir():
-            return cand
-    raise InputError(f"no run folder {run!r}" + ("" if env else " (pass --env to look a run id up)"))
-
-
-@report_app.command("list")
-def report_list(env: EnvOpt, as_json: JsonOpt = False) -> None:
-    """List the runs of an environment, newest first."""
-    from .config import load_config
-
-    cfg = load_config(env)
-    root = cfg.resolve(cfg.reports.dir)
-    rows = []
-    for d in sorted(root.glob("*/report.json"), reverse=True):
-        r = json.loads(d.read_text())
-        rows.append({k: r.get(k) for k in ("run_id", "runbook", "trigger", "status", "started_at")})
-    if as_json:
-        _emit_json(rows)
-        return
-    from rich.table import Table
-
-    t = Table(title=f"runs of {cfg.name}")
-    for col in ("run_id", "runbook", "trigger", "status", "started_at"):
-        t.add_column(col)
-    for r in rows:
-        t.add_row(*(str(r[c]) for c in ("run_id", "runbook", "trigger", "status", "started_at")))
-    out.print(t)
-
-
-@report_app.command("show")
-def report_show(run: Annotated[str, typer.Argument(help="run id or run folder")],
-                env: Annotated[str | None, typer.Option("--env", "-e")] = None, as_json: JsonOpt = False) -> None:
-    """Print a run's report (Markdown, or JSON with --json)."""
-    d = _run_dir(env, run)
-    if as_json:
-        sys.stdout.write((d / "report.json").read_text())
-    else:
-        from rich.markdown import Markdown
-
-        out.print(Markdown((d / "report.md").read_text()))
-
-
-@report_app.command("verify")
-def report_verify(run: Annotated[str, typer.Argument(help="run folder (or run id with --env)")],
-                  env: Annotated[str | None, typer.Option("--env", "-e")] = None) -> None:
-    """Recompute the audit hash chain and the manifest; exit 1 naming the first bad event or file."""
-    from .report.verify import verify_run_dir
-
-    problem = verify_run_dir(_run_dir(env, run))
-    if problem:
-        err.print(f"[bold red]TAMPERED[/bold red]: {problem}")
-        raise typer.Exit(1)
-    out.print("[green]✓[/green] audit chain and manifest intact")
-
-
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # click returns typer.Exit codes instead of raising here
+        sys.exit(rc if isinstance(rc, int) else 0)
     except InputError as exc:
         err.print("[bold red]error:[/bold red] invalid input — nothing was executed")
         for p in exc.problems:
             err.print(f"  {p}", markup=False)
         sys.exit(2)
     except PitstopError as exc:
-        err.print(f"[bold red]error:[/bold red] {exc}", markup=False)
+        err.print(f"[bold red]error:[/bold red] {escape(str(exc))}")
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -22,8 +22,10 @@ class ConsoleView:
             c.print(f"[bold]pitstop[/bold] run [cyan]{d['run_id']}[/cyan] — runbook [bold]{d['runbook']}[/bold] "
                     f"on [bold]{d['environment']}[/bold] ({d['trigger']})")
         elif kind == "stage.started":
-            c.print(f"[bold blue]▶ {d['stage']}[/bold blue] [dim]({d['phase']} window)[/dim]"
-                    if d["phase"] != "window" else f"[bold magenta]▶ {d['stage']}[/bold magenta] [dim](inside window)[/dim]")
+            if d["phase"] == "window":
+                c.print(f"[bold magenta]▶ {d['stage']}[/bold magenta] [dim](inside window)[/dim]")
+            else:
+                c.print(f"[bold blue]▶ {d['stage']}[/bold blue] [dim]({d['phase']} window)[/dim]")
         elif kind == "step.finished":
             icon = ICONS.get(d["status"], "?")
             tail = d.get("summary") or ""

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
     from .connectors.postgres import Database
     from .connectors.storage import Storage
     from .notify.notifier import Notifier
+
+_STEP_SCOPE: ContextVar[dict[str, str] | None] = ContextVar("pitstop_step_scope", default=None)
 
 
 def new_run_id(env: str, runbook: str) -> str:
@@ -62,7 +67,7 @@ class RunOptions:
     reason: str = ""
     dry_run: bool = False
     accept_unverified_backup: bool = False
-    fail_step: str | None = None  # test hook: make the named step fail (see executor)
+    override_blackout: bool = False
 
 
 @dataclass
@@ -129,4 +134,14 @@ class RunContext:
         self._conns.clear()
 
     def event(self, kind: str, /, **data: Any) -> None:
-        self.audit.emit(kind, **data)
+        scope = _STEP_SCOPE.get()  # steps may run concurrently: say which one this event belongs to
+        self.audit.emit(kind, **({**scope, **data} if scope else data))
+
+    @contextmanager
+    def step_scope(self, stage: str, step: str) -> Iterator[None]:
+        """Events emitted by this thread inside the block carry ``stage`` and ``step``."""
+        token = _STEP_SCOPE.set({"stage": stage, "step": step})
+        try:
+            yield
+        finally:
+            _STEP_SCOPE.reset(token)

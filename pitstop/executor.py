@@ -7,9 +7,9 @@ Work is grouped into *units* (consecutive steps of one stage in one phase). Each
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from itertools import groupby
 from typing import Any, TypeVar
 
@@ -20,36 +20,53 @@ from .model import HostResult, Status, StepOutcome
 from .plan import Phase, Plan, PlannedStep, build_plan, spec_for
 from .registry import Target, get_step
 from .runbook import Stage
+from .window import policy_for
 
 T = TypeVar("T")
 UnitRunner = Callable[[str, Callable[[], T]], T]
-
-MAX_HOST_CONCURRENCY = 32
-
 
 def direct(name: str, fn: Callable[[], T]) -> T:
     return fn()
 
 
 class Executor:
-    def __init__(self, ctx: RunContext, unit_runner: UnitRunner = direct):
+    def __init__(self, ctx: RunContext, unit_runner: UnitRunner = direct,
+                 completed: dict[str, dict[str, Any]] | None = None):
         self.ctx = ctx
         self.unit_runner = unit_runner
         self.plan: Plan = build_plan(ctx.cfg, ctx.runbook)
+        self.window = policy_for(ctx.cfg, ctx.runbook, ctx.options.trigger.value)
+        self.skip_reason: str | None = None  # set for a scheduled run that falls into a blackout
+        self.resuming = completed is not None
+        self.completed = completed or {}  # steps done by an earlier attempt of this run (resume)
         self.status = Status.SUCCEEDED
         self.failure: dict[str, Any] | None = None
+        self._fail_lock = threading.Lock()
 
     # -- public ---------------------------------------------------------------------------------------
     def run(self) -> Status:
         ctx = self.ctx
         rb = ctx.runbook
-        ctx.event("run.started", run_id=ctx.run_id, environment=ctx.cfg.name, runbook=rb.name,
+        ctx.event("run.resumed" if self.resuming else "run.started", run_id=ctx.run_id, environment=ctx.cfg.name,
+                  runbook=rb.name, runbook_source=rb.source, completed=sorted(self.completed),
                   trigger=ctx.options.trigger.value, reason=ctx.options.reason, dry_run=ctx.options.dry_run,
                   accept_unverified_backup=ctx.options.accept_unverified_backup,
-                  plan=[s.model_dump(mode="json") for s in self.plan.steps],
+                  plan=[s.model_dump(mode="json") for s in self.plan.steps], window=self.window.describe(),
                   expected_downtime_s=(rb.expected_downtime or ctx.cfg.window.expected_downtime).total_seconds())
-        self._notify("run.started", f"{rb.name} maintenance started", self._start_body())
+        if self.resuming:
+            self._notify("run.resumed", f"{rb.name} maintenance resumed ({len(self.completed)} steps already done)",
+                         self._start_body())
+        else:
+            self._notify("run.started", f"{rb.name} maintenance started", self._start_body())
+        if ctx.options.override_blackout:
+            ctx.event("blackout.overridden", reason=ctx.options.reason)
         try:
+            if self.skip_reason:
+                self.status = Status.SKIPPED
+                ctx.event("run.skipped", reason=self.skip_reason)
+                self._notify("run.skipped", f"{rb.name} maintenance skipped: {self.skip_reason}", severity="warning")
+                self._skip(self.plan.steps, f"run skipped: {self.skip_reason}")
+                return self.status
             if self._run_phase(Phase.BEFORE):
                 self._run_window()
             if self.status == Status.SUCCEEDED:
@@ -87,10 +104,14 @@ class Executor:
             self.ctx.event("window.opened", started_at=now_iso())
         ok = True
         for stage, unit in self._units(work):
+            if not self._admit(stage, unit, work):
+                ok = False
+                break
             if not self._run_unit(Phase.WINDOW, stage, unit):
                 self._skip(work[work.index(unit[-1]) + 1:], "an earlier step failed")
                 ok = False
                 break
+            self._check_overrun()
         # Always-finally: maintenance off runs whatever happened inside the window.
         if off:
             self._run_unit(Phase.WINDOW, Stage.MAINTENANCE_OFF, off)
@@ -99,6 +120,24 @@ class Executor:
             started = self.ctx.state.pop("window_started")
             self.ctx.event("window.closed", ended_at=now_iso(), duration_s=round(time.time() - started, 3),
                            ok=ok)
+
+    def _admit(self, stage: Stage, unit: list[PlannedStep], work: list[PlannedStep]) -> bool:
+        """Window-aware admission: do not start work that would not end before the cutoff."""
+        estimates = [spec_for(self.ctx.runbook, p).estimate for p in unit]
+        why = self.window.admit(stage.value, [e.total_seconds() for e in estimates if e is not None])
+        if why is None:
+            return True
+        self.ctx.event("window.exceeded", stage=stage.value, reason=why)
+        self._notify("window.exceeded", f"window exceeded: {stage.value} not started", why, severity="failure")
+        self._fail(unit[0], PitstopError(f"window exceeded: {why}"))
+        self._skip(work[work.index(unit[0]):], "window exceeded")
+        return False
+
+    def _check_overrun(self) -> None:
+        if self.window.overrun():
+            self.ctx.event("window.extended", planned_end=self.window.end.isoformat())
+            self._notify("window.extended", "maintenance is running past its announced end",
+                         f"planned end: {self.window.end.isoformat(timespec='minutes')}", severity="warning")
 
     def _lift_maintenance(self) -> None:
         """Safety net: if any host still has maintenance on (off step failed or absent), lift it."""
@@ -121,12 +160,10 @@ class Executor:
         def body() -> bool:
             ctx.event("stage.started", stage=stage.value, phase=phase.value, steps=[s.label for s in unit])
             t0 = time.monotonic()
-            ok = True
-            for i, planned in enumerate(unit):
-                if not self._run_step(planned):
-                    ok = False
-                    self._skip(unit[i + 1:], "an earlier step failed")
-                    break
+            if phase == Phase.WINDOW or stage == Stage.POST_VERIFICATION:
+                ok = self._run_graph(stage, unit)
+            else:
+                ok = self._run_in_order(stage, unit)
             status = Status.SUCCEEDED if ok else Status.FAILED
             ctx.event("stage.finished", stage=stage.value, phase=phase.value, status=status.value,
                       duration_s=round(time.monotonic() - t0, 3))
@@ -139,13 +176,40 @@ class Executor:
 
         return self.unit_runner(f"{stage.value}-{phase.value}", body)
 
+    def _run_in_order(self, stage: Stage, unit: list[PlannedStep]) -> bool:
+        ok = True
+        for i, planned in enumerate(unit):
+            if not self._run_step(planned):
+                ok = False
+                if stage == Stage.POST_VERIFICATION:
+                    continue  # verify everything: the report must list every difference
+                self._skip(unit[i + 1:], "an earlier step failed")
+                break
+        return ok
+
+    def _run_graph(self, stage: Stage, unit: list[PlannedStep]) -> bool:
+        """In-window work and read-only verification: independent steps overlap (pitstop/dag.py)."""
+        from .dag import run_graph
+
+        res = run_graph(unit, self._run_step, keep_going=stage == Stage.POST_VERIFICATION)
+        self._skip(res.not_started, "an earlier step failed")
+        return res.ok and not res.not_started
+
     def _run_step(self, planned: PlannedStep) -> bool:
+        with self.ctx.step_scope(planned.stage.value, planned.label):
+            return self._step(planned)
+
+    def _step(self, planned: PlannedStep) -> bool:
         ctx = self.ctx
         info = get_step(planned.uses)
         spec = spec_for(ctx.runbook, planned)
         params = info.params.model_validate(spec.with_)
+        key = planned.spec_key()
+        if key in self.completed:
+            ctx.event("step.already_done", stage=planned.stage.value, step=planned.label, uses=planned.uses, key=key)
+            return True
         ctx.event("step.started", stage=planned.stage.value, step=planned.label, uses=planned.uses,
-                  phase=planned.phase.value, hosts=planned.hosts)
+                  phase=planned.phase.value, hosts=planned.hosts, key=key)
         t0 = time.monotonic()
         hosts: list[HostResult] = []
         try:
@@ -158,39 +222,38 @@ class Executor:
                                       summary=f"{len(hosts) - len(failed)}/{len(hosts)} hosts ok")
                 if failed:
                     names = ", ".join(h.host for h in failed)
-                    raise PitstopError(f"failed on {len(failed)} host(s): {names}: {failed[0].error}")
+                    unstarted = sum(h.status == Status.SKIPPED for h in hosts)
+                    extra = f"; {unstarted} host(s) not started (max_errors)" if unstarted else ""
+                    error_cls = CheckFailed if planned.uses.startswith("check.") else PitstopError
+                    raise error_cls(f"failed on {len(failed)} host(s): {names}: {failed[0].error}{extra}")
             else:
                 outcome = info.func(ctx, params)
         except Exception as exc:  # noqa: BLE001 - every failure is recorded, then handled by policy
             status = Status.FAILED
             error = ctx.redact(str(exc) or type(exc).__name__)
-            ctx.event("step.finished", stage=planned.stage.value, step=planned.label, uses=planned.uses,
+            ctx.event("step.finished", stage=planned.stage.value, step=planned.label, uses=planned.uses, key=key,
                       status=status.value, error=error, error_type=type(exc).__name__,
                       duration_s=round(time.monotonic() - t0, 3), hosts=[h.model_dump() for h in hosts])
             if spec.continue_on_error:
                 return True
             self._fail(planned, exc, error)
             return False
-        ctx.event("step.finished", stage=planned.stage.value, step=planned.label, uses=planned.uses,
+        ctx.event("step.finished", stage=planned.stage.value, step=planned.label, uses=planned.uses, key=key,
                   status=Status.SUCCEEDED.value, changed=outcome.changed, summary=ctx.redact(outcome.summary),
                   data=outcome.data, duration_s=round(time.monotonic() - t0, 3),
                   hosts=[h.model_dump() for h in hosts])
         return True
 
-    def _on_hosts(self, planned: PlannedStep, func: Callable[..., StepOutcome], params: Any) -> list[HostResult]:
-        def one(host: str) -> HostResult:
-            t0 = time.monotonic()
-            try:
-                out = func(self.ctx, params, host)
-                return HostResult(host=host, status=Status.SUCCEEDED, changed=out.changed, summary=out.summary,
-                                  data=out.data, duration_s=round(time.monotonic() - t0, 3))
-            except Exception as exc:  # noqa: BLE001 - per-host failures are collected
-                return HostResult(host=host, status=Status.FAILED, error=self.ctx.redact(str(exc)),
-                                  duration_s=round(time.monotonic() - t0, 3))
+    def _on_hosts(self, planned: PlannedStep, func: Callable[..., StepOutcome],
+                  params: Any) -> list[HostResult]:
+        """Fan out per ``fleet:`` (concurrency, batches, canary, max_errors); see pitstop/fanout.py."""
+        from .fanout import run_step_on_hosts
 
-        workers = max(1, min(MAX_HOST_CONCURRENCY, len(planned.hosts)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pitstop-host") as pool:
-            return list(pool.map(one, planned.hosts))
+        def scoped(ctx: RunContext, p: Any, host: str) -> StepOutcome:  # host threads say their step too
+            with ctx.step_scope(planned.stage.value, planned.label):
+                return func(ctx, p, host)
+
+        return run_step_on_hosts(self.ctx, planned, scoped, params).results
 
     def _gate(self, planned: PlannedStep) -> None:
         backup = self.ctx.state.get("backup")
@@ -205,6 +268,10 @@ class Executor:
 
     # -- bookkeeping ----------------------------------------------------------------------------------
     def _fail(self, planned: PlannedStep | None, exc: BaseException, error: str | None = None) -> None:
+        with self._fail_lock:  # steps of one unit may fail concurrently: the first failure is the run's
+            self._record_failure(planned, exc, error)
+
+    def _record_failure(self, planned: PlannedStep | None, exc: BaseException, error: str | None) -> None:
         verification = planned is not None and planned.stage == Stage.POST_VERIFICATION
         if self.status == Status.SUCCEEDED:
             self.status = Status.FAILED_VERIFICATION if verification and isinstance(exc, CheckFailed) \
@@ -232,7 +299,9 @@ class Executor:
 
     def _finish(self) -> None:
         ctx = self.ctx
-        if self.status == Status.SUCCEEDED:
+        if self.status == Status.SKIPPED:
+            pass  # already announced as run.skipped
+        elif self.status == Status.SUCCEEDED:
             self._notify("run.completed", f"{ctx.runbook.name} maintenance completed", severity="success")
         else:
             err = self.failure or {}

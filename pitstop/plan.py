@@ -6,6 +6,9 @@ Phases, in order:
   ``window``  maintenance on, the steps that need exclusive access (``inside``), maintenance off;
   ``after``   post-verification and the report.
 A step's placement is its runbook override (``window:``) or what the step declares.
+
+Every planned step also carries its dependencies (``after``, see pitstop/dag.py) and, with
+:func:`forecast_window`, the predicted in-window time and critical path (history, else estimates).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from .config import EnvironmentConfig
 from .registry import Placement, StepInfo, Target, get_step, host_group
-from .runbook import Runbook, Stage, StepSpec
+from .runbook import STAGE_ORDER, Runbook, Stage, StepSpec
 
 if TYPE_CHECKING:
     from .context import RunContext
@@ -45,21 +48,42 @@ class PlannedStep(BaseModel):
     target: Target
     hosts: list[str] = Field(default_factory=list)
     would: list[str] = Field(default_factory=list)
+    id: str = ""  # the runbook's ``id:``, else "<stage>/<index>"
+    after: list[str] = Field(default_factory=list)  # ids that must finish first (declared or implied)
+    estimate_s: float | None = None
 
     def spec_key(self) -> str:
         return f"{self.stage.value}/{self.index}/{self.uses}"
+
+
+class WindowForecast(BaseModel):
+    """Predicted time between maintenance on and off, and the chain of steps that sets it."""
+
+    seconds: float
+    critical_path: list[str]  # step ids, in order
+    sources: dict[str, str] = Field(default_factory=dict)  # step id -> history | estimate | unknown
 
 
 class Plan(BaseModel):
     environment: str
     runbook: str
     steps: list[PlannedStep]
+    forecast: WindowForecast | None = None
 
     def phase(self, phase: Phase) -> list[PlannedStep]:
         return [s for s in self.steps if s.phase == phase]
 
 
-def _placement(stage: Stage, spec: StepSpec, info: StepInfo) -> tuple[Placement, Phase, str]:
+ORDER = {Phase.BEFORE: 0, Phase.WINDOW: 1, Phase.AFTER: 2}
+WINDOW_RANK = {Stage.MAINTENANCE_ON: 0, Stage.MAINTENANCE_OFF: 2}
+
+
+def run_rank(stage: Stage, phase: Phase) -> tuple[int, int, int]:
+    """When a (stage, phase) runs: steps of a lower rank have finished before a higher one starts."""
+    return ORDER[phase], WINDOW_RANK.get(stage, 1) if phase == Phase.WINDOW else 0, STAGE_ORDER.index(stage)
+
+
+def placement_of(stage: Stage, spec: StepSpec, info: StepInfo) -> tuple[Placement, Phase, str]:
     if stage in ALWAYS_BEFORE:
         return Placement.OUTSIDE, Phase.BEFORE, "preflight runs before anything changes"
     if stage in ALWAYS_AFTER:
@@ -81,15 +105,89 @@ def build_plan(cfg: EnvironmentConfig, runbook: Runbook) -> Plan:
     for stage_spec in runbook.stages:
         for i, spec in enumerate(stage_spec.steps):
             info = get_step(spec.uses)
-            placement, phase, why = _placement(stage_spec.name, spec, info)
+            placement, phase, why = placement_of(stage_spec.name, spec, info)
             hosts = cfg.group_hosts(host_group(info, spec.targets, cfg)) if info.target == Target.HOSTS else []
             steps.append(PlannedStep(index=i, stage=stage_spec.name, uses=spec.uses, label=spec.label,
                                      placement=placement, phase=phase, why=why, destructive=info.destructive,
-                                     target=info.target, hosts=hosts))
-    order = {Phase.BEFORE: 0, Phase.WINDOW: 1, Phase.AFTER: 2}
-    window_rank = {Stage.MAINTENANCE_ON: 0, Stage.MAINTENANCE_OFF: 2}
-    steps.sort(key=lambda s: (order[s.phase], window_rank.get(s.stage, 1) if s.phase == Phase.WINDOW else 0))
+                                     target=info.target, hosts=hosts, id=spec.id or f"{stage_spec.name.value}/{i}",
+                                     estimate_s=spec.estimate.total_seconds() if spec.estimate else None))
+    steps.sort(key=lambda s: (ORDER[s.phase], WINDOW_RANK.get(s.stage, 1) if s.phase == Phase.WINDOW else 0))
+    _link(runbook, steps)
     return Plan(environment=cfg.name, runbook=runbook.name, steps=steps)
+
+
+def _link(runbook: Runbook, steps: list[PlannedStep]) -> None:
+    """Fill ``after``: declared ids, else the previous undeclared step of the same stage and phase
+    (runbook order, the conservative default). Read-only post-verification checks need nothing."""
+    previous: dict[tuple[Stage, Phase], str] = {}
+    for s in steps:
+        declared = spec_for(runbook, s).after
+        if declared is not None:
+            s.after = list(declared)
+            continue
+        key = (s.stage, s.phase)
+        if s.stage != Stage.POST_VERIFICATION and key in previous:
+            s.after = [previous[key]]
+        previous[key] = s.id
+
+
+def step_history(cfg: EnvironmentConfig, runbook: str, limit: int = 10) -> dict[str, float]:
+    """p90 duration per ``stage/step label`` over the latest successful runs of ``runbook``."""
+    import json
+
+    from .window import _p90
+
+    reports = []
+    for path in cfg.resolve(cfg.reports.dir).glob("*/report.json"):
+        try:
+            r = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if r.get("runbook") == runbook and r.get("status") == "succeeded":
+            reports.append(r)
+    reports.sort(key=lambda r: str(r.get("started_at")), reverse=True)
+    per: dict[str, list[float]] = {}
+    for r in reports[:limit]:
+        for stage in r.get("stages", []):
+            for st in stage.get("steps", []):
+                if st.get("status") == "succeeded" and st.get("duration_s") is not None:
+                    per.setdefault(f"{stage['name']}/{st['name']}", []).append(float(st["duration_s"]))
+    return {k: _p90(v) for k, v in per.items()}
+
+
+def forecast_window(plan: Plan, history: dict[str, float] | None = None,
+                    stage_totals: dict[str, float] | None = None) -> WindowForecast:
+    """Predicted in-window time: units run one after another, each as long as its longest chain.
+
+    A step costs its p90 from earlier reports (``history``), else its ``estimate:``, else 0
+    (listed as ``unknown``). A unit none of whose steps has either falls back to the stage's p90
+    from :func:`pitstop.window.stage_history` (``stage_totals``) when the whole stage is inside.
+    """
+    from itertools import groupby
+
+    from .dag import longest_path
+
+    history, stage_totals = history or {}, stage_totals or {}
+    sources: dict[str, str] = {}
+
+    def cost(s: PlannedStep) -> float:
+        if f"{s.stage.value}/{s.label}" in history:
+            sources[s.id] = "history"
+            return history[f"{s.stage.value}/{s.label}"]
+        sources[s.id] = "estimate" if s.estimate_s is not None else "unknown"
+        return s.estimate_s or 0.0
+
+    total, path = 0.0, []
+    for stage, group in groupby(plan.phase(Phase.WINDOW), key=lambda s: s.stage):
+        unit = list(group)
+        secs, chain = longest_path(unit, cost)
+        whole = all(p.phase == Phase.WINDOW for p in plan.steps if p.stage == stage)
+        if all(sources[s.id] == "unknown" for s in unit) and whole and stage.value in stage_totals:
+            secs = stage_totals[stage.value]
+            sources.update({s.id: "stage history" for s in unit})
+        total += secs
+        path += chain
+    return WindowForecast(seconds=round(total, 3), critical_path=path, sources=sources)
 
 
 def describe_changes(ctx: RunContext, plan: Plan) -> Plan:
@@ -115,3 +213,26 @@ def spec_for(runbook: Runbook, planned: PlannedStep) -> StepSpec:
     stage = runbook.stage(planned.stage)
     assert stage is not None
     return stage.steps[planned.index]
+
+
+def with_forecast(cfg: EnvironmentConfig, plan: Plan) -> Plan:
+    """Attach the in-window forecast from this environment's earlier reports (else estimates)."""
+    from .window import stage_history
+
+    plan.forecast = forecast_window(plan, step_history(cfg, plan.runbook), stage_history(cfg, plan.runbook))
+    return plan
+
+
+def forecast_lines(plan: Plan) -> list[str]:
+    """Human summary of the forecast, for ``pitstop plan``."""
+    f = plan.forecast
+    if f is None:
+        return []
+    labels = {s.id: s.label for s in plan.steps}
+    unknown = [labels[i] for i, src in f.sources.items() if src == "unknown"]
+    used = sorted({src for src in f.sources.values() if src != "unknown"}) or ["nothing known"]
+    lines = [f"predicted in-window time: {f.seconds:.1f}s (from {', '.join(used)})",
+             "critical path: " + " → ".join(labels[i] for i in f.critical_path)]
+    if unknown:
+        lines.append(f"no history or estimate (counted as 0s): {', '.join(unknown)}")
+    return lines

@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     from .config import EnvironmentConfig
-    from .context import RunContext
     from .model import StepOutcome
 
 
@@ -65,9 +64,16 @@ PLUGIN_MODULES = [
     "pitstop.steps.cleanup",
     "pitstop.steps.tuning",
     "pitstop.steps.commands",
+    "pitstop.steps.sysctl",
+    "pitstop.steps.services",
+    "pitstop.steps.packages",
+    "pitstop.steps.reclaim",
     "pitstop.checks",
     "checks.postgres",
     "checks.hosts",
+    "checks.http",
+    "checks.net",
+    "checks.data",
 ]
 _loaded = False
 

@@ -46,6 +46,12 @@ class StepSpec(BaseModel):
     targets: str | None = Field(None, description="host group for host steps (default: the step's own)")
     window: Placement | None = Field(None, description="override the step's declared placement")
     continue_on_error: bool = False
+    estimate: Duration | None = Field(None, description="expected duration, used for window admission "
+                                                         "until history exists")
+    id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                           description="name other steps use in `after:` (docs/window.md)")
+    after: list[str] | None = Field(None, description="ids of steps that must finish first; unset: the "
+                                                      "previous step of the stage without `after:`")
 
     @property
     def label(self) -> str:
@@ -133,4 +139,8 @@ def check_runbook(rb: Runbook, doc: yamlfile.YamlDoc, cfg: EnvironmentConfig | N
             if stage.name == Stage.DATABASE_CLEANUP and any(s.uses == "cleanup.retention" for s in stage.steps):
                 problems.append(doc.problem(["stages", si], f"cleanup.retention used but {cfg.source or 'the config'} "
                                                             "has no `retention` rules"))
+    if not problems:
+        from .dag import dependency_problems
+
+        problems += dependency_problems(rb, doc, steps)
     return problems

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .config import EnvironmentConfig, load_config
 from .connectors.postgres import Database
 from .context import RunContext, RunOptions, new_run_id
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .executor import Executor, UnitRunner, direct
 from .locks import EnvironmentLock
 from .model import Status, Trigger
@@ -32,14 +33,30 @@ class RunResult:
         return json.loads((self.run_dir / "report.json").read_text())
 
 
+def run_id_for_flow_run(env: str, runbook: str, flow_run_id: str, start: datetime) -> str:
+    """The run id of a Prefect flow run: stable across its retries (so a retry resumes the run) and
+    computable by whoever triggered it (so ``pitstop emergency`` can find the report)."""
+    stamp = (start.astimezone(UTC) if start.tzinfo else start).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{Path(env).stem}-{Path(runbook).stem}-{flow_run_id[:8]}"
+
+
 def load(env: str, runbook: str) -> tuple[EnvironmentConfig, Runbook]:
     """Validate config and runbook together; raises InputError (exit 2) before anything runs."""
+    from .input_guards import secret_problems
+
     cfg = load_config(env)
-    return cfg, load_runbook(runbook, cfg)
+    rb = load_runbook(runbook, cfg)
+    if problems := secret_problems(cfg):
+        raise ConfigError(problems)
+    return cfg, rb
 
 
 def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: str, unit_runner: UnitRunner,
              listener: Listener | None, wait_s: float, resume_events: list[dict[str, Any]] | None) -> RunResult:
+    from .window import check_blackout
+
+    skip = None if resume_events is not None else check_blackout(cfg, options.trigger.value,
+                                                                  options.override_blackout, options.reason)
     lock = EnvironmentLock(Database(cfg), cfg.name, run_id)
     lock.acquire(wait_s=wait_s)  # RunLocked (exit 3) before anything of this run exists
     try:
@@ -57,7 +74,9 @@ def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: s
 
             completed = completed_steps(resume_events)
             rehydrate(ctx, resume_events)
-        status = Executor(ctx, unit_runner, completed=completed).run()
+        executor = Executor(ctx, unit_runner, completed=completed)
+        executor.skip_reason = skip
+        status = executor.run()
         return RunResult(run_id=ctx.run_id, status=status, run_dir=ctx.run_dir)
     finally:
         lock.release()
@@ -65,12 +84,13 @@ def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: s
 
 def execute(env: str, runbook: str, *, trigger: str = Trigger.MANUAL.value, reason: str = "",
             accept_unverified_backup: bool = False, run_id: str | None = None, unit_runner: UnitRunner = direct,
-            listener: Listener | None = None, wait_s: float = 0.0) -> RunResult:
+            listener: Listener | None = None, wait_s: float = 0.0, override_blackout: bool = False) -> RunResult:
     """Run a runbook. With a ``run_id`` whose folder already exists, resume that run instead."""
     cfg, rb = load(env, runbook)
     if run_id and (cfg.resolve(cfg.reports.dir) / run_id / "audit.jsonl").is_file():
         return resume(env, run_id, unit_runner=unit_runner, listener=listener, wait_s=wait_s)
-    options = RunOptions(trigger=Trigger(trigger), reason=reason, accept_unverified_backup=accept_unverified_backup)
+    options = RunOptions(trigger=Trigger(trigger), reason=reason, accept_unverified_backup=accept_unverified_backup,
+                         override_blackout=override_blackout)
     run_id = run_id or new_run_id(cfg.name, rb.name)
     return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, None)
 

@@ -16,4 +16,4 @@ def connect_host(cfg: EnvironmentConfig, name: str) -> Connection:
         return LocalConnection(name, cfg.resolve(host.root))
     from .ssh import SshConnection  # imported lazily: paramiko is only needed for SSH hosts
 
-    return SshConnection(name, host, cfg.ssh)
+    return SshConnection(name, host, cfg.ssh, hosts=cfg.hosts)

@@ -52,6 +52,13 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def location(self, key: str) -> str: ...
 
+    @abc.abstractmethod
+    def size(self, key: str) -> int: ...
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open(key) as f:
+            return f.read()
+
 
 class LocalStorage(Storage):
     def __init__(self, root: Path):
@@ -82,6 +89,7 @@ class LocalStorage(Storage):
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, target)
+            _fsync_dir(target.parent)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -100,10 +108,36 @@ class LocalStorage(Storage):
         return sorted(out)
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        root = self.root.resolve()
+        for parent in path.parents:  # drop directories the delete left empty
+            if parent == root or root not in parent.parents:
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        return self._path(key).stat().st_size
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename durable (on filesystems that support fsync on directories)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def iter_chunks(stream: BinaryIO, size: int = CHUNK) -> Iterator[bytes]:

@@ -1,23 +1,38 @@
 """Notification channels behind one interface.
 
 ``console`` prints to the terminal, ``file`` appends JSON lines (the demo's stand-in for a chat
-room), ``apprise`` sends to any apprise URL (email, Slack, Teams, PagerDuty, webhooks) read from an
-environment variable so the URL's credentials never sit in config.
+room or a mailing list), ``apprise`` sends to any apprise URL — email (``mailtos://``), Slack,
+Microsoft Teams, Discord, PagerDuty, Opsgenie, JSON/form webhooks. The URL is a secret: it is read
+from an environment variable (``url_env``) or a Prefect Secret block (``secret_block``) at send
+time, is never logged, and every error message leaving a channel is scrubbed of it.
 """
 
 from __future__ import annotations
 
 import abc
+import hashlib
 import json
+import logging
 import os
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import BaseModel, Field
 from rich.console import Console
 
 from ..config import ChannelConfig, EnvironmentConfig
 from ..errors import ConfigError, ConnectorError
+
+EMAIL_SCHEMES = ("mailto", "mailtos")
+
+
+class Attachment(BaseModel):
+    name: str
+    mimetype: str
+    content: bytes
 
 
 class Message(BaseModel):
@@ -27,7 +42,10 @@ class Message(BaseModel):
     severity: str = "info"  # info | warning | failure | success
     subject: str
     body: str
+    audience: str = "ops"
+    notice_id: str | None = Field(None, description="idempotency key; receivers can de-duplicate on it")
     data: dict[str, object] = Field(default_factory=dict)
+    attachments: list[Attachment] = Field(default_factory=list)
 
 
 class Channel(abc.ABC):
@@ -35,17 +53,31 @@ class Channel(abc.ABC):
         self.name = name
         self.cfg = cfg
 
+    @property
+    def is_email(self) -> bool:
+        return False
+
+    @property
+    def style(self) -> str:
+        return self.cfg.style or ("full" if self.is_email or self.cfg.kind == "file" else "short")
+
+    @property
+    def wants_ics(self) -> bool:
+        return self.is_email if self.cfg.attach_ics is None else self.cfg.attach_ics
+
     @abc.abstractmethod
     def send(self, message: Message) -> None: ...
 
 
 class ConsoleChannel(Channel):
-    console = Console(stderr=False, highlight=False)
+    console = Console(stderr=True, highlight=False)  # stdout stays clean for --json
     STYLE = {"info": "cyan", "warning": "yellow", "failure": "bold red", "success": "bold green"}
 
     def send(self, message: Message) -> None:
+        from rich.markup import escape
+
         style = self.STYLE.get(message.severity, "cyan")
-        self.console.print(f"  [dim]notify[/dim] [{style}]{message.subject}[/{style}]")
+        self.console.print(f"  [dim]notify[/dim] [{style}]{escape(message.subject)}[/{style}]")
 
 
 class FileChannel(Channel):
@@ -54,24 +86,132 @@ class FileChannel(Channel):
         self.path = path
 
     def send(self, message: Message) -> None:
+        doc = message.model_dump(exclude={"attachments"})
+        doc["attachments"] = [{"name": a.name, "mimetype": a.mimetype, "size": len(a.content),
+                               "sha256": hashlib.sha256(a.content).hexdigest()} for a in message.attachments]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(message.model_dump(), default=str) + "\n")
+            fh.write(json.dumps(doc, default=str) + "\n")
+
+
+def url_secrets(url: str) -> list[str]:
+    """The parts of an apprise URL that must never be shown: the URL, password, tokens in the path."""
+    out = [url]
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return out
+    if parts.password:
+        out += [parts.password, unquote(parts.password)]
+    for seg in parts.path.split("/") + [v for _, v in parse_qsl(parts.query)] + [parts.netloc]:
+        if len(seg) >= 12:
+            out.append(seg)
+    return [s for s in out if len(s) >= 4]
+
+
+class _Scrub(logging.Filter):
+    """Scrubs secrets out of apprise's log records before any handler sees them."""
+
+    def __init__(self, secrets: list[str]):
+        super().__init__()
+        self.secrets = sorted(set(secrets), key=len, reverse=True)
+
+    def scrub(self, text: str) -> str:
+        for s in self.secrets:
+            text = text.replace(s, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self.scrub(record.getMessage()), None
+        return True
+
+
+@contextmanager
+def _scrubbed_apprise_logs(secrets: list[str]) -> Iterator[_Scrub]:
+    logger = logging.getLogger("apprise")
+    scrub = _Scrub(secrets)
+    logger.addFilter(scrub)
+    try:
+        yield scrub
+    finally:
+        logger.removeFilter(scrub)
 
 
 class AppriseChannel(Channel):
+    def __init__(self, name: str, cfg: ChannelConfig, resolve_url: Callable[[], str] | None = None):
+        super().__init__(name, cfg)
+        self._resolve = resolve_url
+        self._url: str | None = None
+
+    def url(self) -> str:
+        """The secret URL, resolved on first use (env var, then Prefect Secret block)."""
+        if self._url is None:
+            self._url = self._resolve() if self._resolve else resolve_secret_url(self.name, self.cfg)
+        return self._url
+
+    @property
+    def is_email(self) -> bool:
+        scheme_of = self.cfg.url_env and os.environ.get(self.cfg.url_env, "")
+        if not scheme_of and self.cfg.secret_block:
+            try:
+                scheme_of = self.url()
+            except ConfigError:
+                return False
+        return (scheme_of or "").split("://", 1)[0].lower() in EMAIL_SCHEMES
+
     def send(self, message: Message) -> None:
         import apprise
 
-        assert self.cfg.url_env
-        url = os.environ.get(self.cfg.url_env)
-        if not url:
-            raise ConfigError(f"notification channel {self.name!r}: ${self.cfg.url_env} is not set")
-        ap = apprise.Apprise()
-        if not ap.add(url):
-            raise ConfigError(f"notification channel {self.name!r}: ${self.cfg.url_env} is not a valid apprise URL")
-        if not ap.notify(title=message.subject, body=message.body):
-            raise ConnectorError(f"notification channel {self.name!r}: delivery failed")
+        url = self.url()
+        with _scrubbed_apprise_logs(url_secrets(url)) as scrub, apprise.LogCapture(level=logging.WARNING) as logs:
+            plugin = apprise.Apprise.instantiate(url)
+            if plugin is None:
+                raise ConfigError(f"notification channel {self.name!r}: the configured URL is not a valid apprise URL")
+            headers = getattr(plugin, "headers", None)  # email and webhook plugins take extra headers
+            if message.notice_id and isinstance(headers, dict):
+                headers["X-Pitstop-Notice-Id"] = message.notice_id
+            ap = apprise.Apprise()
+            ap.add(plugin)
+            with tempfile.TemporaryDirectory(prefix="pitstop-attach-") as tmp:
+                attach = self._attachments(message, Path(tmp))
+                ok = ap.notify(title=message.subject, body=message.body, body_format=apprise.NotifyFormat.TEXT,
+                               attach=attach)
+            if not ok:
+                tail = scrub.scrub(logs.getvalue().strip().splitlines()[-1]) if logs.getvalue().strip() else ""
+                raise ConnectorError(f"notification channel {self.name!r}: delivery failed" + (f" ({tail})"
+                                                                                             if tail else ""))
+
+    @staticmethod
+    def _attachments(message: Message, tmp: Path) -> object:
+        if not message.attachments:
+            return None
+        import apprise
+
+        attach = apprise.AppriseAttachment()
+        for a in message.attachments:
+            p = tmp / a.name
+            p.write_bytes(a.content)
+            attach.add(str(p))
+        return attach
+
+
+def resolve_secret_url(name: str, cfg: ChannelConfig) -> str:
+    if cfg.url_env:
+        url = os.environ.get(cfg.url_env)
+        if url:
+            return url
+        if not cfg.secret_block:
+            raise ConfigError(f"notification channel {name!r}: ${cfg.url_env} is not set")
+    if cfg.secret_block:
+        try:
+            from prefect.blocks.system import Secret
+
+            value = Secret.load(cfg.secret_block).get()  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - no URL is in this message
+            raise ConfigError(f"notification channel {name!r}: Prefect Secret block {cfg.secret_block!r} "
+                              f"could not be read ({type(exc).__name__})") from None
+        return str(value)
+    raise ConfigError(f"notification channel {name!r}: no URL source configured")
 
 
 ChannelFactory = Callable[[str, ChannelConfig, EnvironmentConfig], Channel]

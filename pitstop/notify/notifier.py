@@ -1,44 +1,170 @@
-"""Sends run events to every channel and records each delivery in the audit log.
+"""Sends run events to the audiences that want them and records every delivery in the audit log.
 
-A channel failure is retried (tenacity, backoff with jitter) and recorded; it never aborts the run.
+The executor calls ``notify(event, subject, body, severity, **data)`` at each transition. Each
+channel gets the event once, rendered with the template of its audience (short for chat, full for
+email) and times in that audience's timezone. A channel failure is retried (tenacity, exponential
+backoff with jitter) and recorded as a ``notification`` event with its status; it never aborts the
+run. The recorded delivery names the channel, never its URL.
+
+Emergency runs: ``run.started`` goes out as ``emergency.started`` (to every emergency audience,
+with the reason) and the end of the run as the ``emergency.ended`` follow-up. The notifier also
+keeps the status feed current and announces an overrun (``window.extended``) once per run.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
 from tenacity import Retrying, stop_after_attempt, wait_random_exponential
 
 from ..audit import now_iso
+from .audiences import Audience, render, routes
 from .channels import Channel, Message, build_channels
 
 if TYPE_CHECKING:
+    from ..config import EnvironmentConfig
     from ..context import RunContext
+    from .downtime import ExpectedDowntime
+
+END_EVENTS = ("run.completed", "run.failed", "verification.failed", "run.cancelled")
+
+
+class Delivery(BaseModel):
+    event: str
+    channel: str
+    kind: str
+    audience: str
+    status: str  # sent | failed
+    attempts: int
+    sent_at: str
+    error: str | None = None
+    subject: str = ""
+
+
+def deliver(channel: Channel, msg: Message, redact: Callable[[str], str], attempts: int = 3,
+            wait_max: float = 2.0, sleep: Callable[[float], None] = time.sleep) -> Delivery:
+    """Send with retries; never raises. The outcome names the channel, not its URL."""
+    status, error, tries = "sent", None, 0
+    try:
+        for attempt in Retrying(stop=stop_after_attempt(attempts), sleep=sleep, reraise=True,
+                                wait=wait_random_exponential(multiplier=0.2, max=wait_max)):
+            with attempt:
+                tries += 1
+                channel.send(msg)
+    except Exception as exc:  # noqa: BLE001 - a channel failure never aborts maintenance
+        status, error = "failed", redact(f"{type(exc).__name__}: {exc}")
+    return Delivery(event=msg.event, channel=channel.name, kind=channel.cfg.kind, audience=msg.audience,
+                    status=status, attempts=tries, sent_at=now_iso(), error=error, subject=msg.subject)
+
+
+def base_context(cfg: EnvironmentConfig, now: datetime) -> dict[str, Any]:
+    n = cfg.notifications.notices
+    return {"env": {"name": cfg.name, "title": n.title or cfg.name, "timezone": cfg.timezone},
+            "now": now, "affects": list(n.affects), "user_actions": list(n.user_actions), "contact": n.contact,
+            "impact": cfg.window.impact}
 
 
 class Notifier:
-    def __init__(self, ctx: RunContext, channels: list[Channel] | None = None, attempts: int = 3,
-                 wait_max: float = 2.0):
+    def __init__(self, ctx: RunContext, channels: list[Channel] | None = None, attempts: int | None = None,
+                 wait_max: float | None = None):
         self.ctx = ctx
+        ncfg = ctx.cfg.notifications
         self.channels = build_channels(ctx.cfg) if channels is None else channels
-        self.attempts = attempts
-        self.wait_max = wait_max
+        self.attempts = attempts or ncfg.attempts
+        self.wait_max = ncfg.wait_max if wait_max is None else wait_max
+        self._downtime: ExpectedDowntime | None = None
+        self._extended = False
+        self._window_opened: float | None = None
+        self._feed_ok = True
+        self._finished = False
+        ctx.audit.subscribe(self._on_event)
 
-    def notify(self, event: str, subject: str, body: str = "", severity: str = "info", **data: Any) -> None:
-        prefix = f"[pitstop {self.ctx.cfg.name}] "
-        msg = Message(event=event, run_id=self.ctx.run_id, environment=self.ctx.cfg.name, severity=severity,
-                      subject=self.ctx.redact(prefix + subject), body=self.ctx.redact(body), data=data)
-        for channel in self.channels:
-            status, error, attempts = "sent", None, 0
-            try:
-                for attempt in Retrying(stop=stop_after_attempt(self.attempts),
-                                        wait=wait_random_exponential(multiplier=0.2, max=self.wait_max),
-                                        reraise=True):
-                    with attempt:
-                        attempts += 1
-                        channel.send(msg)
-            except Exception as exc:  # noqa: BLE001 - a channel failure never aborts maintenance
-                status, error = "failed", self.ctx.redact(f"{type(exc).__name__}: {exc}")
-            self.ctx.event("notification", event=event, channel=channel.name, kind=channel.cfg.kind,
-                           status=status, sent_at=now_iso(), attempts=attempts, error=error,
-                           subject=msg.subject)
+    # -- public ---------------------------------------------------------------------------------------
+    def notify(self, event: str, subject: str, body: str = "", severity: str = "info", **data: Any) -> list[Delivery]:
+        event = self._route(event)
+        context = self._context(event, subject, body, severity, data)
+        deliveries = []
+        for channel, audience in routes(self.ctx.cfg, self.channels, event):
+            msg = self._message(event, channel, audience, severity, context, data)
+            d = deliver(channel, msg, self.ctx.redact, self.attempts, self.wait_max)
+            self.ctx.event("notification", **d.model_dump())
+            deliveries.append(d)
+        return deliveries
+
+    @property
+    def expected(self) -> ExpectedDowntime:
+        if self._downtime is None:
+            from .downtime import expected_downtime
+
+            rb = self.ctx.runbook
+            self._downtime = expected_downtime(self.ctx.cfg, rb.name, runbook_default=rb.expected_downtime)
+        return self._downtime
+
+    # -- internals ------------------------------------------------------------------------------------
+    def _route(self, event: str) -> str:
+        if self.ctx.options.trigger.value != "emergency":
+            return event
+        if event == "run.started":
+            return "emergency.started"
+        return "emergency.ended" if event in END_EVENTS else event
+
+    def _context(self, event: str, subject: str, body: str, severity: str, data: dict[str, Any]) -> dict[str, Any]:
+        ctx = self.ctx
+        now = datetime.now(UTC)
+        started = next((e["ts"] for e in ctx.audit.of_kind("run.started")), now.isoformat())
+        expected = self.expected
+        start_dt = datetime.fromisoformat(started)
+        window = data.get("window") or {"start": start_dt, "label": ctx.runbook.name,
+                                        "end": datetime.fromtimestamp(start_dt.timestamp() + expected.seconds, UTC)}
+        status = data.get("status") or {"run.completed": "succeeded", "run.failed": "failed",
+                                        "verification.failed": "failed_verification"}.get(event)
+        return {**base_context(ctx.cfg, now), **data, "subject": ctx.redact(subject), "body": ctx.redact(body),
+                "severity": severity, "started_at": started, "status": status, "window": window,
+                "downtime": {"seconds": expected.seconds, "source": expected.source,
+                             "source_text": expected.source_text},
+                "run": {"id": ctx.run_id, "runbook": ctx.runbook.name, "trigger": ctx.options.trigger.value,
+                        "reason": ctx.redact(ctx.options.reason)}}
+
+    def _message(self, event: str, channel: Channel, audience: Audience, severity: str,
+                 context: dict[str, Any], data: dict[str, Any]) -> Message:
+        subject, body = render(self.ctx.cfg, event, audience, channel.style, context)
+        return Message(event=event, run_id=self.ctx.run_id, environment=self.ctx.cfg.name, severity=severity,
+                       subject=self.ctx.redact(subject), body=self.ctx.redact(body), audience=audience.name,
+                       notice_id=f"{self.ctx.run_id}:{event}:{data.get('stage', '')}".rstrip(":"),
+                       data={k: v for k, v in data.items() if isinstance(v, str | int | float | bool)})
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        kind = event["kind"]
+        if kind == "notification":
+            return
+        if kind == "window.opened":
+            self._window_opened = time.time()
+        elif kind == "window.closed":
+            self._window_opened = None
+        elif kind in ("stage.finished", "step.finished") and self._window_opened and not self._extended:
+            elapsed = time.time() - self._window_opened
+            grace = self.ctx.cfg.notifications.notices.overrun_grace.total_seconds()
+            if elapsed > self.expected.seconds + grace:
+                self._extended = True
+                self.ctx.event("window.extended", elapsed_s=round(elapsed, 3), expected_s=self.expected.seconds)
+                self.notify("window.extended", f"maintenance overrunning: {elapsed:.0f}s so far",
+                            severity="warning", elapsed_s=round(elapsed, 3))
+        if kind in ("run.started", "run.resumed", "stage.started", "stage.finished", "window.opened", "window.closed",
+                    "run.finished", "window.extended"):
+            self._update_feed(event)
+
+    def _update_feed(self, event: dict[str, Any]) -> None:
+        if not self._feed_ok or self._finished:
+            return
+        self._finished = event["kind"] == "run.finished"
+        try:
+            from .feed import record_run_event
+
+            record_run_event(self.ctx, event, self.expected.seconds)
+        except Exception as exc:  # noqa: BLE001 - a feed problem never breaks the run
+            self._feed_ok = False
+            self.ctx.event("feed.failed", error=self.ctx.redact(f"{type(exc).__name__}: {exc}"))

@@ -1,10 +1,12 @@
-"""Writes ``report.json``, ``report.md`` and ``report.html`` into the run folder, seals every file
-of the folder in ``manifest.json`` (SHA-256 each) and copies the folder to storage."""
+"""Writes ``report.json``, ``report.md`` and ``report.html`` into the run folder, seals every file of
+the folder in ``manifest.json`` (SHA-256 each, bound to the audit chain's last hash), copies the folder
+to storage and, inside a Prefect flow run, publishes the report as Prefect artifacts."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,33 +21,63 @@ if TYPE_CHECKING:
     from ..context import RunContext
 
 REPORT_FILES = ("report.json", "report.md", "report.html")
+MANIFEST = "manifest.json"
+
+
+def _dur(s: Any) -> str:
+    return "—" if s is None else human_seconds(float(s))
 
 
 def _env() -> Environment:
     env = Environment(loader=PackageLoader("pitstop", "report/templates"),
-                      autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
-    env.filters["dur"] = lambda s: "—" if s is None else human_seconds(float(s))
+                      autoescape=select_autoescape(["html", "html.j2"]), trim_blocks=True, lstrip_blocks=True)
+    env.filters["dur"] = _dur
     env.filters["kib"] = lambda n: "—" if n is None else f"{n / 1024:,.1f} KiB"
     env.filters["ts"] = lambda t: "—" if not t else str(t).replace("T", " ")[:19] + " UTC"
-    env.filters["timeline_style"] = lambda s, r: _bar(s["started_at"], s["finished_at"], r)
-    env.filters["window_style"] = lambda w, r: _bar(w["started_at"], w["ended_at"], r)
+    env.filters["hms"] = lambda t: "—" if not t else str(t)[11:19]
+    env.filters["pct"] = lambda v: "—" if v is None else f"{v}%"
+    env.filters["num"] = lambda v: "—" if v is None else f"{v:,}"
+    env.filters["short"] = lambda v, n=80: (str(v)[: n - 1] + "…") if v is not None and len(str(v)) > n else (
+        "" if v is None else str(v))
+    env.filters["timeline_style"] = lambda s, r: _bar(s.get("started_at"), s.get("finished_at"), r)
+    env.filters["window_style"] = lambda w, r: _bar(w.get("started_at"), w.get("ended_at"), r)
+    env.filters["planned_style"] = _planned_bar
+    env.filters["js"] = lambda v: v if isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False)
+    env.filters["md_cell"] = lambda v: "" if v is None else str(v).replace("|", "\\|").replace("\n", " ")
     return env
+
+
+def _t(x: str | None) -> float | None:
+    return datetime.fromisoformat(x).timestamp() if x else None
+
+
+def _span(r: dict[str, Any]) -> tuple[float | None, float | None]:
+    """The timeline's extent: the run itself (a planned window longer than the run is clipped)."""
+    return _t(r["started_at"]), _t(r["finished_at"])
+
+
+def _style(s0: float | None, s1: float | None, r: dict[str, Any]) -> str:
+    r0, r1 = _span(r)
+    if r0 is None or r1 is None or s0 is None or r1 <= r0:
+        return "left:0;width:100%"
+    s1 = s1 if s1 is not None else r1
+    left = min(99.4, max(0.0, (s0 - r0) / (r1 - r0) * 100))
+    width = max(0.4, (s1 - s0) / (r1 - r0) * 100)
+    return f"left:{left:.2f}%;width:{min(width, 100 - left):.2f}%"
 
 
 def _bar(start: str | None, end: str | None, r: dict[str, Any]) -> str:
     """CSS left/width (percent of the run) for a timeline bar."""
-    from datetime import datetime
+    return _style(_t(start), _t(end), r)
 
-    def t(x: str | None) -> float | None:
-        return datetime.fromisoformat(x).timestamp() if x else None
 
-    r0, r1 = t(r["started_at"]), t(r["finished_at"]) or t(end) or t(start)
-    s0, s1 = t(start), t(end) or r1
-    if r0 is None or r1 is None or s0 is None or s1 is None or r1 <= r0:
-        return "left:0;width:100%"
-    left = max(0.0, (s0 - r0) / (r1 - r0) * 100)
-    width = max(0.3, (s1 - s0) / (r1 - r0) * 100)
-    return f"left:{left:.2f}%;width:{min(width, 100 - left):.2f}%"
+def _planned_bar(w: dict[str, Any], r: dict[str, Any]) -> str:
+    """The planned window: from its planned start (or the actual opening) for the announced downtime."""
+    start = _t(w.get("planned_start")) or _t(w.get("started_at"))
+    if start is None or not w.get("downtime_announced_s"):
+        return "display:none"
+    end = _t(w.get("planned_end")) or start + float(w["downtime_announced_s"])
+    return _style(start, end, r)
 
 
 def render(report: dict[str, Any]) -> dict[str, str]:
@@ -57,25 +89,61 @@ def render(report: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def manifest_text(manifest: dict[str, Any]) -> str:
+    """The one canonical serialisation of a manifest: verify re-serialises and compares bytes."""
+    return json.dumps(manifest, indent=2) + "\n"
+
+
 def seal(run_dir: Path) -> Path:
+    """Write ``manifest.json``: SHA-256 of every file, plus the audit chain's length and last hash."""
     files = {p.relative_to(run_dir).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in sorted(run_dir.rglob("*")) if p.is_file() and p.name != "manifest.json"}
-    path = run_dir / "manifest.json"
-    path.write_text(json.dumps({"algorithm": "sha256", "files": files}, indent=2) + "\n")
+             for p in sorted(run_dir.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    manifest: dict[str, Any] = {"algorithm": "sha256", "files": files}
+    audit = run_dir / "audit.jsonl"
+    if audit.is_file():
+        events = read_events(audit)
+        manifest["audit"] = {"events": len(events), "last_hash": events[-1]["hash"] if events else None}
+    path = run_dir / MANIFEST
+    path.write_text(manifest_text(manifest))
     return path
+
+
+def copy_to_storage(ctx: RunContext) -> list[dict[str, Any]]:
+    """Copy the sealed run folder to ``reports/<env>/<run_id>/`` in storage. On an S3 bucket with
+    Object Lock the objects get COMPLIANCE retention, and a receipt with every object's ETag and
+    VersionId is written next to the folder (``<run_id>.receipt.json``, locally and in storage)."""
+    from .objectlock import lock_policy, put_locked
+
+    policy = lock_policy(ctx.storage)
+    copied = []
+    for p in sorted(ctx.run_dir.rglob("*")):
+        if p.is_file():
+            key = f"reports/{ctx.cfg.name}/{ctx.run_id}/{p.relative_to(ctx.run_dir).as_posix()}"
+            if policy:
+                copied.append(put_locked(ctx.storage, key, p.read_bytes(), policy))
+            else:
+                stored = ctx.storage.put_bytes(key, p.read_bytes())
+                copied.append({"key": key, "location": stored.location, "sha256": stored.sha256})
+    if policy:
+        receipt = json.dumps({"run_id": ctx.run_id, "object_lock": policy, "objects": copied}, indent=2) + "\n"
+        ctx.run_dir.with_name(f"{ctx.run_id}.receipt.json").write_text(receipt)
+        ctx.storage.put_bytes(f"reports/{ctx.cfg.name}/{ctx.run_id}.receipt.json", receipt.encode())
+    return copied
 
 
 def write_report(ctx: RunContext) -> dict[str, Any]:
     events = read_events(ctx.run_dir / "audit.jsonl")
     report = build_report(events, [s.value for s in STAGE_ORDER])
-    for name, text in render(report).items():
-        out = ctx.run_dir / name
-        out.write_text(ctx.redact(text), encoding="utf-8")
+    texts = {name: ctx.redact(text) for name, text in render(report).items()}
+    for name, text in texts.items():
+        (ctx.run_dir / name).write_text(text, encoding="utf-8")
     seal(ctx.run_dir)
+    out: dict[str, Any] = {"dir": str(ctx.run_dir), "status": report["status"]}
     try:
-        for p in sorted(ctx.run_dir.iterdir()):
-            if p.is_file():
-                ctx.storage.put_bytes(f"reports/{ctx.cfg.name}/{ctx.run_id}/{p.name}", p.read_bytes())
-    except Exception:  # noqa: BLE001,S110 - the local copy is the record; storage copy is best effort
-        pass
-    return {"dir": str(ctx.run_dir), "status": report["status"]}
+        out["storage"] = copy_to_storage(ctx)
+    except Exception as exc:  # noqa: BLE001 - the local copy is the record; storage copy is best effort
+        out["storage_error"] = ctx.redact(str(exc))
+    from .artifacts import publish
+
+    out["artifacts"] = publish(report, texts["report.md"])
+    return out

@@ -1,30 +1,37 @@
 """Pre-backup: ``pg_dump`` streamed into storage, and a verification by a real restore.
 
-``backup.postgres`` dumps in custom format inside an exported snapshot, counting every table's rows
-in that same snapshot, and streams the dump into storage while hashing it (no temporary file).
-A manifest sits next to the dump. ``backup.verify`` streams the object back, checks its SHA-256,
-restores it into a scratch database and compares the row counts with the manifest. Destructive
-steps are gated on a verified backup from this run.
+``backup.postgres`` checks that ``pg_dump`` is at least the server's major version, then dumps
+inside an exported snapshot, counting every table's rows in that same snapshot, and streams the
+dump into storage while hashing it (no temporary file for the custom format; the directory format
+with ``-j`` is dumped to local staging and streamed as a tar). A manifest sits next to the dump.
+``backup.verify`` checks the archive (header, ``pg_restore --list``), restores it into a scratch
+database, and compares size, SHA-256 and row counts with the manifest. ``backup.prune`` applies
+retention after a successful run. Destructive steps are gated on a verified backup from this run.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
+import shutil
 import subprocess
+import tarfile
 import threading
 import time
 import uuid
-from typing import IO, Any
+from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import IO, Any, BinaryIO
 
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..audit import now_iso
+from ..backups import PgServer, delete_backup, list_backups, plan_prune, restore
 from ..connectors.postgres import Database
 from ..context import RunContext
-from ..errors import BackupError
-from ..model import StepOutcome
+from ..errors import BackupError, PitstopError
+from ..model import StepOutcome, Trigger
 from ..registry import Placement, Target, planner, step
 
 COUNT_TABLES = """
@@ -37,10 +44,14 @@ ORDER BY 1, 2
 
 class BackupParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    compress: int = Field(6, ge=0, le=9, description="pg_dump -Z level")
+    compress: int | None = Field(None, ge=0, le=9, description="pg_dump -Z level (default: backup.compress)")
 
 
 class VerifyParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PruneParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -55,12 +66,20 @@ def count_rows(conn: Any) -> dict[str, int]:
 
 def check_versions(db: Database) -> tuple[int, str, int]:
     server_major, server_version = db.server_version()
+    dump = db.tool("pg_dump")
     dump_major = db.tool_major("pg_dump")
     if dump_major < server_major:
-        raise BackupError(f"pg_dump {dump_major} cannot safely dump PostgreSQL {server_version} "
+        raise BackupError(f"pg_dump {dump_major} ({dump}) cannot safely dump PostgreSQL {server_version} "
                           f"(server major {server_major}): point database.pg_bin_dir at the "
                           f"PostgreSQL {server_major} client binaries (e.g. /usr/lib/postgresql/{server_major}/bin)")
     return server_major, server_version, dump_major
+
+
+def backup_kind(ctx: RunContext) -> str:
+    """Retention class of this run's backup: emergency runs, else the runbook's kind."""
+    if ctx.options.trigger == Trigger.EMERGENCY:
+        return "emergency"
+    return ctx.runbook.kind
 
 
 def backup_key(ctx: RunContext, suffix: str) -> str:
@@ -71,12 +90,74 @@ def _drain(stream: IO[bytes], sink: list[bytes]) -> None:
     sink.append(stream.read())
 
 
+def _database_size(conn: Any) -> int:
+    row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    return int(row[0])
+
+
+def _stream_dump(ctx: RunContext, argv: list[str], key: str, size_hint: int) -> Any:
+    """Run ``pg_dump`` writing to stdout and stream it into storage; kill it if storage fails."""
+    db = ctx.db
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=db.tool_env())
+    assert proc.stdout is not None and proc.stderr is not None
+    err: list[bytes] = []
+    reader = threading.Thread(target=_drain, args=(proc.stderr, err), daemon=True)
+    reader.start()
+    try:
+        stored = ctx.storage.put_stream(key, proc.stdout, size_hint)  # type: ignore[arg-type]
+    except BaseException:
+        proc.kill()  # otherwise pg_dump blocks forever on its full pipe
+        raise
+    finally:
+        code = proc.wait()
+        reader.join()
+    if code != 0:
+        ctx.storage.delete(key)
+        raise BackupError(f"pg_dump exited {code}: {ctx.redact(b''.join(err).decode(errors='replace').strip())}")
+    return stored
+
+
+def _tar_dir(src: Path, out: BinaryIO) -> None:
+    try:
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+            tar.add(src, arcname="dump")
+    finally:
+        out.close()
+
+
+def _stream_directory(ctx: RunContext, argv: list[str], key: str, staging: Path) -> Any:
+    """Directory format: ``pg_dump -Fd -j`` into local staging, then a tar stream into storage."""
+    dump_dir = staging / "dump"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        done = subprocess.run([*argv, "-f", str(dump_dir)], capture_output=True, env=ctx.db.tool_env())
+        if done.returncode != 0:
+            raise BackupError(f"pg_dump exited {done.returncode}: "
+                              f"{ctx.redact(done.stderr.decode(errors='replace').strip())}")
+        size = sum(p.stat().st_size for p in dump_dir.rglob("*") if p.is_file())
+        r, w = os.pipe()
+        with open(r, "rb") as reader, open(w, "wb") as writer:
+            t = threading.Thread(target=_tar_dir, args=(dump_dir, writer), daemon=True)
+            t.start()
+            try:
+                stored = ctx.storage.put_stream(key, reader, size + 1024 * 1024)
+            finally:
+                reader.close()
+                t.join()
+        return stored
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 @step("backup.postgres", params=BackupParams, placement=Placement.OUTSIDE, target=Target.DATABASE)
 def backup_postgres(ctx: RunContext, params: BackupParams) -> StepOutcome:
-    """Dump the database (custom format) straight into storage, with a manifest."""
-    db = ctx.db
+    """Dump the database straight into storage (custom format, or directory with -j), with a manifest."""
+    db, bcfg = ctx.db, ctx.cfg.backup
+    compress = bcfg.compress if params.compress is None else params.compress
     server_major, server_version, dump_major = check_versions(db)
-    key = backup_key(ctx, ".dump")
+    directory = bcfg.format == "directory"
+    key = backup_key(ctx, ".dump.tar" if directory else ".dump")
     started = now_iso()
     t0 = time.monotonic()
     with db.connect() as snap:
@@ -84,105 +165,118 @@ def backup_postgres(ctx: RunContext, params: BackupParams) -> StepOutcome:
         row = snap.execute("SELECT pg_export_snapshot()").fetchone()
         assert row is not None
         snapshot = str(row[0])
-        counts = count_rows(snap)
-        argv = [db.tool("pg_dump"), "-Fc", f"-Z{params.compress}", f"--snapshot={snapshot}", "--no-password",
-                db.dbname]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=db.tool_env())
-        assert proc.stdout is not None and proc.stderr is not None
-        err: list[bytes] = []
-        reader = threading.Thread(target=_drain, args=(proc.stderr, err), daemon=True)
-        reader.start()
-        try:
-            stored = ctx.storage.put_stream(key, proc.stdout)
-        finally:
-            code = proc.wait()
-            reader.join()
+        db_size = _database_size(snap)
+        argv = [db.tool("pg_dump"), f"-Z{compress}", f"--snapshot={snapshot}", "--no-password", db.dbname]
+        # Row counts are taken in the same snapshot while pg_dump runs (the connection is this
+        # thread's only until the dump is stored).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pitstop-count") as counter:
+            counting = counter.submit(count_rows, snap)
+            try:
+                if directory:
+                    staging = ctx.cfg.resolve(bcfg.staging_dir) / ctx.run_id
+                    stored = _stream_directory(ctx, [*argv[:1], "-Fd", f"-j{bcfg.jobs}", *argv[1:]], key, staging)
+                else:
+                    stored = _stream_dump(ctx, [*argv[:1], "-Fc", *argv[1:]], key, db_size)
+            finally:
+                wait([counting])
+            counts = counting.result()
         snap.execute("COMMIT")
-    if code != 0:
-        ctx.storage.delete(key)
-        raise BackupError(f"pg_dump exited {code}: {ctx.redact(b''.join(err).decode(errors='replace').strip())}")
     if stored.size == 0:
+        ctx.storage.delete(key)
         raise BackupError("pg_dump produced an empty dump")
-    manifest = {"database": db.dbname, "server_version": server_version, "pg_dump_major": dump_major,
-                "format": "custom", "started_at": started, "finished_at": now_iso(),
-                "duration_s": round(time.monotonic() - t0, 3), "size": stored.size, "sha256": stored.sha256,
-                "key": key, "location": stored.location, "row_counts": counts, "run_id": ctx.run_id}
+    upload = dict(getattr(ctx.storage, "last_upload", {}) or {})
+    retries = len(getattr(ctx.storage, "retries", []) or [])
+    manifest = {"environment": ctx.cfg.name, "database": db.dbname, "server_version": server_version,
+                "server_major": server_major, "pg_dump_major": dump_major, "format": bcfg.format,
+                "compress": compress, "kind": backup_kind(ctx), "trigger": ctx.options.trigger.value,
+                "runbook": ctx.runbook.name, "started_at": started, "finished_at": now_iso(),
+                "duration_s": round(time.monotonic() - t0, 3), "database_size": db_size, "size": stored.size,
+                "sha256": stored.sha256, "key": key, "location": stored.location, "upload": upload,
+                "row_counts": counts, "run_id": ctx.run_id, "verified": False}
     ctx.storage.put_bytes(backup_key(ctx, ".manifest.json"), json.dumps(manifest, indent=2).encode())
-    ctx.state["backup"] = {**manifest, "verified": False}
+    ctx.state["backup"] = dict(manifest)
     ctx.event("backup.created", location=stored.location, size=stored.size, sha256=stored.sha256,
-              tables=len(counts), rows=sum(counts.values()))
+              tables=len(counts), rows=sum(counts.values()), format=bcfg.format, kind=manifest["kind"],
+              database_size=db_size, duration_s=manifest["duration_s"], transient_retries=retries, **upload)
     return StepOutcome(changed=True, summary=f"{stored.size / 1024:.0f} KiB, {len(counts)} tables, sha256 "
                        f"{stored.sha256[:12]}…", data={"backup": manifest})
 
 
-def restore_into(db: Database, ctx: RunContext, key: str, dbname: str, expected_sha: str | None) -> str:
-    """Stream ``key`` from storage into ``pg_restore -d dbname``; return the SHA-256 seen."""
-    argv = [db.tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error", "--no-password",
-            "-d", dbname]
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=db.tool_env(dbname))
-    assert proc.stdin is not None and proc.stderr is not None
-    err: list[bytes] = []
-    reader = threading.Thread(target=_drain, args=(proc.stderr, err), daemon=True)
-    reader.start()
-    digest = hashlib.sha256()
-    try:
-        with ctx.storage.open(key) as src:
-            for chunk in iter(lambda: src.read(1024 * 1024), b""):
-                digest.update(chunk)
-                proc.stdin.write(chunk)
-    except BrokenPipeError:
-        pass
-    finally:
-        try:
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        code = proc.wait()
-        reader.join()
-    seen = digest.hexdigest()
-    if expected_sha and seen != expected_sha:
-        raise BackupError(f"backup {key} is corrupt: SHA-256 {seen[:16]}… does not match the manifest "
-                          f"{expected_sha[:16]}…")
-    if code != 0:
-        msg = b"".join(err).decode(errors="replace").strip().splitlines()
-        raise BackupError(f"pg_restore of {key} failed (exit {code}): {msg[-1] if msg else 'no message'}")
-    return seen
+def _verify_server(ctx: RunContext) -> PgServer:
+    dsn = ctx.cfg.database.verify_server
+    if dsn:
+        return PgServer.from_dsn(dsn, ctx.db, default_db="postgres")[0]
+    return PgServer.configured(ctx.db)
 
 
-@step("backup.verify", params=VerifyParams, placement=Placement.OUTSIDE, target=Target.DATABASE)
-def backup_verify(ctx: RunContext, params: VerifyParams) -> StepOutcome:
-    """Restore this run's backup into a scratch database and compare row counts."""
-    backup = ctx.state.get("backup")
-    if not backup:
-        raise BackupError("no backup from this run to verify (backup.postgres must come first)")
-    db = ctx.db
+def verify_backup(ctx: RunContext, backup: dict[str, Any]) -> dict[str, Any]:
+    """Restore ``backup`` into a scratch database and compare; returns evidence or raises BackupError."""
+    server = _verify_server(ctx)
     scratch = f"pitstop_verify_{uuid.uuid4().hex[:10]}"
     t0 = time.monotonic()
-    with db.connect(autocommit=True) as admin:
+    with server.connect("postgres", autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
     try:
-        restore_into(db, ctx, backup["key"], scratch, backup["sha256"])
-        with db.connect(scratch) as conn:
+        toc = restore(server, ctx.storage, backup, scratch, bcfg=ctx.cfg.backup,
+                      staging=ctx.cfg.resolve(ctx.cfg.backup.staging_dir))
+        with server.connect(scratch) as conn:
             restored = count_rows(conn)
     finally:
-        with db.connect(autocommit=True) as admin:
+        with server.connect("postgres", autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
     expected = backup["row_counts"]
     diffs = {t: {"manifest": expected.get(t), "restored": restored.get(t)}
              for t in sorted(set(expected) | set(restored)) if expected.get(t) != restored.get(t)}
-    evidence = {"tables": len(restored), "rows": sum(restored.values()), "duration_s": round(time.monotonic() - t0, 3),
-                "differences": diffs}
-    ctx.event("backup.verified" if not diffs else "backup.verify_failed", **evidence)
+    evidence = {"tables": len(restored), "rows": sum(restored.values()), "row_counts": restored,
+                "duration_s": round(time.monotonic() - t0, 3), "sha256": backup["sha256"], "size": backup["size"],
+                "differences": diffs, **toc}
     if diffs:
         raise BackupError(f"restored row counts differ from the manifest in {len(diffs)} table(s): "
                           + ", ".join(list(diffs)[:5]))
+    return evidence
+
+
+@step("backup.verify", params=VerifyParams, placement=Placement.OUTSIDE, target=Target.DATABASE)
+def backup_verify(ctx: RunContext, params: VerifyParams) -> StepOutcome:
+    """Restore this run's backup into a scratch database and compare size, checksum and row counts."""
+    backup = ctx.state.get("backup")
+    if not backup:
+        raise BackupError("no backup from this run to verify (backup.postgres must come first)")
+    t0 = time.monotonic()
+    try:
+        evidence = verify_backup(ctx, backup)
+    except PitstopError as exc:
+        ctx.event("backup.verify_failed", location=backup["location"], error=ctx.redact(str(exc)),
+                  duration_s=round(time.monotonic() - t0, 3))
+        raise
+    ctx.event("backup.verified", location=backup["location"], **evidence)
     backup["verified"] = True
-    backup["verification"] = evidence
+    backup["verification"] = {k: v for k, v in evidence.items() if k != "row_counts"}
+    manifest = {k: v for k, v in backup.items()}
+    ctx.storage.put_bytes(backup_key(ctx, ".manifest.json"), json.dumps(manifest, indent=2).encode())
     return StepOutcome(changed=False, summary=f"restored {evidence['rows']} rows in {evidence['tables']} tables, "
-                       "counts match", data={"verification": evidence})
+                       "counts, size and SHA-256 match", data={"verification": backup["verification"]})
+
+
+@step("backup.prune", params=PruneParams, placement=Placement.OUTSIDE, target=Target.NONE)
+def backup_prune(ctx: RunContext, params: PruneParams) -> StepOutcome:
+    """Delete backups beyond the retention counts (backup.keep_*); never the newest verified one."""
+    protect = {ctx.run_id}
+    doomed = plan_prune(list_backups(ctx.storage, ctx.cfg.name), ctx.cfg.backup, protect)
+    for b in doomed:
+        delete_backup(ctx.storage, ctx.cfg.name, b.run_id)
+    ctx.event("backup.pruned", runs=[b.run_id for b in doomed], bytes=sum(b.size for b in doomed))
+    return StepOutcome(changed=bool(doomed), summary=f"pruned {len(doomed)} old backup(s)",
+                       data={"pruned": [b.run_id for b in doomed]})
 
 
 @planner("backup.postgres")
 def plan_backup(ctx: RunContext, params: BackupParams) -> list[str]:
-    return [f"pg_dump {ctx.db.dbname} → {ctx.storage.location(backup_key(ctx, '.dump'))}"]
+    suffix = ".dump.tar" if ctx.cfg.backup.format == "directory" else ".dump"
+    return [f"pg_dump ({ctx.cfg.backup.format}) {ctx.db.dbname} → {ctx.storage.location(backup_key(ctx, suffix))}"]
+
+
+@planner("backup.prune")
+def plan_prune_step(ctx: RunContext, params: PruneParams) -> list[str]:
+    doomed = plan_prune(list_backups(ctx.storage, ctx.cfg.name), ctx.cfg.backup)
+    return [f"delete backup of {b.run_id} ({b.kind})" for b in doomed] or ["nothing to prune"]

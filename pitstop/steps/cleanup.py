@@ -1,172 +1,175 @@
-"""Database cleanup: retention purges in small batches, then VACUUM (ANALYZE).
+"""Database cleanup steps: ``cleanup.retention`` (batched, adaptive, resumable purge),
+``database.vacuum_analyze`` (VACUUM (ANALYZE), REINDEX CONCURRENTLY of bloated indexes, invalid
+indexes) and ``database.vacuum_full`` (VACUUM FULL / CLUSTER, exclusive: inside the window).
 
-Identifiers only through ``psycopg.sql.Identifier``; config values only as query parameters. Each
-batch is its own short transaction with ``lock_timeout`` and ``statement_timeout`` so live traffic
-is never blocked for long. The cutoff is fixed once per rule, so the purge never reaches a row that
-was younger than the retention when the step started.
+The machinery lives in :mod:`pitstop.cleanup`; this module only registers the verbs and their
+read-only planners.
 """
 
 from __future__ import annotations
 
-import time
-from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from psycopg import errors as pg_errors
-from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..config import Filter, RetentionRule
+from ..cleanup import maintenance, metrics, partitions
+from ..cleanup.pacing import resolve_profile
+from ..cleanup.progress import Progress
+from ..cleanup.purge import PurgeOptions, RulePurge
+from ..cleanup.rules import count, fix_cutoff, rule_key, table_facts
+from ..config import Name, RetentionRule
 from ..context import RunContext
-from ..errors import GateRefused, StepFailed
 from ..model import StepOutcome
 from ..registry import Placement, Target, planner, step
 
-OPS = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+TableName = Annotated[str, Field(pattern=r"^([A-Za-z_][A-Za-z0-9_]{0,62}\.)?[A-Za-z_][A-Za-z0-9_]{0,62}$")]
+IndexName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
 
 
 class RetentionParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    tables: list[str] | None = Field(None, description="limit to these rule tables (default: all rules)")
-    lock_timeout_ms: int = Field(200, ge=1)
-    statement_timeout_ms: int = Field(5000, ge=1)
+    tables: list[TableName] | None = Field(None, description="limit to these rule tables (default: all rules)")
+    profile: Name | None = Field(None, description="cleanup profile for every rule (default: each rule's own)")
     allow_large_share: bool = Field(False, description="allow a rule to purge more than its max_share")
+    restart: bool = Field(False, description="abandon an unfinished purge instead of resuming it")
 
 
 class VacuumParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    tables: list[str] | None = None
+    tables: list[TableName] | None = Field(None, description="default: tables purged in this run, else all rules")
+    reindex: bool = Field(True, description="REINDEX CONCURRENTLY indexes whose bloat estimate exceeds the threshold")
+    bloat_threshold: float | None = Field(None, ge=0, le=1, description="default: cleanup.reindex_bloat_threshold")
+    min_index_bytes: int | None = Field(None, ge=0, description="default: cleanup.reindex_min_bytes")
+    lock_timeout_ms: int = Field(2000, ge=1)
 
 
-def rule_condition(rule: RetentionRule) -> tuple[sql.Composable, list[Any]]:
-    """``<column> < %s AND <filters>``: the cutoff is the first parameter."""
-    parts: list[sql.Composable] = [sql.SQL("{} < %s").format(sql.Identifier(rule.column))]
-    args: list[Any] = []
-    for f in rule.where:
-        part, values = _filter(f)
-        parts.append(part)
-        args += values
-    return sql.SQL(" AND ").join(parts), args
-
-
-def _filter(f: Filter) -> tuple[sql.Composable, list[Any]]:
-    col = sql.Identifier(f.column)
-    if f.op == "is_null":
-        return sql.SQL("{} IS NULL").format(col), []
-    if f.op == "is_not_null":
-        return sql.SQL("{} IS NOT NULL").format(col), []
-    if f.op == "in":
-        values = f.value if isinstance(f.value, list) else [f.value]
-        return sql.SQL("{} = ANY(%s)").format(col), [values]
-    return sql.SQL("{} {} %s").format(col, sql.SQL(OPS[f.op])), [f.value]
+class VacuumFullParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tables: list[TableName] = Field(min_length=1, description="tables to rewrite (always explicit)")
+    mode: Literal["full", "cluster"] = "full"
+    index: IndexName | None = Field(None, description="CLUSTER ... USING this index")
 
 
 def _rules(ctx: RunContext, tables: list[str] | None) -> list[RetentionRule]:
     return [r for r in ctx.cfg.retention if tables is None or r.table in tables or r.qualified in tables]
 
 
-def _cutoff(conn: Any, rule: RetentionRule) -> datetime:
-    row = conn.execute("SELECT now() - %s::interval", [rule.older_than]).fetchone()
-    return row[0]
-
-
-def count_expired(conn: Any, rule: RetentionRule, cutoff: datetime) -> tuple[int, int]:
-    table = sql.Identifier(rule.schema_, rule.table)
-    cond, args = rule_condition(rule)
-    total = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()[0]
-    expired = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE ").format(table) + cond,
-                           [cutoff, *args]).fetchone()[0]
-    return int(total), int(expired)
-
-
-def purge_rule(ctx: RunContext, conn: Any, rule: RetentionRule, params: RetentionParams) -> dict[str, Any]:
-    cutoff = _cutoff(conn, rule)
+def warn_superuser(ctx: RunContext, conn: Any) -> bool:
+    su = bool(conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0])
     conn.commit()
-    total, expired = count_expired(conn, rule, cutoff)
-    conn.commit()
-    share = expired / total if total else 0.0
-    if share > rule.max_share and not params.allow_large_share:
-        raise GateRefused(f"retention rule on {rule.qualified} would delete {expired} of {total} rows "
-                          f"({share:.0%} > max_share {rule.max_share:.0%}); refusing")
-    table = sql.Identifier(rule.schema_, rule.table)
-    cond, args = rule_condition(rule)
-    delete = (sql.SQL("DELETE FROM {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {t} WHERE ").format(t=table)
-              + cond + sql.SQL(" LIMIT %s))"))
-    deleted, batches, retries, longest = 0, 0, 0, 0.0
-    t0 = time.monotonic()
-    while True:
-        b0 = time.monotonic()
-        try:
-            with conn.transaction():
-                conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{params.lock_timeout_ms}ms")))
-                conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
-                    sql.Literal(f"{params.statement_timeout_ms}ms")))
-                cur = conn.execute(delete, [cutoff, *args, rule.batch_size])
-                n = cur.rowcount
-        except pg_errors.LockNotAvailable:
-            retries += 1
-            if retries > 50:
-                raise StepFailed(f"{rule.qualified}: gave up after {retries} lock timeouts") from None
-            time.sleep(min(2.0, 0.05 * 2 ** min(retries, 5)))
-            continue
-        longest = max(longest, time.monotonic() - b0)
-        batches += 1
-        deleted += n
-        if n < rule.batch_size:
-            break
-    elapsed = time.monotonic() - t0
-    result = {"table": rule.qualified, "column": rule.column, "older_than": str(rule.older_than),
-              "cutoff": cutoff.isoformat(), "rows_before": total, "expired": expired, "deleted": deleted,
-              "rows_after": total - deleted, "batches": batches, "lock_retries": retries,
-              "longest_batch_ms": round(longest * 1000, 1), "duration_s": round(elapsed, 3),
-              "rows_per_s": round(deleted / elapsed, 1) if elapsed > 0 else None}
-    ctx.event("cleanup.purged", **result)
-    return result
+    if su:
+        ctx.event("cleanup.superuser", user=ctx.cfg.database.user,
+                  reason="cleanup runs as a superuser; use a role that owns the purged tables (docs/cleanup.md)")
+    return su
 
 
 @step("cleanup.retention", params=RetentionParams, placement=Placement.OUTSIDE, target=Target.DATABASE,
       destructive=True)
 def cleanup_retention(ctx: RunContext, params: RetentionParams) -> StepOutcome:
-    """Purge rows older than each retention rule, in small batches."""
-    results = []
+    """Purge rows past retention in adaptive, resumable batches (partitions are dropped whole)."""
     with ctx.db.connect() as conn:
-        for rule in _rules(ctx, params.tables):
-            results.append(purge_rule(ctx, conn, rule, params))
+        warn_superuser(ctx, conn)
+    results = []
+    for rule in _rules(ctx, params.tables):
+        name, profile = resolve_profile(ctx.cfg, params.profile, rule.profile)
+        opts = PurgeOptions(profile_name=name, profile=profile, allow_large_share=params.allow_large_share,
+                            restart=params.restart)
+        result = RulePurge(ctx, rule, opts).run()
+        ctx.event("cleanup.purged", **result)
+        results.append(result)
     ctx.state.setdefault("cleanup", []).extend(results)
-    total = sum(r["deleted"] for r in results)
-    return StepOutcome(changed=total > 0, summary=", ".join(f"{r['table']}: {r['deleted']} rows" for r in results)
-                       or "no rules", data={"cleanup": results})
+    total = sum(r["deleted_this_run"] for r in results)
+    summary = ", ".join(f"{r['table']}: {r['deleted_this_run']} rows"
+                        + (f" ({len(r['partitions_dropped'])} partitions dropped)" if r["partitions_dropped"] else "")
+                        + (" (resumed)" if r["resumed"] else "") for r in results)
+    return StepOutcome(changed=total > 0, summary=summary or "no rules", data={"cleanup": results})
 
 
 @planner("cleanup.retention")
 def plan_retention(ctx: RunContext, params: RetentionParams) -> list[str]:
     lines = []
+    progress = Progress(ctx.cfg.cleanup)
     with ctx.db.connect() as conn:
         conn.read_only = True
         for rule in _rules(ctx, params.tables):
-            cutoff = _cutoff(conn, rule)
-            total, expired = count_expired(conn, rule, cutoff)
-            lines.append(f"{rule.qualified}: purge {expired} of {total} rows with {rule.column} older than "
-                         f"{rule.older_than.days}d (before {cutoff:%Y-%m-%d %H:%M})")
+            name, _ = resolve_profile(ctx.cfg, params.profile, rule.profile)
+            episode = None if params.restart else progress.running(conn, rule_key(rule))
+            cutoff = episode.cutoff if episode else fix_cutoff(conn, rule)
+            total = count(conn, rule.schema_, rule.table)
+            expired = count(conn, rule.schema_, rule.table, rule, cutoff)
+            share = expired / total if total else 0.0
+            line = (f"{rule.qualified}: purge {expired} of {total} rows with {rule.column} before "
+                    f"{cutoff:%Y-%m-%d %H:%M %Z} ({share:.0%}; profile {name}")
+            line += f"; resumes episode {episode.id}, {episode.deleted} already deleted)" if episode else ")"
+            if share > rule.max_share and not params.allow_large_share:
+                line += f" — REFUSED: above max_share {rule.max_share:.0%}"
+            lines.append(line)
+            facts = table_facts(conn, rule.schema_, rule.table)
+            if facts.kind == "p" and rule.partitions == "drop":
+                for part in partitions.expired_partitions(conn, facts, rule.column, bool(rule.where), cutoff):
+                    rows = count(conn, part.schema, part.name)
+                    lines.append(f"  drop partition {part.qualified} ({rows} rows"
+                                 + (", archived first)" if rule.archive else ")"))
         conn.rollback()
     return lines
 
 
 @step("database.vacuum_analyze", params=VacuumParams, placement=Placement.OUTSIDE, target=Target.DATABASE)
 def vacuum_analyze(ctx: RunContext, params: VacuumParams) -> StepOutcome:
-    """VACUUM (ANALYZE) the tables touched by retention (or the listed ones)."""
-    names = params.tables or [r.qualified for r in ctx.cfg.retention]
-    done = []
-    with ctx.db.connect(autocommit=True) as conn:
-        for name in names:
-            schema, _, table = name.rpartition(".")
-            ident = sql.Identifier(schema or "public", table)
-            t0 = time.monotonic()
-            conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(ident))
-            done.append({"table": name, "duration_s": round(time.monotonic() - t0, 3)})
-    return StepOutcome(changed=True, summary=f"{len(done)} tables vacuumed and analyzed", data={"vacuum": done})
+    """VACUUM (ANALYZE) the touched tables; REINDEX CONCURRENTLY bloated indexes; report invalid ones."""
+    names = _vacuum_targets(ctx, params.tables)
+    vacuumed = maintenance.vacuum_tables(ctx, names, params.lock_timeout_ms)
+    reindexed = []
+    if params.reindex:
+        s = ctx.cfg.cleanup
+        reindexed = maintenance.reindex_bloated(
+            ctx, names, s.reindex_bloat_threshold if params.bloat_threshold is None else params.bloat_threshold,
+            s.reindex_min_bytes if params.min_index_bytes is None else params.min_index_bytes, params.lock_timeout_ms)
+    invalid = maintenance.report_invalid(ctx)
+    summary = f"{len(vacuumed)} tables vacuumed and analyzed, {len(reindexed)} indexes rebuilt"
+    if invalid:
+        summary += f", {len(invalid)} INVALID indexes: {', '.join(invalid)}"
+    return StepOutcome(changed=True, summary=summary,
+                       data={"vacuum": vacuumed, "reindexed": reindexed, "invalid_indexes": invalid})
+
+
+def _vacuum_targets(ctx: RunContext, tables: list[str] | None) -> list[str]:
+    if tables:
+        return tables
+    touched = [r["table"] for r in ctx.state.get("cleanup", [])]
+    return list(dict.fromkeys(touched)) or [r.qualified for r in ctx.cfg.retention]
 
 
 @planner("database.vacuum_analyze")
 def plan_vacuum(ctx: RunContext, params: VacuumParams) -> list[str]:
-    return [f"VACUUM (ANALYZE) {t}" for t in (params.tables or [r.qualified for r in ctx.cfg.retention])]
+    names = params.tables or [r.qualified for r in ctx.cfg.retention]
+    lines = [f"VACUUM (ANALYZE) {t}" for t in names]
+    s = ctx.cfg.cleanup
+    with ctx.db.connect() as conn:
+        conn.read_only = True
+        for name in names:
+            schema, table = maintenance.split(name)
+            for ix in metrics.index_stats(conn, schema, table):
+                bloat = ix["bloat_estimate"]
+                threshold = s.reindex_bloat_threshold if params.bloat_threshold is None else params.bloat_threshold
+                floor = s.reindex_min_bytes if params.min_index_bytes is None else params.min_index_bytes
+                if params.reindex and ix["valid"] and bloat is not None and bloat > threshold and ix["bytes"] >= floor:
+                    lines.append(f"REINDEX INDEX CONCURRENTLY {ix['index']} (bloat estimate {bloat:.0%})")
+        lines += [f"invalid index (reported): {ix}" for ix in metrics.invalid_indexes(conn)]
+    return lines
+
+
+@step("database.vacuum_full", params=VacuumFullParams, placement=Placement.INSIDE, target=Target.DATABASE)
+def vacuum_full(ctx: RunContext, params: VacuumFullParams) -> StepOutcome:
+    """VACUUM FULL or CLUSTER the listed tables (ACCESS EXCLUSIVE: runs inside the window)."""
+    done = maintenance.vacuum_full(ctx, list(params.tables), params.mode, params.index)
+    saved = sum(d["before"]["table_bytes"] + d["before"]["index_bytes"] - d["after"]["table_bytes"]
+                - d["after"]["index_bytes"] for d in done)
+    return StepOutcome(changed=True, summary=f"{params.mode} on {len(done)} tables, {saved} bytes reclaimed",
+                       data={"rewritten": done})
+
+
+@planner("database.vacuum_full")
+def plan_vacuum_full(ctx: RunContext, params: VacuumFullParams) -> list[str]:
+    verb = "CLUSTER" if params.mode == "cluster" else "VACUUM (FULL, ANALYZE)"
+    return [f"{verb} {t} (ACCESS EXCLUSIVE for the whole rewrite)" for t in params.tables]

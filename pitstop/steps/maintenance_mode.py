@@ -1,19 +1,24 @@
-"""Maintenance mode: a flag file on each web host that the web server checks (serves a 503 page).
+"""Maintenance mode steps: ``maintenance.on`` / ``maintenance.off`` on every target host, through
+the configured strategy (pitstop/maintenance: flag_file, command, http), plus the dead-man's switch.
 
-The flag carries its own expiry (``expires_at``: window plus margin) so a host-side watcher or the
-web server config can ignore a stale flag if pitstop dies; a normal run removes it on ``off``.
+When maintenance goes on, each host also gets an expiry (TTL = window + margin, or
+``maintenance.deadman.ttl``): a detached watcher on the host lifts maintenance by itself if pitstop
+dies. ``maintenance.off`` cancels it. :func:`maintenance_off` is the executor's always-finally
+safety net: it lifts maintenance on every host this run turned it on.
 """
 
 from __future__ import annotations
 
-import json
 import threading
-from datetime import UTC, datetime
+from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from ..checks import check
 from ..context import RunContext
-from ..model import StepOutcome
+from ..maintenance import deadman, strategy_for
+from ..maintenance.base import MaintenanceRecord
+from ..model import CheckResult, CheckStatus, StepOutcome
 from ..registry import Placement, Target, planner, step
 
 _lock = threading.RLock()
@@ -21,7 +26,7 @@ _lock = threading.RLock()
 
 class OnParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    message: str | None = None
+    message: str | None = Field(None, max_length=2000)
 
 
 class OffParams(BaseModel):
@@ -38,33 +43,67 @@ def _hosts_on(ctx: RunContext) -> set[str]:
         return on
 
 
+def ttl(ctx: RunContext) -> timedelta:
+    """How long a host stays in maintenance if pitstop never comes back: window + margin."""
+    m = ctx.cfg.maintenance
+    return m.deadman.ttl or (ctx.runbook.expected_downtime or ctx.cfg.window.expected_downtime) + m.ttl_margin
+
+
+def _record(ctx: RunContext, message: str | None) -> MaintenanceRecord:
+    with _lock:
+        rec = ctx.state.get("maintenance_record")
+        if rec is None:  # one record per run: every host shows the same run, start and expiry
+            rec = ctx.state["maintenance_record"] = MaintenanceRecord.new(
+                ctx.run_id, ttl(ctx), message or ctx.cfg.maintenance.message)
+        return rec
+
+
 @step("maintenance.on", params=OnParams, placement=Placement.INSIDE, target=Target.HOSTS, default_group=_group)
 def maintenance_on(ctx: RunContext, params: OnParams, host: str) -> StepOutcome:
-    """Switch maintenance mode on: write the flag file atomically."""
+    """Switch maintenance mode on (configured strategy) and arm the dead-man's switch."""
     m = ctx.cfg.maintenance
-    expected = ctx.runbook.expected_downtime or ctx.cfg.window.expected_downtime
-    now = datetime.now(UTC)
-    flag = {"run_id": ctx.run_id, "since": now.isoformat(timespec="seconds"),
-            "expires_at": (now + expected + m.ttl_margin).isoformat(timespec="seconds"),
-            "message": params.message or m.message}
-    conn = ctx.host(host)
-    existed = conn.exists(m.flag_path)
-    conn.put(m.flag_path, (json.dumps(flag) + "\n").encode())
+    strategy = strategy_for(m)
+    record = _record(ctx, params.message)
     with _lock:
-        _hosts_on(ctx).add(host)
-    ctx.event("maintenance.on", host=host, flag=m.flag_path, expires_at=flag["expires_at"])
-    return StepOutcome(changed=not existed, summary=f"flag {m.flag_path} set until {flag['expires_at']}")
+        _hosts_on(ctx).add(host)  # before acting: a half-done `on` is still lifted by the safety net
+    changed = strategy.on(ctx, host, record)
+    armed = None
+    target = strategy.deadman_target(ctx, host) if m.deadman.enabled else None
+    if target is not None:
+        conn = ctx.host(host)
+        with _lock:
+            old = ctx.state.setdefault("maintenance_deadman", {}).pop(host, None)
+        if old is not None:
+            deadman.cancel(conn, old, ctx.run_id, sudo=m.sudo)
+        armed = deadman.arm(conn, target, ttl_s=record.ttl_seconds, run_id=ctx.run_id, method=m.deadman.method,
+                            sudo=m.sudo)
+        with _lock:
+            ctx.state["maintenance_deadman"][host] = armed
+    ctx.event("maintenance.on", host=host, strategy=strategy.name, expires_at=record.expires_at,
+              deadman=armed.describe() if armed else None)
+    return StepOutcome(changed=changed, summary=f"{strategy.name} on until {record.expires_at}"
+                       + (f" (dead-man {armed.method})" if armed else ""),
+                       data={"strategy": strategy.name, "expires_at": record.expires_at,
+                             "deadman": armed.model_dump() if armed else None})
 
 
 @step("maintenance.off", params=OffParams, placement=Placement.INSIDE, target=Target.HOSTS, default_group=_group)
 def maintenance_off_host(ctx: RunContext, params: OffParams, host: str) -> StepOutcome:
-    """Switch maintenance mode off: remove the flag file."""
-    path = ctx.cfg.maintenance.flag_path
-    removed = ctx.host(host).remove(path)
+    """Switch maintenance mode off (configured strategy) and cancel the dead-man's switch."""
+    m = ctx.cfg.maintenance
+    strategy = strategy_for(m)
+    changed = strategy.off(ctx, host)
     with _lock:
         _hosts_on(ctx).discard(host)
-    ctx.event("maintenance.off", host=host, flag=path)
-    return StepOutcome(changed=removed, summary="flag removed" if removed else "flag was not set")
+        handle = ctx.state.get("maintenance_deadman", {}).pop(host, None)
+    cancelled = False
+    if handle is not None:
+        try:
+            cancelled = deadman.cancel(ctx.host(host), handle, ctx.run_id, sudo=m.sudo)
+        except Exception as exc:  # noqa: BLE001 - a stray watcher is harmless: the marker is gone
+            ctx.event("maintenance.deadman_cancel_failed", host=host, error=ctx.redact(str(exc)))
+    ctx.event("maintenance.off", host=host, strategy=strategy.name, deadman_cancelled=cancelled)
+    return StepOutcome(changed=changed, summary=f"{strategy.name} off" if changed else "maintenance was not on")
 
 
 def maintenance_off(ctx: RunContext, params: OffParams) -> None:
@@ -81,10 +120,28 @@ def maintenance_off(ctx: RunContext, params: OffParams) -> None:
 
 @planner("maintenance.on")
 def plan_on(ctx: RunContext, params: OnParams, host: str) -> list[str]:
-    path = ctx.cfg.maintenance.flag_path
-    return [f"create {path}" + (" (already present!)" if ctx.host(host).exists(path) else "")]
+    m = ctx.cfg.maintenance
+    lines = strategy_for(m).describe(ctx, host, True)
+    if m.deadman.enabled and m.strategy != "http":
+        lines.append(f"arm dead-man's switch: lifts by itself after {int(ttl(ctx).total_seconds())}s")
+    return lines
 
 
 @planner("maintenance.off")
 def plan_off(ctx: RunContext, params: OffParams, host: str) -> list[str]:
-    return [f"remove {ctx.cfg.maintenance.flag_path}"]
+    return strategy_for(ctx.cfg.maintenance).describe(ctx, host, False) + ["cancel the dead-man's switch"]
+
+
+class StateParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    expect: bool = Field(False, description="true: maintenance should be on; false: off")
+
+
+@check("maintenance_state", params=StateParams, target=Target.HOSTS, default_group="all")
+def maintenance_state(ctx: RunContext, params: StateParams, host: str) -> CheckResult:
+    """Maintenance mode is on/off on the host, as the configured strategy reports it."""
+    st = strategy_for(ctx.cfg.maintenance).status(ctx, host)
+    want = "on" if params.expect else "off"
+    ok = st.on == params.expect
+    return CheckResult(name="maintenance_state", status=CheckStatus.PASS if ok else CheckStatus.FAIL,
+                       observed="on" if st.on else "off", expected=want, evidence=st.model_dump())

@@ -1,11 +1,17 @@
-"""Server tuning on hosts. Every step is idempotent and can say what it would change.
+"""``tuning.logs``: log cleanup and rotation in configured directories, plus journal vacuum.
 
-``tuning.logs``: compress ``*.log`` files older than ``compress_after_days`` and delete compressed
-logs older than ``delete_after_days`` in the configured directories. Commands are argument lists;
-paths never pass through a shell.
+Per directory: logs matching ``pattern`` older than ``compress_after_days`` are gzip-compressed;
+live logs bigger than ``max_size_mb`` are rotated in place (copy to ``<name>.<stamp>``, truncate,
+compress the copy); compressed logs (and logs too old to be worth compressing) older than
+``delete_after_days`` are deleted. With ``compress: false`` old logs are deleted instead.
+``journalctl --vacuum-time/--vacuum-size`` runs when configured and journalctl exists (never on a
+sandbox host). Idempotent: a second run finds nothing to do. Commands are argument lists.
 """
 
 from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,54 +19,108 @@ from ..connectors.base import Connection
 from ..context import RunContext
 from ..model import StepOutcome
 from ..registry import Placement, Target, planner, step
+from .hostutil import AbsPath, chunks, find_files, has_command, is_sandbox
 
 
 class LogParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    paths: list[str] = Field(default_factory=lambda: ["/var/log/app"], min_length=1)
+    paths: list[AbsPath] = Field(default_factory=lambda: ["/var/log/app"], min_length=1)
     pattern: str = Field("*.log", pattern=r"^[A-Za-z0-9_.*?\[\]-]+$")
+    compress: bool = True
     compress_after_days: int = Field(1, ge=0)
     delete_after_days: int = Field(30, ge=1)
+    max_size_mb: float | None = Field(None, gt=0, description="rotate live logs bigger than this")
+    journal_vacuum_time: str | None = Field(None, pattern=r"^[0-9]{1,6}(s|min|h|d|weeks|months|years)$")
+    journal_vacuum_size: str | None = Field(None, pattern=r"^[0-9]{1,6}[KMG]$")
+    sudo: bool = False
 
 
-def _find(conn: Connection, path: str, name: str, older_days: int) -> list[str]:
-    real = conn.path(path)
-    argv = ["find", real, "-xdev", "-type", "f", "-name", name, "-mtime", f"+{older_days}", "-print0"]
-    out = conn.run(argv, check=False)
-    if out.exit_code not in (0, 1):
-        return []
-    return sorted(p for p in out.stdout.split("\0") if p)
+class LogWork(BaseModel):
+    compress: list[str] = Field(default_factory=list)
+    rotate: list[str] = Field(default_factory=list)
+    delete: list[str] = Field(default_factory=list)
+    journal: list[str] = Field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.compress or self.rotate or self.delete)
 
 
-def _targets(conn: Connection, params: LogParams) -> tuple[list[str], list[str]]:
-    compress, delete = [], []
-    for path in params.paths:
-        if not conn.exists(path):
-            continue
-        compress += _find(conn, path, params.pattern, params.compress_after_days)
-        delete += _find(conn, path, params.pattern + ".gz", params.delete_after_days)
-    return compress, delete
+def _names(pattern: str) -> list[str]:
+    return ["(", "-name", f"{pattern}.gz", "-o", "-name", f"{pattern}.*.gz", ")"]
+
+
+def _work(conn: Connection, p: LogParams) -> LogWork:
+    w = LogWork()
+    for path in p.paths:
+        too_old = {f for _, f in find_files(conn, path, "-name", p.pattern, "-mtime", f"+{p.delete_after_days}")}
+        old = {f for _, f in find_files(conn, path, "-name", p.pattern, "-mtime", f"+{p.compress_after_days}")}
+        archives = {f for _, f in find_files(conn, path, *_names(p.pattern), "-mtime", f"+{p.delete_after_days}")}
+        if p.compress:
+            w.compress += sorted(old - too_old)
+            w.delete += sorted(archives | too_old)
+        else:
+            w.delete += sorted(archives | too_old)
+        if p.max_size_mb:
+            big = find_files(conn, path, "-name", p.pattern, "-size", f"+{int(p.max_size_mb * 1024)}k")
+            w.rotate += [f for _, f in big if f not in old and f not in too_old]
+    if _journal_ok(conn, p):
+        w.journal = [f"--vacuum-time={p.journal_vacuum_time}"] if p.journal_vacuum_time else []
+        w.journal += [f"--vacuum-size={p.journal_vacuum_size}"] if p.journal_vacuum_size else []
+    return w
+
+
+def _journal_ok(conn: Connection, p: LogParams) -> bool:
+    wanted = p.journal_vacuum_time or p.journal_vacuum_size
+    return bool(wanted) and not is_sandbox(conn) and has_command(conn, "journalctl")
+
+
+def _rotate(conn: Connection, path: str, stamp: str, sudo: bool) -> None:
+    copy = f"{path}.{stamp}"
+    conn.run(["cp", "-p", "--", path, copy], sudo=sudo)
+    conn.run(["truncate", "-s", "0", "--", path], sudo=sudo)
+    conn.run(["gzip", "-f", "--", copy], sudo=sudo)
 
 
 @step("tuning.logs", params=LogParams, placement=Placement.OUTSIDE, target=Target.HOSTS)
 def tuning_logs(ctx: RunContext, params: LogParams, host: str) -> StepOutcome:
-    """Rotate logs: compress old logs, delete old compressed logs."""
+    """Rotate logs: compress old logs, rotate oversized ones, delete old archives, vacuum the journal."""
     conn = ctx.host(host)
-    compress, delete = _targets(conn, params)
-    for chunk in _chunks(compress):
-        conn.run(["gzip", "-f", "--", *chunk])
-    for chunk in _chunks(delete):
-        conn.run(["rm", "-f", "--", *chunk])
-    return StepOutcome(changed=bool(compress or delete),
-                       summary=f"{len(compress)} compressed, {len(delete)} deleted",
-                       data={"compressed": len(compress), "deleted": len(delete)})
+    w = _work(conn, params)
+    for chunk in chunks(w.delete):
+        conn.run(["rm", "-f", "--", *chunk], sudo=params.sudo)
+    for chunk in chunks(w.compress):
+        conn.run(["gzip", "-f", "--", *chunk], sudo=params.sudo)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for path in w.rotate:
+        _rotate(conn, path, stamp, params.sudo)
+    freed = _vacuum(conn, w.journal, params.sudo)
+    changed = not w.empty or freed
+    data = {"compressed": len(w.compress), "rotated": len(w.rotate), "deleted": len(w.delete), "journal_freed": freed}
+    ctx.event("tuning.logs", host=host, **data)
+    return StepOutcome(changed=bool(changed), data=data,
+                       summary=f"{len(w.compress)} compressed, {len(w.rotate)} rotated, {len(w.delete)} deleted"
+                       + (f", journal freed {freed}" if freed else ""))
+
+
+def _vacuum(conn: Connection, args: list[str], sudo: bool) -> str | None:
+    """Run journalctl --vacuum-*; the amount freed, or None if nothing was freed."""
+    if not args:
+        return None
+    res = conn.run(["journalctl", *args], check=False, sudo=sudo)
+    text = res.stdout + res.stderr
+    amounts = [a for a in re.findall(r"freed ([0-9.]+[KMGT]?B?)", text) if not re.fullmatch(r"0(\.0+)?B?", a)]
+    return ", ".join(amounts) or None
 
 
 @planner("tuning.logs")
 def plan_logs(ctx: RunContext, params: LogParams, host: str) -> list[str]:
-    compress, delete = _targets(ctx.host(host), params)
-    return [f"compress {len(compress)} log file(s), delete {len(delete)} old archive(s)"]
-
-
-def _chunks(items: list[str], size: int = 200) -> list[list[str]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    conn = ctx.host(host)
+    w = _work(conn, params)
+    lines = [f"compress {len(w.compress)} log file(s), rotate {len(w.rotate)} oversized, "
+             f"delete {len(w.delete)} old archive(s)"]
+    if w.journal:
+        lines.append("journalctl " + " ".join(w.journal))
+    elif (params.journal_vacuum_time or params.journal_vacuum_size) and is_sandbox(conn):
+        lines.append("journal vacuum skipped (sandbox host)")
+    return lines

@@ -1,0 +1,12 @@
+"""Database cleanup that never hurts live traffic.
+
+``rules``       retention conditions (identifiers via ``sql.Identifier``, values as parameters), table facts
+``pacing``      profiles, the adaptive batch controller and the feedback monitor (pg_locks / pg_stat_activity)
+``progress``    the resumable progress table (cutoff fixed on first start, counters updated per batch)
+``purge``       the batched purge by primary-key range or ctid block range
+``partitions``  detach + (archive) + drop of partitions entirely older than the cutoff
+``archive``     purged rows to storage as gzip CSV (COPY ... TO STDOUT)
+``metrics``     per-table statistics before/after (live/dead tuples, sizes, bloat estimate)
+``maintenance`` VACUUM (ANALYZE), REINDEX CONCURRENTLY, invalid indexes, VACUUM FULL / CLUSTER
+The steps themselves are registered in ``pitstop.steps.cleanup``.
+"""

@@ -1,0 +1,325 @@
+"""The batched, adaptive, resumable purge of one retention rule.
+
+Each batch is one short transaction with ``lock_timeout`` and ``statement_timeout`` (SET LOCAL via
+``set_config``) that deletes one *range*: a primary-key range ``[lo, hi)`` whose upper end is found
+by an index-only walk of ``n`` keys (tables with a single-column integer key), or a ctid block
+range ``[(b,0), (b+n,0))`` (TID range scan, tables without one). Bounded ranges keep the work of a
+batch bounded even where few rows match. The same transaction advances the progress row, so the
+count of deleted rows survives any crash exactly. A final *sweep* deletes rows that moved or
+appeared behind the cursor (``ctid = ANY(... LIMIT n FOR UPDATE SKIP LOCKED)``).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import errors as pg_errors
+from psycopg import sql
+
+from ..config import CleanupProfile, RetentionRule
+from ..context import RunContext
+from ..errors import GateRefused, StepFailed
+from ..units import format_duration
+from . import archive, metrics, partitions
+from .pacing import Controller, Monitor, Throttle
+from .progress import Episode, Progress
+from .rules import TableFacts, condition, count, fix_cutoff, ident, rule_key, table_facts
+
+MAX_LOCK_EVENTS = 20
+
+
+@dataclass
+class PurgeOptions:
+    profile_name: str
+    profile: CleanupProfile
+    allow_large_share: bool = False
+    restart: bool = False
+    initial_batch: int | None = None
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass
+class Stats:
+    deleted: int = 0
+    batches: int = 0
+    lock_retries: int = 0
+    statement_timeouts: int = 0
+    longest_txn_ms: float = 0.0
+    txn_ms: list[float] = field(default_factory=list)
+    paused_s: float = 0.0
+
+    def record(self, ms: float, deleted: int) -> None:
+        self.deleted += deleted
+        self.batches += 1
+        self.txn_ms.append(ms)
+        self.longest_txn_ms = max(self.longest_txn_ms, ms)
+
+
+class RulePurge:
+    def __init__(self, ctx: RunContext, rule: RetentionRule, opts: PurgeOptions):
+        self.ctx, self.rule, self.opts, self.p = ctx, rule, opts, opts.profile
+        self.progress = Progress(ctx.cfg.cleanup)
+        self.stats = Stats()
+        self.ctl = Controller(self.p, size=opts.initial_batch or rule.batch_size or 0)
+        self.throttle = Throttle(self.p, sleep=opts.sleep)
+        self.conn: Any = None
+        self.ep: Episode | None = None
+        self.monitor: Monitor | None = None
+        self.dropped: list[dict[str, Any]] = []
+
+    # -- orchestration ------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        rule = self.rule
+        with self.ctx.db.connect() as conn:
+            self.conn = conn
+            self.progress.ensure(conn)
+            key = rule_key(rule)
+            if self.opts.restart and self.progress.abandon(conn, key):
+                self.ctx.event("cleanup.restarted", table=rule.qualified)
+            facts = table_facts(conn, rule.schema_, rule.table)
+            conn.commit()
+            ep = self.ep = self._episode(key)
+            before = metrics.table_stats(conn, rule.schema_, rule.table)
+            t0 = time.monotonic()
+            with Monitor(self.ctx.db.connect, conn.info.backend_pid, self.p.sample_ms) as mon:
+                self.monitor = mon
+                targets = self._targets(facts)
+                for target in targets:
+                    if not ep.target_done(target.qualified):
+                        self._walk(target)
+                for target in targets:
+                    self._sweep(target)
+            elapsed = time.monotonic() - t0
+            manifest = self._manifest()
+            self.progress.finish(conn, ep)
+            rows_after = count(conn, rule.schema_, rule.table)
+            after = metrics.table_stats(conn, rule.schema_, rule.table)
+        return self._result(ep, mon, elapsed, rows_after, before, after, manifest, facts)
+
+    def _episode(self, key: str) -> Episode:
+        conn, rule = self.conn, self.rule
+        ep = self.progress.running(conn, key)
+        if ep is None:
+            cutoff = fix_cutoff(conn, rule)
+            total = count(conn, rule.schema_, rule.table)
+            expired = count(conn, rule.schema_, rule.table, rule, cutoff)
+            conn.commit()
+            self._check_share(total, expired)
+            ep = self.progress.start(conn, key, rule.qualified, self.ctx.run_id, cutoff, total, expired)
+            self.ctx.event("cleanup.started", table=rule.qualified, cutoff=cutoff.isoformat(), rows_before=total,
+                           expired=expired, profile=self.opts.profile_name, episode=ep.id)
+        else:
+            self._check_share(ep.rows_before, ep.expired)
+            self.progress.join(conn, ep, self.ctx.run_id)
+            self.ctx.event("cleanup.resumed", table=rule.qualified, cutoff=ep.cutoff.isoformat(),
+                           already_deleted=ep.deleted, episode=ep.id, first_run=ep.runs[0])
+        return ep
+
+    def _check_share(self, total: int, expired: int) -> None:
+        share = expired / total if total else 0.0
+        if share > self.rule.max_share and not self.opts.allow_large_share:
+            raise GateRefused(f"retention rule on {self.rule.qualified} would delete {expired} of {total} rows "
+                              f"({share:.0%} > max_share {self.rule.max_share:.0%}); refusing "
+                              "(set allow_large_share: true on the step to proceed)")
+
+    def _targets(self, facts: TableFacts) -> list[TableFacts]:
+        if facts.kind != "p":
+            return [facts]
+        if self.rule.partitions == "drop":
+            self.dropped = partitions.drop_expired(self, facts)
+            facts = table_facts(self.conn, facts.schema, facts.name)
+            self.conn.commit()
+        return [table_facts(self.conn, p.schema, p.name) for p in facts.partitions]
+
+    # -- one batch ----------------------------------------------------------------------------------
+    def _batch(self, target: TableFacts, work: Callable[[Any], tuple[int, Any, bool]]) -> bool:
+        """Run ``work(cur) -> (deleted, cursor, done)`` in one bounded transaction; False to retry."""
+        assert self.ep is not None
+        self.throttle.wait(self.conn)
+        t0 = time.monotonic()
+        try:
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                cur.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+                            [f"{self.p.lock_timeout_ms}ms", f"{self.p.statement_timeout_ms}ms"])
+                deleted, cursor, done = work(cur)
+                self.progress.advance(self.conn, self.ep, target.qualified, cursor, deleted, done)
+        except pg_errors.LockNotAvailable:
+            self._backoff(target, "lock_timeout")
+            return False
+        except pg_errors.QueryCanceled:
+            self._backoff(target, "statement_timeout")
+            return False
+        ms = (time.monotonic() - t0) * 1000
+        self.stats.record(ms, deleted)
+        self._consecutive = 0
+        assert self.monitor is not None
+        pause = self.ctl.observe(ms, self.monitor.take())
+        if pause > 0:
+            self.stats.paused_s += pause / 1000
+            self.opts.sleep(pause / 1000)
+        return True
+
+    _consecutive = 0
+
+    def _backoff(self, target: TableFacts, why: str) -> None:
+        self._consecutive += 1
+        if why == "lock_timeout":
+            self.stats.lock_retries += 1
+            self.ctl.shrink(0.5)
+        else:
+            self.stats.statement_timeouts += 1
+            self.ctl.shrink(0.25)
+        if self.stats.lock_retries + self.stats.statement_timeouts <= MAX_LOCK_EVENTS:
+            self.ctx.event("cleanup.backoff", table=target.qualified, reason=why, attempt=self._consecutive)
+        if self._consecutive > self.p.max_lock_retries:
+            raise StepFailed(f"{target.qualified}: gave up after {self._consecutive} consecutive {why}s; "
+                             "progress is saved, rerun to resume")
+        delay = min(2.0, 0.02 * 2 ** min(self._consecutive, 7)) * (0.5 + random.random())  # noqa: S311
+        self.stats.paused_s += delay
+        self.opts.sleep(delay)
+
+    def _delete(self, cur: Any, target: TableFacts, where: sql.Composable, args: list[Any]) -> int:
+        """DELETE the rows of one range; with ``archive``, COPY (DELETE ... RETURNING *) to storage first."""
+        assert self.ep is not None
+        cond, cargs = condition(self.rule, self.ep.cutoff)
+        stmt = sql.SQL("DELETE FROM {} WHERE ").format(ident(target.schema, target.name)) + where + \
+            sql.SQL(" AND ") + cond
+        if not self.rule.archive:
+            cur.execute(stmt, [*args, *cargs])
+            return int(cur.rowcount)
+        data, n = archive.copy_to_gzip(cur, stmt + sql.SQL(" RETURNING *"), [*args, *cargs])
+        if n:
+            key = f"{self._archive_base()}/{target.qualified}/{self.ep.batches + 1:07d}.csv.gz"
+            stored = self.ctx.storage.put_bytes(key, data)
+            meta = {"rows": n, "sha256": stored.sha256, "size": stored.size}
+            self.progress.add_chunk(self.conn, self.ep, key, meta)
+        return n
+
+    # -- walks --------------------------------------------------------------------------------------
+    def _walk(self, target: TableFacts) -> None:
+        if target.pk:
+            self._walk_keys(target)
+        else:
+            self._walk_blocks(target)
+
+    def _walk_keys(self, t: TableFacts) -> None:
+        assert self.ep is not None
+        tbl, pk = ident(t.schema, t.name), sql.Identifier(t.pk or "")
+        cond, cargs = condition(self.rule, self.ep.cutoff)
+        lo_hi = self.conn.execute(sql.SQL("SELECT min({pk}), max({pk}) FROM {t} WHERE ").format(pk=pk, t=tbl) + cond,
+                                  cargs).fetchone()
+        self.conn.commit()
+        if lo_hi[0] is None:
+            self._mark_done(t)
+            return
+        lo, top = max(int(lo_hi[0]), int(self.ep.cursor(t.qualified) or lo_hi[0])), int(lo_hi[1])
+        bound = sql.SQL("SELECT {pk} FROM {t} WHERE {pk} >= %s ORDER BY {pk} OFFSET %s LIMIT 1").format(pk=pk, t=tbl)
+        where = sql.SQL("{pk} >= %s AND {pk} < %s").format(pk=pk)
+        while lo <= top:
+            n = self.ctl.units()
+
+            def work(cur: Any, lo: int = lo, n: int = n) -> tuple[int, Any, bool]:
+                row = cur.execute(bound, [lo, n]).fetchone()
+                hi = top + 1 if row is None else min(int(row[0]), top + 1)
+                return self._delete(cur, t, where, [lo, hi]), hi, hi > top
+
+            if self._batch(t, work):
+                lo = int(self.ep.cursor(t.qualified))
+
+    def _walk_blocks(self, t: TableFacts) -> None:
+        assert self.ep is not None
+        nblocks, per_block = self.conn.execute(
+            "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int, "
+            "greatest(1, c.reltuples / greatest(c.relpages, 1)) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+            [t.schema, t.name]).fetchone()
+        self.conn.commit()
+        self.ctl.scale = float(per_block)
+        b = int(self.ep.cursor(t.qualified) or 0)
+        where = sql.SQL("ctid >= %s::tid AND ctid < %s::tid")
+        if b >= nblocks:
+            self._mark_done(t)
+        while b < nblocks:
+            n = self.ctl.units()
+
+            def work(cur: Any, b: int = b, n: int = n) -> tuple[int, Any, bool]:
+                hi = min(b + n, int(nblocks))
+                return self._delete(cur, t, where, [f"({b},0)", f"({hi},0)"]), hi, hi >= nblocks
+
+            if self._batch(t, work):
+                b = int(self.ep.cursor(t.qualified))
+        self.ctl.scale = 1.0
+
+    def _sweep(self, t: TableFacts) -> None:
+        """Rows behind the cursor (updated into earlier pages, inserted late): delete until none match."""
+        assert self.ep is not None
+        tbl = ident(t.schema, t.name)
+        cond, cargs = condition(self.rule, self.ep.cutoff)
+        where = sql.SQL("ctid = ANY(ARRAY(SELECT ctid FROM {} WHERE ").format(tbl) + cond + \
+            sql.SQL(" LIMIT %s FOR UPDATE SKIP LOCKED))")
+        exists = sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE ").format(tbl) + cond + sql.SQL(")")
+        while True:
+            got: list[int] = []
+
+            def work(cur: Any, got: list[int] = got) -> tuple[int, Any, bool]:
+                got.append(self._delete(cur, t, where, [*cargs, max(self.ctl.size, 1)]))
+                return got[0], self.ep.cursor(t.qualified) if self.ep else None, True
+
+            if not self._batch(t, work) or got[0]:
+                continue
+            if not self.conn.execute(exists, cargs).fetchone()[0]:
+                self.conn.commit()
+                return
+            self.conn.commit()
+            self._backoff(t, "lock_timeout")  # only rows locked by others remain: wait for them
+
+    def _mark_done(self, t: TableFacts) -> None:
+        assert self.ep is not None
+        with self.conn.transaction():
+            self.progress.advance(self.conn, self.ep, t.qualified, self.ep.cursor(t.qualified), 0, True, batch=False)
+
+    # -- archive and result -------------------------------------------------------------------------
+    def _archive_base(self) -> str:
+        assert self.ep is not None
+        return archive.prefix(self.ctx.cfg.cleanup.archive_prefix, self.rule.qualified, self.ep.id)
+
+    def _manifest(self) -> dict[str, Any] | None:
+        assert self.ep is not None
+        chunks = self.ep.state.get("chunks", {})
+        if not self.rule.archive:
+            return None
+        stored = archive.write_manifest(self.ctx.storage, self._archive_base(), chunks, self.rule.qualified,
+                                        self.ep.cutoff.isoformat())
+        rows = sum(c["rows"] for c in chunks.values())
+        return {"manifest": stored.location, "sha256": stored.sha256, "objects": len(chunks), "rows": rows}
+
+    def _result(self, ep: Episode, mon: Monitor, elapsed: float, rows_after: int, before: dict[str, Any],
+                after: dict[str, Any], manifest: dict[str, Any] | None, facts: TableFacts) -> dict[str, Any]:
+        s, txns = self.stats, sorted(self.stats.txn_ms)
+        share = ep.expired / ep.rows_before if ep.rows_before else 0.0
+        return {
+            "table": self.rule.qualified, "column": self.rule.column,
+            "older_than": format_duration(self.rule.older_than),
+            "cutoff": ep.cutoff.isoformat(), "profile": self.opts.profile_name, "episode": ep.id,
+            "strategy": "partitioned" if facts.kind == "p" else ("pk-range" if facts.pk else "ctid-range"),
+            "rows_before": ep.rows_before, "expired": ep.expired, "share": round(share, 4),
+            "max_share": self.rule.max_share, "deleted": ep.deleted, "deleted_this_run": s.deleted,
+            "rows_after": rows_after, "resumed": ep.resumed, "runs": ep.runs,
+            "batches": ep.batches, "lock_retries": s.lock_retries, "statement_timeouts": s.statement_timeouts,
+            "longest_batch_ms": round(s.longest_txn_ms, 1),
+            "p50_batch_ms": round(txns[len(txns) // 2], 1) if txns else None,
+            "max_lock_wait_caused_ms": round(mon.total.max_wait_ms, 1),
+            "lock_wait_method": f"sampled pg_locks.waitstart of sessions blocked by the purge every "
+                                f"{self.p.sample_ms:g} ms (may under-read by one interval); the longest "
+                                "purge transaction bounds it from above",
+            "sessions_blocked_samples": mon.total.blocked_by_us, "monitor_error": mon.error,
+            "throttled_s": round(self.throttle.waited_s, 3), "throttle_reasons": self.throttle.reasons,
+            "paused_s": round(s.paused_s, 3), "duration_s": round(elapsed, 3),
+            "rows_per_s": round(s.deleted / elapsed, 1) if elapsed > 0 else None,
+            "partitions_dropped": self.dropped, "archive": manifest,
+            "metrics_before": before, "metrics_after": after,
+        }

@@ -1,0 +1,242 @@
+"""``pitstop hosts``: list the fleet, pin host keys explicitly, check connectivity."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import InputError
+
+hosts_app = typer.Typer(no_args_is_help=True, help="The fleet: inventory, host keys, connectivity.")
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+EnvOpt = Annotated[str, typer.Option("--env", "-e", help="environment name (config/<env>.yaml) or a path")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout")]
+GroupArg = Annotated[str, typer.Argument(help="host group, host name or `all`")]
+
+
+def _emit(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _select(env: str, group: str) -> tuple[Any, list[str]]:
+    from .config import load_config
+
+    cfg = load_config(env)
+    try:
+        return cfg, cfg.group_hosts(group)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _target(cfg: Any, name: str) -> Any:
+    from .inventory import resolve_target
+
+    return resolve_target(name, cfg.hosts[name], cfg.ssh, cfg.hosts)
+
+
+@hosts_app.command("list")
+def hosts_list(
+    env: EnvOpt, group: Annotated[str, typer.Option("--group", "-g")] = "all", as_json: JsonOpt = False
+) -> None:
+    """Hosts with their resolved address (inventory and ~/.ssh/config applied) and pinned key."""
+    from .hostkeys import entry_name, fingerprint, known_hosts
+
+    cfg, names = _select(env, group)
+    keys = known_hosts(cfg.ssh.known_hosts)
+    rows = []
+    for name in names:
+        host = cfg.hosts[name]
+        row: dict[str, Any] = {
+            "name": name,
+            "transport": host.transport,
+            "groups": [g for g, m in cfg.groups.items() if name in m],
+        }
+        if host.transport == "ssh":
+            t = _target(cfg, name)
+            pinned: dict[str, Any] = dict(keys.lookup(entry_name(t.hostname, t.port)) or {})
+            row.update(
+                address=t.hostname,
+                port=t.port,
+                user=t.user,
+                sudo=t.sudo,
+                jump=t.jump.describe() if t.jump else None,
+                host_key=[f"{k} {fingerprint(v)}" for k, v in pinned.items()] or None,
+            )
+        else:
+            row.update(root=str(cfg.resolve(host.root)))
+        rows.append(row)
+    if as_json:
+        _emit(rows)
+        return
+    t = Table(title=f"hosts of {cfg.name} ({group})")
+    for col in ("name", "transport", "target", "groups", "host key"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        target = (
+            f"{r['user']}@{r['address']}:{r['port']}" + (f" via {r['jump']}" if r["jump"] else "")
+            if r["transport"] == "ssh"
+            else r["root"]
+        )
+        key = "\n".join(r.get("host_key") or []) or (
+            "[yellow]not pinned[/yellow]" if r["transport"] == "ssh" else ""
+        )
+        t.add_row(r["name"], r["transport"], target, ", ".join(r["groups"]), key)
+    out.print(t)
+
+
+def _fetch(cfg: Any, name: str) -> Any:
+    from .connectors.ssh import SshConnection
+    from .hostkeys import fetch_host_key
+
+    t = _target(cfg, name)
+    sock = None
+    jump = None
+    if t.jump is not None:
+        jump = SshConnection.for_target(t.jump, cfg.ssh)
+        sock = jump._transport().open_channel(
+            "direct-tcpip", (t.hostname, t.port), ("127.0.0.1", 0), timeout=cfg.ssh.connect_timeout
+        )
+    try:
+        return fetch_host_key(t.hostname, t.port, cfg.ssh.connect_timeout, sock=sock)
+    finally:
+        if jump is not None:
+            jump.close()
+
+
+@hosts_app.command("trust")
+def hosts_trust(
+    group: GroupArg,
+    env: EnvOpt,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="pin without asking")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fetch the host keys of GROUP, show their SHA256 fingerprints and pin the new ones.
+
+    Keys go into the first configured known_hosts file. A key that differs from a pinned one is
+    never replaced: remove the old entry yourself (ssh-keygen -R) after finding out why it changed.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .hostkeys import known_hosts, pin
+
+    cfg, names = _select(env, group)
+    names = [n for n in names if cfg.hosts[n].transport == "ssh"]
+    keys = known_hosts(cfg.ssh.known_hosts)
+    rows: list[dict[str, Any]] = []
+
+    def one(name: str) -> dict[str, Any]:
+        try:
+            f = _fetch(cfg, name)
+        except Exception as exc:  # noqa: BLE001 - reported per host
+            return {"host": name, "status": "unreachable", "error": str(exc)}
+        pinned: dict[str, Any] = dict(keys.lookup(f.name) or {})
+        old = pinned.get(f.key.get_name())
+        status = "pinned" if old is None else ("already pinned" if old == f.key else "CHANGED")
+        return {
+            "host": name,
+            "entry": f.name,
+            "type": f.key.get_name(),
+            "fingerprint": f.fingerprint,
+            "status": status,
+            "_fetched": f,
+        }
+
+    with ThreadPoolExecutor(max_workers=max(1, min(32, len(names)))) as pool:
+        rows = list(pool.map(one, names))
+    new = [r for r in rows if r["status"] == "pinned"]
+    changed = [r for r in rows if r["status"] == "CHANGED"]
+    if not as_json:
+        _print_trust(rows)
+    ask = bool(new) and not changed and not yes and not as_json
+    do_pin = (
+        bool(new)
+        and not changed
+        and (yes or (ask and typer.confirm(f"pin {len(new)} new host key(s) into {cfg.ssh.known_hosts[0]}?")))
+    )
+    if do_pin:
+        pin(cfg.ssh.known_hosts[0], [r["_fetched"] for r in new])
+    else:
+        for r in new:
+            r["status"] = "not pinned"
+    if as_json:
+        _emit([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
+    elif do_pin:
+        out.print(f"[green]✓[/green] pinned {len(new)} key(s) in {cfg.ssh.known_hosts[0]}")
+    if changed:
+        err.print(
+            f"[bold red]refusing:[/bold red] {len(changed)} host key(s) differ from the pinned ones "
+            f"({', '.join(r['host'] for r in changed)}); nothing was written. If the change is expected, "
+            "remove the old entry with ssh-keygen -R '<entry>' -f <known_hosts> and run trust again."
+        )
+    if changed or any(r["status"] == "unreachable" for r in rows):
+        raise typer.Exit(1)
+
+
+def _print_trust(rows: list[dict[str, Any]]) -> None:
+    t = Table(title="host keys")
+    for col in ("host", "entry", "key", "fingerprint", "status"):
+        t.add_column(col, overflow="fold")
+    style = {"pinned": "green", "already pinned": "dim", "CHANGED": "bold red", "unreachable": "red"}
+    for r in rows:
+        st = r["status"]
+        t.add_row(
+            r["host"],
+            r.get("entry", ""),
+            r.get("type", ""),
+            r.get("fingerprint", r.get("error", "")),
+            f"[{style.get(st, '')}]{st}[/]",
+        )
+    out.print(t)
+
+
+@hosts_app.command("check")
+def hosts_check(
+    env: EnvOpt,
+    group: Annotated[str, typer.Argument(help="host group (default all)")] = "all",
+    as_json: JsonOpt = False,
+) -> None:
+    """Connect to every host (host keys verified) and run `true`; exit 1 if any host fails."""
+    from .connectors import connect_host
+    from .fanout import fan_out
+    from .model import HostResult, Status
+
+    cfg, names = _select(env, group)
+
+    def one(name: str) -> HostResult:
+        import time
+
+        t0 = time.monotonic()
+        try:
+            with connect_host(cfg, name) as conn:
+                conn.run(["true"], timeout=cfg.ssh.connect_timeout * 2)
+            return HostResult(host=name, status=Status.SUCCEEDED, duration_s=round(time.monotonic() - t0, 3))
+        except Exception as exc:  # noqa: BLE001 - reported per host
+            return HostResult(
+                host=name, status=Status.FAILED, error=str(exc), duration_s=round(time.monotonic() - t0, 3)
+            )
+
+    res = fan_out(names, one, cfg.fleet, enforce=False)
+    if as_json:
+        _emit([r.model_dump(mode="json") for r in res.results])
+    else:
+        t = Table(title=f"connectivity of {cfg.name} ({group})")
+        for col in ("host", "status", "seconds", "error"):
+            t.add_column(col, overflow="fold")
+        for r in res.results:
+            ok = r.status == Status.SUCCEEDED
+            t.add_row(
+                r.host,
+                "[green]ok[/green]" if ok else "[red]failed[/red]",
+                f"{r.duration_s:.2f}",
+                r.error or "",
+            )
+        out.print(t)
+    if res.failed:
+        raise typer.Exit(1)

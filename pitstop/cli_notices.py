@@ -1,0 +1,79 @@
+"""``pitstop notices``: what advance notices will go out and when, and sending what is due now."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from .errors import InputError
+
+app = typer.Typer(no_args_is_help=True, help="Advance notices of scheduled maintenance windows.")
+out = Console(highlight=False)
+
+EnvOpt = Annotated[str, typer.Option("--env", "-e", help="environment name (config/<env>.yaml) or a path")]
+NowOpt = Annotated[str | None, typer.Option("--now", help="pretend it is this ISO time (default: now)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout")]
+
+
+def parse_now(value: str | None) -> datetime:
+    if not value:
+        return datetime.now(UTC)
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise InputError(f"--now must be an ISO date-time such as 2026-12-04T09:00:00+01:00 (got {value!r})") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+@app.command("plan")
+def plan(env: EnvOpt, now: NowOpt = None, as_json: JsonOpt = False) -> None:
+    """List the notices of upcoming windows: when each goes out, to which channel, and its state."""
+    from .config import load_config
+    from .notify.notices import plan_notices
+
+    cfg = load_config(env)
+    when = parse_now(now)
+    rows = plan_notices(cfg, when)
+    if as_json:
+        sys.stdout.write(json.dumps([r.model_dump(mode="json") for r in rows], indent=2) + "\n")
+        return
+    from rich.table import Table
+
+    t = Table(title=f"notices of {cfg.name} at {when.isoformat(timespec='minutes')}")
+    for col in ("window", "notice", "due at", "channel", "audience", "state"):
+        t.add_column(col, overflow="fold")
+    tz = cfg.timezone
+    from .notify.audiences import fmt_local
+
+    for r in rows:
+        state = r.state + (f" ({r.skipped})" if r.skipped else "") + (f"\n[dim]{r.sent_at}[/dim]" if r.sent_at else "")
+        t.add_row(f"{r.schedule} {fmt_local(r.window_start, tz, '%Y-%m-%d %H:%M %Z')}", r.notice,
+                  fmt_local(r.due_at, tz, "%Y-%m-%d %H:%M %Z"), r.channel, r.audience, state)
+    out.print(t)
+
+
+@app.command("send-due")
+def send_due(env: EnvOpt, now: NowOpt = None, as_json: JsonOpt = False) -> None:
+    """Send every notice that is due now, exactly once (safe to run concurrently and repeatedly)."""
+    from .config import load_config
+    from .notify import notices
+
+    cfg = load_config(env)
+    when = parse_now(now)
+    results = notices.send_due(cfg, when, clock=(lambda: when) if now else notices.system_clock)
+    if as_json:
+        sys.stdout.write(json.dumps([r.model_dump(mode="json") for r in results], indent=2) + "\n")
+    else:
+        for r in results:
+            marks = {"sent": "[green]sent[/green]", "failed": "[red]failed[/red]"}
+            mark = marks.get(r.status, f"[dim]{r.status}[/dim]")
+            out.print(f"{mark} {r.notice} of {r.window_id} → {r.channel}" + (f" ({r.error})" if r.error else ""))
+        if not results:
+            out.print("nothing due")
+    if any(r.status == "failed" for r in results):
+        raise typer.Exit(1)

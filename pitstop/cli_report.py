@@ -1,0 +1,135 @@
+"""``pitstop report list|show|verify``: what auditors use to read and check run reports.
+
+A run is named by its folder, a ``file://`` URL of it, or its run id with ``--env`` (the run folder
+under ``reports.dir``, or else the copy in the environment's storage under ``reports/<env>/<run_id>/``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import unquote, urlparse
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from .errors import InputError
+
+report_app = typer.Typer(no_args_is_help=True, help="Read and verify run reports.")
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout")]
+EnvOpt = Annotated[str | None, typer.Option("--env", "-e", help="environment (to look a run id up)")]
+COLUMNS = ("run_id", "runbook", "trigger", "status", "started_at", "finished_at")
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _from_storage(env: str, run: str, into: Path) -> Path | None:
+    from .config import load_config
+    from .connectors.storage import open_storage
+
+    cfg = load_config(env)
+    storage = open_storage(cfg)
+    prefix = f"reports/{cfg.name}/{run}/"
+    keys = storage.list(prefix)
+    if not keys:
+        return None
+    for key in keys:
+        target = into / key[len(prefix):]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with storage.open(key) as src:
+            target.write_bytes(src.read())
+    return into
+
+
+def resolve_run(env: str | None, run: str, scratch: Path | None = None) -> Path:
+    """The run folder named by a path, a ``file://`` URL or a run id (with ``--env``)."""
+    if run.startswith("file://"):
+        run = unquote(urlparse(run).path)
+    p = Path(run)
+    if p.is_dir():
+        return p
+    if env:
+        from .config import load_config
+
+        cfg = load_config(env)
+        cand = cfg.resolve(cfg.reports.dir) / run
+        if cand.is_dir():
+            return cand
+        if scratch is not None and "/" not in run:
+            found = _from_storage(env, run, scratch)
+            if found is not None:
+                return found
+    raise InputError(f"no run folder {run!r}" + ("" if env else " (pass --env to look a run id up)"))
+
+
+@report_app.command("list")
+def report_list(env: Annotated[str, typer.Option("--env", "-e", help="environment name or config path")],
+                as_json: JsonOpt = False) -> None:
+    """List the runs of an environment, newest first."""
+    from .config import load_config
+
+    cfg = load_config(env)
+    root = cfg.resolve(cfg.reports.dir)
+    rows = []
+    for d in sorted(root.glob("*/report.json"), reverse=True):
+        try:
+            r = json.loads(d.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        rows.append({k: r.get(k) for k in COLUMNS} | {"run_dir": str(d.parent)})
+    if as_json:
+        _emit_json(rows)
+        return
+    from rich.table import Table
+
+    t = Table(title=f"runs of {cfg.name}")
+    for col in COLUMNS:
+        t.add_column(col)
+    for r in rows:
+        t.add_row(*(str(r[c]) for c in COLUMNS))
+    out.print(t)
+
+
+@report_app.command("show")
+def report_show(run: Annotated[str, typer.Argument(help="run id, run folder or file:// URL")], env: EnvOpt = None,
+                as_json: JsonOpt = False,
+                html: Annotated[bool, typer.Option("--html", help="print the path of report.html")] = False) -> None:
+    """Print a run's report (Markdown; JSON with --json)."""
+    with tempfile.TemporaryDirectory(prefix="pitstop-report-") as tmp:
+        d = resolve_run(env, run, Path(tmp))
+        if html:
+            out.print(str(d / "report.html"))
+        elif as_json:
+            sys.stdout.write((d / "report.json").read_text())
+        else:
+            from rich.markdown import Markdown
+
+            out.print(Markdown((d / "report.md").read_text()))
+
+
+@report_app.command("verify")
+def report_verify(run: Annotated[str, typer.Argument(help="run folder, file:// URL, or run id with --env")],
+                  env: EnvOpt = None, as_json: JsonOpt = False) -> None:
+    """Recompute the audit hash chain and the manifest; exit 1 naming the first bad event or file."""
+    from .report.verify import verify_run_dir
+
+    with tempfile.TemporaryDirectory(prefix="pitstop-verify-") as tmp:
+        d = resolve_run(env, run, Path(tmp))
+        problem = verify_run_dir(d)
+    if as_json:
+        _emit_json({"run": run, "ok": problem is None, "problem": problem})
+    elif problem:
+        err.print(f"[bold red]TAMPERED[/bold red]: {escape(problem)}")
+    else:
+        out.print("[green]✓[/green] audit chain and manifest intact")
+    if problem:
+        raise typer.Exit(1)

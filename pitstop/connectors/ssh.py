@@ -1,0 +1,371 @@
+"""SSH transport over paramiko: one connection per host per run, opened on first use.
+
+* Host keys are verified against the configured known_hosts files (paramiko ``RejectPolicy``); an
+  unknown or changed key raises :class:`HostKeyError` naming the host and the fingerprint seen.
+* Commands are argument lists joined with :func:`shlex.join`; nothing from config reaches the remote
+  shell unquoted. ``sudo`` runs them as ``sudo -n -- <argv>`` (never prompts).
+* Files move over SFTP: ``put`` writes a temporary name in the target directory, then renames it
+  (``posix-rename``), so readers never see half a file.
+* Transient connect errors (reset, refused, timeout, ``MaxStartups`` drops seen as a missing banner)
+  are retried with exponential backoff and jitter; authentication and host-key failures are not,
+  and a command is never re-run.
+"""
+
+from __future__ import annotations
+
+import collections
+import shlex
+import socket
+import stat
+import threading
+import time
+import uuid
+from typing import Any
+
+import paramiko
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from ..config import HostConfig, SshSettings
+from ..errors import CommandFailed, ConnectorError, PitstopError, TransientError
+from ..hostkeys import RejectUnknown, changed_key_error, entry_name, known_hosts
+from ..inventory import SshTarget, resolve_target
+from ..model import CommandResult
+from .base import Connection
+
+_keys: dict[str, paramiko.PKey] = {}
+_keys_lock = threading.Lock()
+TAIL = 2000
+
+
+class AuthError(ConnectorError, PermissionError):
+    """SSH authentication failed (never retried)."""
+
+
+def _load_key(path: str) -> paramiko.PKey:
+    """A private key file, parsed once per process (a fleet shares one key)."""
+    with _keys_lock:
+        key = _keys.get(path)
+        if key is None:
+            try:
+                key = _keys[path] = paramiko.PKey.from_path(path)
+            except (OSError, paramiko.SSHException) as exc:
+                raise ConnectorError(f"cannot load SSH key {path}: {exc}") from None
+        return key
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth another connect attempt: resets, refusals, timeouts, dropped banners (MaxStartups)."""
+    if isinstance(exc, PitstopError):  # our own errors: host keys, auth, config ... only TransientError
+        return isinstance(exc, TransientError)
+    if isinstance(exc, paramiko.AuthenticationException | paramiko.BadHostKeyException):
+        return False
+    if isinstance(exc, TransientError | ConnectionError | TimeoutError | socket.timeout | EOFError):
+        return True
+    if isinstance(exc, paramiko.SSHException):
+        msg = str(exc).lower()
+        return any(s in msg for s in ("banner", "reset", "eof", "timed out", "closed", "refused"))
+    return False
+
+
+class SshConnection(Connection):
+    def __init__(self, name: str, host: HostConfig, settings: SshSettings, hosts: dict[str, HostConfig] | None = None):
+        self.name = name
+        self.settings = settings
+        self.target: SshTarget = resolve_target(name, host, settings, hosts)
+        self.history: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
+        self._client: paramiko.SSHClient | None = None
+        self._jump: SshConnection | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._lock = threading.RLock()
+        self.connects = 0
+
+    @classmethod
+    def for_target(cls, target: SshTarget, settings: SshSettings) -> SshConnection:
+        conn = cls.__new__(cls)
+        conn.name, conn.settings, conn.target = target.label, settings, target
+        conn.history = collections.deque(maxlen=50)
+        conn._client, conn._jump, conn._sftp, conn._lock, conn.connects = (
+            None,
+            None,
+            None,
+            threading.RLock(),
+            0,
+        )
+        return conn
+
+    # -- connection -------------------------------------------------------------------------------------
+    def _transport(self) -> paramiko.Transport:
+        with self._lock:
+            transport = self._client.get_transport() if self._client else None
+            if transport is None or not transport.is_active():
+                self._drop()
+                retrying = Retrying(
+                    stop=stop_after_attempt(self.settings.connect_retries),
+                    wait=wait_exponential_jitter(initial=0.2, max=5, jitter=0.5),
+                    retry=retry_if_exception(is_transient),
+                    reraise=True,
+                )
+                try:
+                    self._client = retrying(self._connect)
+                except PitstopError:
+                    raise
+                except TimeoutError:
+                    raise TransientError(
+                        f"{self.name}: connect to {self.target.describe()} timed out after "
+                        f"{self.settings.connect_retries} attempt(s)"
+                    ) from None
+                except (OSError, EOFError, paramiko.SSHException) as exc:
+                    raise ConnectorError(
+                        f"{self.name}: cannot connect to {self.target.describe()}: {exc or type(exc).__name__}"
+                    ) from None
+                transport = self._client.get_transport()
+                assert transport is not None
+            return transport
+
+    def _sock(self) -> socket.socket | paramiko.Channel:
+        t, timeout = self.target, self.settings.connect_timeout
+        if t.jump is not None:
+            if self._jump is None:
+                self._jump = SshConnection.for_target(t.jump, self.settings)
+            try:
+                return self._jump._transport().open_channel(
+                    "direct-tcpip", (t.hostname, t.port), ("127.0.0.1", 0), timeout=timeout
+                )
+            except paramiko.ChannelException as exc:
+                raise ConnectorError(
+                    f"{self.name}: jump host {t.jump.label} refused to open a channel to {t.hostname}:{t.port}: {exc}"
+                ) from None
+        sock = socket.create_connection((t.hostname, t.port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _connect(self) -> paramiko.SSHClient:
+        t, s = self.target, self.settings
+        self.connects += 1
+        client = paramiko.SSHClient()
+        files = [str(p) for p in s.known_hosts]
+        name = entry_name(t.hostname, t.port)
+        for keytype, key in (known_hosts(files).lookup(name) or {}).items():
+            client.get_host_keys().add(name, keytype, key)
+        client.set_missing_host_key_policy(RejectUnknown(self.name, files))
+        pkey = _load_key(t.identity_files[0]) if t.identity_files else None
+        sock = self._sock()
+        try:
+            client.connect(
+                t.hostname,
+                port=t.port,
+                username=t.user,
+                pkey=pkey,
+                key_filename=list(t.identity_files[1:]) or None,  # type: ignore[arg-type]
+                sock=sock,
+                timeout=s.connect_timeout,
+                banner_timeout=s.connect_timeout,
+                auth_timeout=s.connect_timeout,
+                allow_agent=s.agent,
+                look_for_keys=False,
+            )
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise changed_key_error(self.name, name, exc.key, exc.expected_key) from None
+        except paramiko.AuthenticationException as exc:
+            client.close()
+            raise AuthError(f"{self.name}: authentication as {t.user}@{t.hostname}:{t.port} failed: {exc}") from None
+        except paramiko.SSHException as exc:
+            client.close()
+            if "no authentication methods" in str(exc).lower():
+                raise AuthError(
+                    f"{self.name}: no SSH key for {t.user}@{t.hostname}:{t.port} (set identity_file, "
+                    "IdentityFile in the SSH config, or use an agent)"
+                ) from None
+            raise
+        except BaseException:
+            client.close()
+            raise
+        transport = client.get_transport()
+        assert transport is not None
+        if s.keepalive:
+            transport.set_keepalive(s.keepalive)
+        return client
+
+    def _drop(self) -> None:
+        if self._sftp is not None:
+            self._sftp.close()
+        if self._client is not None:
+            self._client.close()
+        self._sftp = self._client = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+            if self._jump is not None:
+                self._jump.close()
+                self._jump = None
+
+    # -- commands ---------------------------------------------------------------------------------------
+    def path(self, host_path: str) -> str:
+        if self.target.root:
+            return self.target.root.rstrip("/") + "/" + host_path.lstrip("/")
+        return host_path
+
+    def command_line(self, argv: list[str], sudo: bool = False) -> str:
+        if not argv:
+            raise ConnectorError(f"{self.name}: empty command")
+        full = ["sudo", "-n", "--", *argv] if (sudo or self.target.sudo) else list(argv)
+        return shlex.join(full)
+
+    def run(
+        self,
+        argv: list[str],
+        *,
+        input: bytes | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+        sudo: bool = False,
+    ) -> CommandResult:
+        cmd = self.command_line(argv, sudo)
+        timeout = timeout or self.settings.command_timeout
+        start = time.monotonic()
+        transport = self._transport()
+        try:
+            chan = transport.open_session(timeout=self.settings.connect_timeout)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectorError(f"{self.name}: cannot open a session: {exc or type(exc).__name__}") from None
+        try:
+            code, out, err = self._exec(chan, cmd, input, start + timeout)
+        except TimeoutError:
+            self.history.append({"argv": argv, "exit_code": 124, "stderr_tail": f"timed out after {timeout}s"})
+            raise CommandFailed(argv, 124, f"timed out after {timeout}s", self.name) from None
+        finally:
+            chan.close()
+        result = CommandResult(
+            argv=argv,
+            exit_code=code,
+            stdout=out.decode(errors="replace"),
+            stderr=err.decode(errors="replace"),
+            duration_s=time.monotonic() - start,
+        )
+        self.history.append(
+            {
+                "argv": argv,
+                "exit_code": code,
+                "stdout_tail": result.stdout[-TAIL:],
+                "stderr_tail": result.stderr[-TAIL:],
+                "duration_s": round(result.duration_s, 3),
+            }
+        )
+        if check and code != 0:
+            raise CommandFailed(argv, code, result.stderr, self.name)
+        return result
+
+    def _exec(self, chan: paramiko.Channel, cmd: str, data: bytes | None, deadline: float) -> tuple[int, bytes, bytes]:
+        import select
+
+        chan.exec_command(cmd)
+        if data:
+            chan.sendall(data)
+        chan.shutdown_write()
+        out, err = bytearray(), bytearray()
+        fd = chan.fileno()
+        while not (chan.eof_received and not chan.recv_ready() and not chan.recv_stderr_ready()):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            select.select([fd], [], [], min(remaining, 1.0))
+            while chan.recv_ready():
+                out += chan.recv(65536)
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+        if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
+            raise TimeoutError
+        return chan.recv_exit_status(), bytes(out), bytes(err)
+
+    # -- files ------------------------------------------------------------------------------------------
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        with self._lock:
+            transport = self._transport()
+            if self._sftp is None or self._sftp.sock.closed:
+                self._sftp = paramiko.SFTPClient.from_transport(transport)
+                assert self._sftp is not None
+            return self._sftp
+
+    def put(self, host_path: str, data: bytes, mode: int = 0o644) -> None:
+        target = self.path(host_path)
+        directory, _, base = target.rpartition("/")
+        tmp = f"{directory}/.{base}.pitstop-{uuid.uuid4().hex[:8]}"
+        if self.target.sudo:
+            return self._put_sudo(target, tmp, data, mode)
+        sftp = self._sftp_client()
+        try:
+            try:
+                fh = sftp.open(tmp, "wb")
+            except FileNotFoundError:
+                self._mkdirs(sftp, directory)
+                fh = sftp.open(tmp, "wb")
+            with fh:
+                fh.write(data)
+                fh.chmod(mode)
+            sftp.posix_rename(tmp, target)
+        except OSError as exc:
+            self._quiet_remove(sftp, tmp)
+            raise ConnectorError(f"{self.name}: cannot write {target}: {exc}") from None
+
+    def _put_sudo(self, target: str, tmp: str, data: bytes, mode: int) -> None:
+        directory = target.rpartition("/")[0] or "/"
+        self.run(["mkdir", "-p", "--", directory])
+        self.run(["cp", "--", "/dev/stdin", tmp], input=data)
+        self.run(["chmod", f"{mode:o}", "--", tmp])
+        self.run(["mv", "-f", "--", tmp, target])
+
+    @staticmethod
+    def _mkdirs(sftp: paramiko.SFTPClient, directory: str) -> None:
+        parts = [p for p in directory.split("/") if p]
+        path = ""
+        for p in parts:
+            path += "/" + p
+            try:
+                sftp.stat(path)
+            except FileNotFoundError:
+                sftp.mkdir(path)
+
+    @staticmethod
+    def _quiet_remove(sftp: paramiko.SFTPClient, path: str) -> None:
+        try:
+            sftp.remove(path)
+        except OSError:
+            pass
+
+    def get(self, host_path: str) -> bytes:
+        target = self.path(host_path)
+        if self.target.sudo:
+            return self.run(["cat", "--", target]).stdout.encode()
+        try:
+            with self._sftp_client().open(target, "rb") as fh:
+                return bytes(fh.read())
+        except OSError as exc:
+            raise ConnectorError(f"{self.name}: cannot read {target}: {exc}") from None
+
+    def exists(self, host_path: str) -> bool:
+        target = self.path(host_path)
+        if self.target.sudo:
+            return self.run(["test", "-e", target], check=False).exit_code == 0
+        try:
+            self._sftp_client().stat(target)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def remove(self, host_path: str) -> bool:
+        target = self.path(host_path)
+        if self.target.sudo:
+            if not self.exists(host_path):
+                return False
+            self.run(["rm", "-f", "--", target])
+            return True
+        sftp = self._sftp_client()
+        try:
+            if stat.S_ISDIR(sftp.stat(target).st_mode or 0):
+                raise ConnectorError(f"{self.name}: {target} is a directory")
+            sftp.remove(target)
+            return True
+        except FileNotFoundError:
+            return False

@@ -1,0 +1,321 @@
+"""Where hosts come from and how to reach them.
+
+* An existing **Ansible inventory** (YAML or INI; groups, ``children``, ``vars``, ``ansible_host``,
+  ``ansible_port``, ``ansible_user``, ``ansible_become``, ``ansible_ssh_private_key_file``, numeric
+  ranges such as ``web[01:20]``) is merged into the config's ``hosts``/``groups`` as is; entries
+  written in the pitstop config win.
+* The OpenSSH client config (``~/.ssh/config``: ``Host`` aliases, ``HostName``, ``User``, ``Port``,
+  ``IdentityFile``, ``ProxyJump``) is honoured when a host is resolved to an :class:`SshTarget`.
+  Precedence: the host's own entry, then the SSH config, then the ``ssh:`` defaults.
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import HostConfig, SshSettings
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import paramiko
+
+    from .config import EnvironmentConfig
+    from .yamlfile import YamlDoc
+
+SKIP_GROUPS = {"all", "ungrouped"}
+CONNECTION_VARS = {
+    "ansible_host",
+    "ansible_ssh_host",
+    "ansible_port",
+    "ansible_ssh_port",
+    "ansible_user",
+    "ansible_ssh_user",
+    "ansible_become",
+    "ansible_ssh_private_key_file",
+    "ansible_connection",
+}
+
+
+# -- Ansible inventory --------------------------------------------------------------------------------
+@dataclass
+class Inventory:
+    hostvars: dict[str, dict[str, Any]] = field(default_factory=dict)
+    groups: dict[str, list[str]] = field(default_factory=dict)  # direct members
+    children: dict[str, list[str]] = field(default_factory=dict)
+    groupvars: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add_host(self, name: str, group: str | None, hvars: Mapping[str, Any] | None = None) -> None:
+        self.hostvars.setdefault(name, {}).update(hvars or {})
+        if group:
+            members = self.groups.setdefault(group, [])
+            if name not in members:
+                members.append(name)
+
+    def members(self, group: str, seen: frozenset[str] = frozenset()) -> list[str]:
+        """Hosts of ``group`` including those of its children (in order, no duplicates)."""
+        if group == "all":
+            return list(self.hostvars)
+        out = list(self.groups.get(group, []))
+        for child in self.children.get(group, []):
+            if child not in seen:
+                out += [h for h in self.members(child, seen | {group}) if h not in out]
+        return out
+
+    def vars_of(self, host: str) -> dict[str, Any]:
+        """all vars < parent group vars < child group vars < host vars (Ansible's precedence)."""
+        merged: dict[str, Any] = dict(self.groupvars.get("all", {}))
+        depth = {g: self._depth(g) for g in self.groupvars if g != "all"}
+        for g in sorted(depth, key=lambda g: (depth[g], g)):
+            if host in self.members(g):
+                merged.update(self.groupvars[g])
+        merged.update(self.hostvars.get(host, {}))
+        return merged
+
+    def _depth(self, group: str, seen: frozenset[str] = frozenset()) -> int:
+        parents = [p for p, kids in self.children.items() if group in kids and p not in seen]
+        return 1 + max((self._depth(p, seen | {group}) for p in parents), default=0)
+
+
+def expand_pattern(name: str) -> list[str]:
+    """``web[01:03].example`` → web01.example, web02.example, web03.example."""
+    m = re.search(r"\[(\d+):(\d+)\]", name)
+    if not m:
+        return [name]
+    lo, hi = m.group(1), m.group(2)
+    width = len(lo) if lo.startswith("0") else 0
+    out = []
+    for i in range(int(lo), int(hi) + 1):
+        out += expand_pattern(name[: m.start()] + str(i).zfill(width) + name[m.end() :])
+    return out
+
+
+def _parse_value(raw: str) -> Any:
+    raw = raw.strip()
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
+        return raw[1:-1]
+    if raw.lower() in ("true", "yes"):
+        return True
+    if raw.lower() in ("false", "no"):
+        return False
+    return int(raw) if raw.isdigit() else raw
+
+
+def parse_ini(text: str, source: str) -> Inventory:
+    import shlex
+
+    inv = Inventory()
+    section, kind = "ungrouped", "hosts"
+    for lineno, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped[0] in "#;":
+            continue
+        if stripped.startswith("["):
+            m = re.fullmatch(r"\[([^\]:]+)(?::(vars|children))?\]", stripped)
+            if not m:
+                raise ConfigError(f"{source}:{lineno}: bad section header {stripped!r}")
+            section, kind = m.group(1), m.group(2) or "hosts"
+            inv.groups.setdefault(section, [])
+            continue
+        try:
+            words = shlex.split(stripped, comments=True)
+        except ValueError as exc:
+            raise ConfigError(f"{source}:{lineno}: {exc}") from None
+        if kind == "vars":
+            key, sep, value = stripped.partition("=")
+            if not sep:
+                raise ConfigError(f"{source}:{lineno}: expected key=value in [{section}:vars]")
+            inv.groupvars.setdefault(section, {})[key.strip()] = _parse_value(value)
+        elif kind == "children":
+            inv.children.setdefault(section, []).append(words[0])
+        else:
+            hvars = {}
+            for word in words[1:]:
+                key, sep, value = word.partition("=")
+                if not sep:
+                    raise ConfigError(
+                        f"{source}:{lineno}: expected key=value after the host name, got {word!r}"
+                    )
+                hvars[key] = _parse_value(value)
+            for name in expand_pattern(words[0]):
+                inv.add_host(name, None if section == "ungrouped" else section, hvars)
+    return inv
+
+
+def parse_yaml(text: str, source: str) -> Inventory:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        data = YAML(typ="safe", pure=True).load(text) or {}
+    except YAMLError as exc:
+        raise ConfigError(f"{source}: invalid YAML inventory: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: an inventory is a mapping of groups (all:, web: ...)")
+    inv = Inventory()
+
+    def group(name: str, body: Any) -> None:
+        body = body or {}
+        if not isinstance(body, dict):
+            raise ConfigError(f"{source}: group {name!r} must be a mapping (hosts:, children:, vars:)")
+        inv.groups.setdefault(name, [])
+        for host, hvars in (body.get("hosts") or {}).items():
+            for h in expand_pattern(str(host)):
+                inv.add_host(h, name, hvars or {})
+        if body.get("vars"):
+            inv.groupvars.setdefault(name, {}).update(body["vars"])
+        for child, child_body in (body.get("children") or {}).items():
+            inv.children.setdefault(name, []).append(str(child))
+            group(str(child), child_body)
+
+    for name, body in data.items():
+        group(str(name), body)
+    return inv
+
+
+def load_inventory(path: Path) -> Inventory:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read inventory {path}: {exc.strerror}") from None
+    looks_yaml = path.suffix in (".yaml", ".yml") or re.match(
+        r"\s*[A-Za-z0-9_-]+:\s*$", text.split("\n", 1)[0]
+    )
+    return parse_yaml(text, str(path)) if looks_yaml else parse_ini(text, str(path))
+
+
+def host_from_vars(hvars: Mapping[str, Any]) -> HostConfig:
+    become = hvars.get("ansible_become")
+    return HostConfig(
+        transport="ssh",
+        address=str(hvars.get("ansible_host") or hvars.get("ansible_ssh_host") or "") or None,
+        port=int(hvars.get("ansible_port") or hvars.get("ansible_ssh_port") or 0) or None,
+        user=str(hvars.get("ansible_user") or hvars.get("ansible_ssh_user") or "") or None,
+        identity_file=hvars.get("ansible_ssh_private_key_file"),
+        sudo=bool(become) if become is not None else None,
+        vars={
+            k: v
+            for k, v in hvars.items()
+            if k not in CONNECTION_VARS and isinstance(v, str | int | float | bool)
+        },
+    )
+
+
+def apply_inventory(cfg: EnvironmentConfig, base_dir: Path, doc: YamlDoc | None = None) -> None:
+    """Merge ``cfg.inventory`` into ``cfg.hosts``/``cfg.groups`` (config entries win)."""
+    assert cfg.inventory
+    path = Path(cfg.inventory).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    try:
+        inv = load_inventory(path)
+        for name in inv.hostvars:
+            if name not in cfg.hosts:
+                cfg.hosts[name] = host_from_vars(inv.vars_of(name))
+        for group in list(inv.groups) + list(inv.children):
+            if group not in SKIP_GROUPS and group not in cfg.groups and group not in cfg.hosts:
+                cfg.groups[group] = inv.members(group)
+    except ConfigError as exc:
+        if doc is None:
+            raise
+        raise ConfigError([doc.problem(["inventory"], str(exc))]) from None
+    except ValueError as exc:  # a host entry pydantic refuses (bad port ...)
+        where = [doc.problem(["inventory"], f"{path}: {exc}")] if doc else f"{path}: {exc}"
+        raise ConfigError(where) from None
+
+
+# -- OpenSSH client config and target resolution ----------------------------------------------------------
+_ssh_configs: dict[tuple[str, str], paramiko.SSHConfig] = {}
+_ssh_lock = threading.Lock()
+
+
+def ssh_config(path: str) -> paramiko.SSHConfig | None:
+    import paramiko
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        return None
+    import hashlib
+
+    key = (str(p), hashlib.sha1(p.read_bytes(), usedforsecurity=False).hexdigest())
+    with _ssh_lock:
+        if key not in _ssh_configs:
+            _ssh_configs.clear()
+            _ssh_configs[key] = paramiko.SSHConfig.from_path(str(p))
+        return _ssh_configs[key]
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    label: str  # the pitstop host name (or jump spec) used in messages
+    hostname: str
+    port: int
+    user: str
+    identity_files: tuple[str, ...] = ()
+    jump: SshTarget | None = None
+    sudo: bool = False
+    root: str | None = None
+
+    def describe(self) -> str:
+        via = f" via {self.jump.describe()}" if self.jump else ""
+        return f"{self.user}@{self.hostname}:{self.port}{via}"
+
+
+def resolve_target(
+    name: str,
+    host: HostConfig,
+    settings: SshSettings,
+    hosts: Mapping[str, HostConfig] | None = None,
+    depth: int = 0,
+) -> SshTarget:
+    if depth > 5:
+        raise ConfigError(f"{name}: jump host chain too long (a loop?)")
+    alias = host.address or name
+    opts: dict[str, Any] = {}
+    conf = ssh_config(settings.ssh_config) if settings.use_ssh_config else None
+    if conf is not None:
+        opts = dict(conf.lookup(alias))
+    identity = [host.identity_file] if host.identity_file else list(opts.get("identityfile") or [])
+    if not identity and settings.identity_file:
+        identity = [settings.identity_file]
+    jump_spec = host.jump_host or opts.get("proxyjump") or (settings.jump_host if depth == 0 else None)
+    jump = None
+    if jump_spec and str(jump_spec).lower() != "none":
+        jump = _resolve_jump(str(jump_spec), settings, hosts or {}, depth, name)
+    return SshTarget(
+        label=name,
+        hostname=str(opts.get("hostname") or alias),
+        port=int(host.port or opts.get("port") or settings.port),
+        user=str(host.user or opts.get("user") or settings.user or getpass.getuser()),
+        identity_files=tuple(str(Path(p).expanduser()) for p in identity),
+        jump=jump,
+        sudo=settings.sudo if host.sudo is None else host.sudo,
+        root=host.root,
+    )
+
+
+def _resolve_jump(
+    spec: str, settings: SshSettings, hosts: Mapping[str, HostConfig], depth: int, origin: str
+) -> SshTarget:
+    """``[user@]host[:port]``, comma-separated for a chain (OpenSSH ProxyJump syntax)."""
+    *before, last = [s.strip() for s in spec.split(",") if s.strip()]
+    m = re.fullmatch(r"(?:([^@\s]+)@)?(\[[^\]]+\]|[^:\s]+)(?::(\d+))?", last)
+    if not m:
+        raise ConfigError(f"{origin}: bad jump host {last!r} (expected [user@]host[:port])")
+    user, hostpart, port = m.group(1), m.group(2).strip("[]"), m.group(3)
+    base = hosts.get(hostpart) or HostConfig(transport="ssh", address=hostpart, port=None)
+    jump_host = ",".join(before) or base.jump_host
+    cfg = base.model_copy(
+        update={
+            "user": user or base.user,
+            "port": int(port) if port else base.port,
+            "jump_host": jump_host,
+            "root": None,
+            "sudo": False,
+        }
+    )
+    return resolve_target(hostpart, cfg, settings, hosts, depth + 1)

@@ -1,0 +1,117 @@
+"""Audiences (ops, oncall, customers ...) and how an event reaches them.
+
+A channel names the audiences it serves; an audience says which events it wants (fnmatch patterns)
+and in which timezone it reads times. For one event, each channel delivers *once*, rendered for the
+first of its audiences that wants the event (a channel is one destination, so it never gets two
+copies). Emergency events also reach every audience marked ``emergency: true``.
+
+Templates are Jinja2, looked up most specific first::
+
+    {event}.{audience}.{style}  {event}.{style}  {family}.{audience}.{style}  {family}.{style}  default.{style}
+
+where ``style`` is ``short`` (chat) or ``full`` (email, file), and ``family`` is the part of the event
+before the first dot. Config ``notifications.templates`` (inline sources keyed by those names) and
+``notifications.template_dir`` override the built-in templates in ``pitstop/notify/templates``.
+The first line a template renders is the subject; the rest is the body.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+
+from ..config import AudienceConfig, EnvironmentConfig
+from .channels import Channel
+
+EMERGENCY_FAMILY = "emergency"
+
+
+@dataclass(frozen=True)
+class Audience:
+    name: str
+    cfg: AudienceConfig
+    timezone: str
+
+    def wants(self, event: str) -> bool:
+        if self.cfg.emergency and event.split(".", 1)[0] == EMERGENCY_FAMILY:
+            return True
+        return any(fnmatch.fnmatchcase(event, p) for p in self.cfg.events)
+
+
+def audiences(cfg: EnvironmentConfig) -> dict[str, Audience]:
+    defined = dict(cfg.notifications.audiences)
+    defined.setdefault("ops", AudienceConfig.model_validate({}))
+    return {n: Audience(n, a, a.timezone or cfg.timezone) for n, a in defined.items()}
+
+
+def routes(cfg: EnvironmentConfig, channels: list[Channel], event: str) -> list[tuple[Channel, Audience]]:
+    """(channel, audience) pairs that get ``event``: at most one per channel."""
+    known = audiences(cfg)
+    out = []
+    for ch in channels:
+        for name in ch.cfg.audiences:
+            aud = known.get(name)
+            if aud and aud.wants(event):
+                out.append((ch, aud))
+                break
+    return out
+
+
+# -- rendering ----------------------------------------------------------------------------------------
+def fmt_local(value: datetime | str | None, tz: str, fmt: str = "%a %d %b %Y %H:%M %Z") -> str:
+    if value is None or value == "":
+        return ""
+    dt = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return dt.astimezone(ZoneInfo(tz)).strftime(fmt)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    minutes = max(1, int(-(-seconds // 60)))  # round up: never promise less than history says
+    if minutes < 120:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes % 60 else f"{minutes // 60} h"
+
+
+@lru_cache(maxsize=32)
+def _environment(overrides: tuple[tuple[str, str], ...], template_dir: str | None) -> jinja2.Environment:
+    loaders: list[jinja2.BaseLoader] = [jinja2.DictLoader({k if k.endswith(".j2") else f"{k}.j2": v
+                                                           for k, v in overrides})]
+    if template_dir:
+        loaders.append(jinja2.FileSystemLoader(template_dir))
+    loaders.append(jinja2.PackageLoader("pitstop.notify", "templates"))
+    env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), autoescape=False,  # noqa: S701 - plain text
+                             undefined=jinja2.ChainableUndefined, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=False)
+    env.filters["duration"] = fmt_duration
+    return env
+
+
+def template_names(event: str, audience: str, style: str) -> list[str]:
+    family = event.split(".", 1)[0]
+    names = [f"{event}.{audience}.{style}", f"{event}.{style}", f"{family}.{audience}.{style}",
+             f"{family}.{style}", f"default.{style}"]
+    return [f"{n}.j2" for n in names]
+
+
+def render(cfg: EnvironmentConfig, event: str, audience: Audience, style: str,
+           context: dict[str, Any]) -> tuple[str, str]:
+    """Render ``event`` for ``audience`` in ``style``; returns (subject, body)."""
+    tdir = cfg.notifications.template_dir
+    env = _environment(tuple(sorted(cfg.notifications.templates.items())),
+                       str(cfg.resolve(tdir)) if tdir else None)
+    tmpl = env.select_template(template_names(event, audience.name, style))
+    tz = audience.timezone
+    text = tmpl.render(**context, event=event, audience=audience.name, style=style, tz=tz,
+                       local=lambda v, fmt="%a %d %b %Y %H:%M %Z": fmt_local(v, tz, fmt))
+    lines = text.strip().splitlines() or [event]
+    subject = lines[0].strip()
+    body = "\n".join(lines[1:]).strip()
+    return subject, body

@@ -1,0 +1,78 @@
+"""Expected downtime of a window: p90 of history when there is enough, else config.
+
+History is the in-window duration (``maintenance_window.duration_s``) recorded in the ``report.json``
+of the last runs of the same runbook on the same environment. With fewer than
+``notifications.notices.history_min_runs`` such runs, the figure comes from config: the schedule's
+``expected_downtime``, else the runbook's, else ``window.expected_downtime``. Notices say which.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import BaseModel
+
+from ..config import EnvironmentConfig, ScheduleSpec
+
+
+class ExpectedDowntime(BaseModel):
+    seconds: float
+    source: Literal["history", "config"]
+    runs: int = 0
+
+    @property
+    def source_text(self) -> str:
+        if self.source == "history":
+            return f"p90 of the last {self.runs} runs"
+        return "planned estimate"
+
+
+def p90(values: list[float]) -> float:
+    """Nearest-rank 90th percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
+
+
+def history(cfg: EnvironmentConfig, runbook: str) -> list[float]:
+    """In-window durations of the latest runs of ``runbook`` on this environment, newest first."""
+    root = cfg.resolve(cfg.reports.dir)
+    rows = []
+    for path in root.glob("*/report.json"):
+        try:
+            r = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        dur = (r.get("maintenance_window") or {}).get("duration_s")
+        if r.get("environment") == cfg.name and r.get("runbook") == runbook and dur is not None \
+                and not r.get("dry_run"):
+            rows.append((str(r.get("started_at")), float(dur)))
+    rows.sort(reverse=True)
+    return [d for _, d in rows[: cfg.notifications.notices.history_runs]]
+
+
+def _configured(cfg: EnvironmentConfig, runbook: str, spec: ScheduleSpec | None,
+                runbook_default: timedelta | None) -> float:
+    if spec is not None and spec.expected_downtime is not None:
+        return spec.expected_downtime.total_seconds()
+    if runbook_default is not None:
+        return runbook_default.total_seconds()
+    try:
+        from ..runbook import load_runbook
+
+        rb = load_runbook(runbook)
+        if rb.expected_downtime is not None:
+            return rb.expected_downtime.total_seconds()
+    except Exception:  # noqa: BLE001,S110 - a missing runbook falls back to the environment default
+        pass
+    return cfg.window.expected_downtime.total_seconds()
+
+
+def expected_downtime(cfg: EnvironmentConfig, runbook: str, spec: ScheduleSpec | None = None,
+                      runbook_default: timedelta | None = None) -> ExpectedDowntime:
+    past = history(cfg, runbook)
+    if len(past) >= cfg.notifications.notices.history_min_runs:
+        return ExpectedDowntime(seconds=p90(past), source="history", runs=len(past))
+    return ExpectedDowntime(seconds=_configured(cfg, runbook, spec, runbook_default), source="config")

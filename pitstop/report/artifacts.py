@@ -1,0 +1,52 @@
+"""Publishes a run's report as Prefect artifacts (a markdown artifact and a table artifact) on the
+flow run it belongs to. Outside a Prefect flow run (``--engine local``) it does nothing and never
+imports Prefect."""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Any
+
+
+def artifact_key(report: dict[str, Any], suffix: str) -> str:
+    """Artifact keys allow lowercase letters, digits and dashes only."""
+    base = re.sub(r"[^a-z0-9-]+", "-", f"pitstop-{report['environment']}-{report['runbook']}".lower())
+    return f"{base.strip('-')}-{suffix}"
+
+
+def table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for s in report["stages"]:
+        for st in s["steps"]:
+            rows.append({"kind": "step", "stage": s["name"], "name": st["name"], "host": "", "status": st["status"],
+                         "detail": st.get("error") or st.get("summary") or ""})
+    for c in report["checks"]:
+        rows.append({"kind": "check", "stage": c.get("stage") or "", "name": c["name"], "host": c.get("host") or "",
+                     "status": c["status"], "detail": f"observed {c['observed']}; expected {c['expected']}"})
+    return rows
+
+
+def _in_flow_run() -> bool:
+    if "prefect" not in sys.modules:  # the local engine never imported Prefect: nothing to publish to
+        return False
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return ctx is not None and ctx.flow_run is not None
+
+
+def publish(report: dict[str, Any], markdown: str) -> dict[str, str] | None:
+    """Create the artifacts; returns their ids, or None outside a flow run. Never raises."""
+    try:
+        if not _in_flow_run():
+            return None
+        from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+        desc = f"pitstop {report['runbook']} on {report['environment']}: {report['status']} ({report['run_id']})"
+        md_id = create_markdown_artifact(markdown=markdown, key=artifact_key(report, "report"), description=desc)
+        table_id = create_table_artifact(table=table_rows(report), key=artifact_key(report, "results"),
+                                         description=desc)
+        return {"markdown": str(md_id), "table": str(table_id)}
+    except Exception:  # noqa: BLE001 - the run folder is the record; the UI copy is a convenience
+        return None

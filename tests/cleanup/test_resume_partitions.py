@@ -1,0 +1,137 @@
+"""Resume after SIGKILL with the same cutoff, partition drop (+ archive), and dry run."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import timedelta
+
+import psycopg
+
+from pitstop.steps.cleanup import RetentionParams, cleanup_retention
+from tests.conftest import ROOT, run_cli
+
+from .conftest import EXPIRED, ROWS, events, fingerprint, rule
+
+CRASH_SCRIPT = textwrap.dedent("""
+    import sys
+    from pitstop.config import load_config
+    from pitstop.context import RunContext, RunOptions
+    from pitstop.runbook import load_runbook
+    from pitstop.steps.cleanup import RetentionParams, cleanup_retention
+
+    cfg = load_config(sys.argv[1])
+    ctx = RunContext.create(cfg, load_runbook("monthly", cfg), RunOptions(), run_id="crash-run")
+    cleanup_retention(ctx, RetentionParams(profile="slow"))
+""")
+SLOW = {"profiles": {"slow": {"initial_batch": 100, "min_batch": 100, "max_batch": 100, "pause_ms": 20}}}
+
+
+def test_resume_after_sigkill_keeps_cutoff_and_exact_accounting(ev, cleanup_ctx, make_env, tmp_path):
+    newer = fingerprint(ev, "ev", "created_at >= now() - interval '80 days'")
+    ctx = cleanup_ctx([rule("ev")], cleanup=SLOW)
+    script = tmp_path / "crash.py"
+    script.write_text(CRASH_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "env.yaml")], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deleted = 0
+        while deleted < 1000:  # kill it mid-purge, after some batches committed
+            assert proc.poll() is None, "the purge finished before it could be killed"
+            time.sleep(0.02)
+            if ev.execute("SELECT to_regclass('pitstop_cleanup_progress') IS NOT NULL").fetchone()[0]:
+                deleted = ev.execute("SELECT coalesce(max(deleted), 0) FROM pitstop_cleanup_progress").fetchone()[0]
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    status, cutoff, done_so_far = ev.execute("SELECT status, cutoff, deleted FROM pitstop_cleanup_progress").fetchone()
+    assert status == "running" and EXPIRED > done_so_far >= 1000
+    # The progress row is exact: committed deletes == recorded deletes.
+    assert ev.execute("SELECT count(*) FROM ev").fetchone()[0] == ROWS - done_so_far
+    # A row just younger than the fixed cutoff: a fresh cutoff would purge it, the resumed one must not.
+    ev.execute("INSERT INTO ev (account, kind, created_at) VALUES (1, 'late', %s)", [cutoff + timedelta(seconds=0.5)])
+    time.sleep(0.6)
+
+    (r,) = cleanup_retention(ctx, RetentionParams()).data["cleanup"]
+    assert r["resumed"] and r["runs"] == ["crash-run", ctx.run_id]
+    assert r["cutoff"] == cutoff.isoformat()
+    assert r["deleted"] == EXPIRED and r["deleted_this_run"] == EXPIRED - done_so_far
+    assert r["rows_after"] == ROWS + 1 - EXPIRED
+    assert ev.execute("SELECT count(*) FROM ev WHERE kind = 'late'").fetchone()[0] == 1
+    assert fingerprint(ev, "ev", "created_at >= now() - interval '80 days'") == newer
+    assert events(ctx, "cleanup.resumed")[0]["already_deleted"] == done_so_far
+
+
+PARTITIONED = """
+CREATE TABLE metrics (id bigserial, host text NOT NULL, created_at timestamptz NOT NULL,
+                      PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at);
+CREATE TABLE metrics_old1 PARTITION OF metrics
+    FOR VALUES FROM (now() - interval '400 days') TO (now() - interval '300 days');
+CREATE TABLE metrics_old2 PARTITION OF metrics
+    FOR VALUES FROM (now() - interval '300 days') TO (now() - interval '200 days');
+CREATE TABLE metrics_mixed PARTITION OF metrics
+    FOR VALUES FROM (now() - interval '200 days') TO (now() - interval '10 days');
+CREATE TABLE metrics_new PARTITION OF metrics
+    FOR VALUES FROM (now() - interval '10 days') TO (now() + interval '100 days');
+INSERT INTO metrics (host, created_at)
+SELECT 'h' || g % 7, now() - make_interval(days => 395 - (g % 390), secs => 1) FROM generate_series(1, 3900) g;
+"""
+
+
+def _partition_setup(conn: psycopg.Connection) -> dict[str, int]:
+    conn.execute(PARTITIONED)
+    counts = {name: conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0]  # noqa: S608 - test constants
+              for name in ("metrics_old1", "metrics_old2", "metrics_mixed", "metrics_new")}
+    counts["mixed_expired"] = conn.execute("SELECT count(*) FROM metrics_mixed WHERE created_at < now() - "
+                                           "interval '90 days'").fetchone()[0]
+    return counts
+
+
+def test_partitions_past_the_cutoff_are_detached_archived_and_dropped(conn, cleanup_ctx):
+    counts = _partition_setup(conn)
+    ctx = cleanup_ctx([rule("metrics", archive=True, max_share=0.9)])
+    keep = fingerprint(conn, "metrics", "created_at >= now() - interval '89 days'")
+    (r,) = cleanup_retention(ctx, RetentionParams()).data["cleanup"]
+    dropped = {d["partition"]: d for d in r["partitions_dropped"]}
+    assert set(dropped) == {"public.metrics_old1", "public.metrics_old2"}
+    assert all(d["detached"] == "concurrently" for d in dropped.values())
+    leaves = {row[0] for row in conn.execute("SELECT relname FROM pg_class WHERE relname LIKE 'metrics\\_%%' "
+                                             "AND relkind = 'r'").fetchall()}
+    assert leaves == {"metrics_mixed", "metrics_new"}
+    expired = counts["metrics_old1"] + counts["metrics_old2"] + counts["mixed_expired"]
+    assert r["deleted"] == expired and r["rows_after"] == 3900 - expired
+    assert fingerprint(conn, "metrics", "created_at >= now() - interval '89 days'") == keep
+    arch = dropped["public.metrics_old1"]["archive"]
+    rows = gzip.decompress(ctx.storage.open(arch["key"]).read()).decode().splitlines()
+    assert rows[0] == "id,host,created_at" and len(rows) - 1 == arch["rows"] == counts["metrics_old1"]
+    kinds = [e["partition"] for e in events(ctx, "cleanup.partition_dropped")]
+    assert sorted(kinds) == ["public.metrics_old1", "public.metrics_old2"]
+
+
+def test_dry_run_plan_shows_exact_rows_and_partitions_and_changes_nothing(conn, ev, make_env):
+    counts = _partition_setup(conn)
+
+    def mutate(cfg):
+        cfg["retention"] = [rule("ev"), rule("metrics", max_share=0.9)]
+
+    path = make_env(mutate)
+    before = (fingerprint(conn, "ev"), fingerprint(conn, "metrics"))
+    proc = run_cli("plan", "--env", str(path), "--runbook", "monthly", "--json")
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    plan = json.loads(proc.stdout)
+    (step,) = [s for s in plan["steps"] if s["uses"] == "cleanup.retention"]
+    text = "\n".join(step["would"])
+    assert f"public.ev: purge {EXPIRED} of {ROWS} rows" in text
+    assert f"drop partition public.metrics_old1 ({counts['metrics_old1']} rows)" in text
+    assert "drop partition public.metrics_old2" in text and "metrics_mixed" not in text
+    mixed = counts["metrics_old1"] + counts["metrics_old2"] + counts["mixed_expired"]
+    assert f"public.metrics: purge {mixed} of 3900 rows" in text
+    assert (fingerprint(conn, "ev"), fingerprint(conn, "metrics")) == before
+    assert conn.execute("SELECT to_regclass('pitstop_cleanup_progress')").fetchone()[0] is None

@@ -1,0 +1,139 @@
+"""Maintenance mode and tuning over real OpenSSH (sshd on loopback, tests/fleet/sshlab.py):
+dead-man armed over SSH survives the session, hostile values never execute remotely, sysctl and
+log steps are idempotent on a second run. Hosts get a `root` directory so nothing outside tmp
+is touched (the sshd "hosts" are this machine)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pitstop.config import load_config
+from pitstop.context import RunContext, RunOptions
+from pitstop.runbook import load_runbook
+from pitstop.runner import execute
+from pitstop.steps.maintenance_mode import OffParams, OnParams, maintenance_off_host, maintenance_on
+from pitstop.steps.sysctl import SysctlParams, tuning_sysctl
+from pitstop.steps.tuning import LogParams, tuning_logs
+from tests.fleet.sshlab import SshLab
+
+from .helpers import hostile, process_alive, set_mtime, wait_for, write_runbook
+from .test_hostile import hostile_steps
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SshLab, list[Any]]]:
+    lab = SshLab(tmp_path_factory.mktemp("maint-ssh"))
+    try:
+        yield lab, lab.start(2, prefix="web")
+    finally:
+        lab.stop()
+
+
+def _env(tmp: Path, lab: tuple[SshLab, list[Any]], pg_data_dir: Path | None = None, **extra: Any) -> Path:
+    ssh_lab, hosts = lab
+    cfg = ssh_lab.config(hosts, tmp / "state", roots=tmp / "roots", **extra)
+    cfg["groups"] = {"web": [h.name for h in hosts]}
+    cfg["maintenance"] = {"targets": "web", "ttl_margin": "1m", **cfg.get("maintenance", {})}
+    if pg_data_dir:
+        cfg["database"] = {"embedded": True, "data_dir": str(pg_data_dir), "dbname": "postgres"}
+    path = tmp / "env.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def _ctx(env: Path, tmp: Path) -> RunContext:
+    cfg = load_config(str(env))
+    rb = write_runbook(tmp, [{"name": "preflight", "steps": []}], name="empty")
+    return RunContext.create(cfg, load_runbook(str(rb), cfg), RunOptions())
+
+
+def test_flag_and_deadman_over_ssh(tmp_path: Path, lab: tuple[SshLab, list[Any]]) -> None:
+    env = _env(tmp_path, lab, maintenance={"deadman": {"ttl": "2s"}})
+    ctx = _ctx(env, tmp_path)
+    flag = tmp_path / "roots/web-1/var/www/maintenance.flag"
+    maintenance_on(ctx, OnParams(), "web-1")
+    assert json.loads(flag.read_text())["run_id"] == ctx.run_id
+    handle = ctx.state["maintenance_deadman"]["web-1"]
+    assert handle.method == "setsid" and process_alive(int(handle.ref))
+    maintenance_off_host(ctx, OffParams(), "web-1")
+    assert not flag.exists()
+    wait_for(lambda: not process_alive(int(handle.ref)), what="watcher cancelled over SSH")
+    # on again, then the SSH session goes away without an off: the host lifts maintenance itself
+    maintenance_on(ctx, OnParams(), "web-2")
+    flag2 = tmp_path / "roots/web-2/var/www/maintenance.flag"
+    assert flag2.exists()
+    ctx.close()
+    wait_for(lambda: not flag2.exists(), deadline_s=30, what="dead-man to lift after the session closed")
+
+
+def test_hostile_values_over_ssh(tmp_path: Path, lab: tuple[SshLab, list[Any]], pg_data_dir: Path) -> None:
+    canary = tmp_path / "canary"
+    bad = hostile(canary)
+    env = _env(tmp_path, lab, pg_data_dir, maintenance={
+        "strategy": "command", "message": " ".join(bad),
+        "command": {"on": ["echo", "{message}", *bad], "off": ["echo", *bad],
+                    "marker_path": str(tmp_path / "marker.json")}})
+    for h in ("web-1", "web-2"):
+        (tmp_path / "roots" / h / "var/tmp").mkdir(parents=True)
+        for b in (b for b in bad if "\n" not in b):  # directories with hostile names hold real work
+            log = tmp_path / "roots" / h / "var/log" / b / "old.log"
+            log.parent.mkdir(parents=True)
+            log.write_text("x")
+            set_mtime(log, 3)
+    rb = write_runbook(tmp_path, [
+        {"name": "maintenance-on", "steps": [{"uses": "maintenance.on"}]},
+        {"name": "server-tuning", "steps": hostile_steps(bad)},
+        {"name": "maintenance-off", "steps": [{"uses": "maintenance.off"}]},
+    ])
+    res = execute(str(env), str(rb))
+    assert res.status.value == "succeeded", res.report().get("failure")
+    assert not canary.exists()
+    assert len(list((tmp_path / "roots/web-1/var/log").rglob("old.log.gz"))) == len([b for b in bad if "\n" not in b])
+
+
+def test_sysctl_and_logs_idempotent_over_ssh(tmp_path: Path, lab: tuple[SshLab, list[Any]]) -> None:
+    env = _env(tmp_path, lab)
+    logs = tmp_path / "roots/web-1/var/log/app"
+    logs.mkdir(parents=True)
+    for name, days in (("a.log", 3), ("b.log", 0), ("c.log.gz", 50)):
+        (logs / name).write_text("x" * 100)
+        set_mtime(logs / name, days)
+    ctx = _ctx(env, tmp_path)
+    lp = LogParams(paths=["/var/log/app"], compress_after_days=1, delete_after_days=30)
+    first = tuning_logs(ctx, lp, "web-1")
+    assert first.data["compressed"] == 1 and first.data["deleted"] == 1
+    assert sorted(p.name for p in logs.iterdir()) == ["a.log.gz", "b.log"]
+    assert not tuning_logs(ctx, lp, "web-1").changed
+
+    sp = SysctlParams(values={"net.core.somaxconn": 4096, "vm.swappiness": 10})
+    out = tuning_sysctl(ctx, sp, "web-1")
+    assert out.changed and out.data["applied"] is False  # a host with a root dir is a sandbox
+    assert (tmp_path / "roots/web-1/etc/sysctl.d/90-pitstop.conf").read_text().endswith(
+        "net.core.somaxconn = 4096\nvm.swappiness = 10\n")
+    assert not tuning_sysctl(ctx, sp, "web-1").changed
+    ctx.close()
+
+
+def test_sysctl_live_path_over_ssh_without_root(tmp_path: Path, lab: tuple[SshLab, list[Any]]) -> None:
+    """A real host (no root dir): live values read over SSH, verified, drop-in written where asked.
+    The value equals the live one, so this machine's kernel is never changed."""
+    env = _env(tmp_path, lab)
+    doc = yaml.safe_load(env.read_text())
+    for h in doc["hosts"].values():
+        h.pop("root", None)
+    env.write_text(yaml.safe_dump(doc))
+    ctx = _ctx(env, tmp_path)
+    live = Path("/proc/sys/net/core/somaxconn").read_text().strip()
+    dropin = tmp_path / "sysctl.d/90-pitstop.conf"
+    sp = SysctlParams(values={"net.core.somaxconn": live}, file=str(dropin))
+    out = tuning_sysctl(ctx, sp, "web-2")
+    assert out.data["applied"] is True and out.data["values"]["net.core.somaxconn"]["old"] == live
+    assert out.data["values"]["net.core.somaxconn"]["set"] is False and dropin.exists()
+    assert not tuning_sysctl(ctx, sp, "web-2").changed
+    ctx.close()
