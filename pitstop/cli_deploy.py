@@ -23,6 +23,7 @@ def register(app: typer.Typer) -> None:
 def deploy(env: Annotated[str, typer.Option("--env", "-e", help="environment name or config path")],
            work_pool: Annotated[str, typer.Option(help="Prefect process work pool (created if missing)")] = "pitstop",
            dry_run: Annotated[bool, typer.Option(help="print the deployments, change nothing")] = False,
+           write_prefect_yaml: Annotated[Path | None, typer.Option(help="also write them as a prefect.yaml")] = None,
            as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Create or update the environment's deployments (schedules, notices, emergency) on PREFECT_API_URL."""
     import os
@@ -36,6 +37,10 @@ def deploy(env: Annotated[str, typer.Option("--env", "-e", help="environment nam
     for spec in specs:  # every scheduled runbook must exist and validate against the config
         if spec.flow == "pitstop-maintenance" and spec.parameters["trigger"] == "scheduled":
             load_runbook(spec.parameters["runbook"], cfg)
+    if write_prefect_yaml is not None:
+        from .deploy import prefect_yaml
+
+        write_prefect_yaml.write_text(prefect_yaml(specs, work_pool))
     if dry_run:
         rows: list[dict[str, Any]] = [s.model_dump() for s in specs]
     else:
