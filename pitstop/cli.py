@@ -107,10 +107,13 @@ def _discard_plan_dir(run_dir: Path) -> None:
 
 
 def _run(env: str, runbook: str, trigger: str, reason: str, accept_unverified_backup: bool, engine: Engine,
-         as_json: bool, run_id: str | None = None, wait_s: float = 0.0, override_blackout: bool = False) -> None:
-    from .runner import load
+         as_json: bool, run_id: str | None = None, wait_s: float = 0.0, override_blackout: bool = False,
+         expected_downtime: str | None = None) -> None:
+    from .runner import load, parse_expected_downtime
 
     load(env, runbook)  # validate first: bad input exits 2 before Prefect or anything else starts
+    if expected_downtime:
+        parse_expected_downtime(expected_downtime)
     if accept_unverified_backup and not reason.strip():
         raise InputError("--accept-unverified-backup needs --reason explaining why")
     if engine == Engine.prefect:
@@ -118,14 +121,15 @@ def _run(env: str, runbook: str, trigger: str, reason: str, accept_unverified_ba
 
         res = maintenance(env=env, runbook=runbook, trigger=trigger, reason=reason,
                           accept_unverified_backup=accept_unverified_backup, run_id=run_id, wait_s=wait_s,
-                          override_blackout=override_blackout, console=not as_json)
+                          override_blackout=override_blackout, expected_downtime=expected_downtime,
+                          console=not as_json)
         run_dir = Path(res["run_dir"])
     else:
         from .console import ConsoleView
         from .runner import execute
 
         result = execute(env, runbook, trigger=trigger, reason=reason, run_id=run_id, wait_s=wait_s,
-                         override_blackout=override_blackout,
+                         override_blackout=override_blackout, expected_downtime=expected_downtime,
                          accept_unverified_backup=accept_unverified_backup,
                          listener=None if as_json else ConsoleView(out))
         run_dir = result.run_dir
@@ -169,6 +173,7 @@ def emergency(env: EnvOpt, runbook: RunbookOpt,
               accept_unverified_backup: Annotated[bool, typer.Option()] = False,
               engine: Annotated[Engine, typer.Option()] = Engine.prefect, wait: WaitOpt = 0.0,
               override_blackout: Annotated[bool, typer.Option(help="run even inside a blackout period")] = False,
+              expected_downtime: Annotated[str | None, typer.Option(help="announced downtime, e.g. 20m")] = None,
               no_wait: Annotated[bool, typer.Option("--no-wait", help="with a deployment: print the flow run and "
                                                     "return at once")] = False,
               as_json: JsonOpt = False) -> None:
@@ -187,12 +192,12 @@ def emergency(env: EnvOpt, runbook: RunbookOpt,
         name = find_deployment(cfg)
         if name:
             run_dir = cli_deploy.emergency_via_deployment(name, cfg, runbook, reason, accept_unverified_backup,
-                                                          override_blackout, wait=not no_wait)
+                                                          override_blackout, expected_downtime, wait=not no_wait)
             if run_dir is not None:
                 _finish_run(run_dir, as_json)
             return
     _run(env, runbook, "emergency", reason, accept_unverified_backup, engine, as_json, wait_s=wait,
-         override_blackout=override_blackout)
+         override_blackout=override_blackout, expected_downtime=expected_downtime)
 
 
 @app.command()

@@ -57,14 +57,15 @@ def deploy(env: Annotated[str, typer.Option("--env", "-e", help="environment nam
 
 
 def emergency_via_deployment(name: str, cfg: Any, runbook: str, reason: str, accept_unverified_backup: bool,
-                             override_blackout: bool, wait: bool) -> Path | None:
+                             override_blackout: bool, expected_downtime: str | None, wait: bool) -> Path | None:
     """Trigger the environment's emergency deployment; return the run folder when waiting."""
     from .deploy import env_ref, trigger_deployment
     from .runner import run_id_for_flow_run
 
     rb_ref = str(Path(runbook).resolve()) if Path(runbook).suffix in (".yaml", ".yml") else runbook
     params = {"env": env_ref(cfg), "runbook": rb_ref, "trigger": "emergency", "reason": reason,
-              "accept_unverified_backup": accept_unverified_backup, "override_blackout": override_blackout}
+              "accept_unverified_backup": accept_unverified_backup, "override_blackout": override_blackout,
+              "expected_downtime": expected_downtime}
     info = trigger_deployment(name, params, wait=wait)
     from datetime import datetime
 

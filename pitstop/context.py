@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +68,7 @@ class RunOptions:
     dry_run: bool = False
     accept_unverified_backup: bool = False
     override_blackout: bool = False
+    expected_downtime: timedelta | None = None  # given for this run (pitstop emergency --expected-downtime)
 
 
 @dataclass

@@ -25,6 +25,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
+        if not self.file:
+            return self.message
         loc = f"{self.file}:{self.line}" if self.line else self.file
         where = f" at {self.where}" if self.where else ""
         return f"{loc}{where}: {self.message}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,15 @@ def run_id_for_flow_run(env: str, runbook: str, flow_run_id: str, start: datetim
     computable by whoever triggered it (so ``pitstop emergency`` can find the report)."""
     stamp = (start.astimezone(UTC) if start.tzinfo else start).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{Path(env).stem}-{Path(runbook).stem}-{flow_run_id[:8]}"
+
+
+def parse_expected_downtime(text: str) -> timedelta:
+    from .units import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise InputError(f"--expected-downtime: {exc}") from None
 
 
 def load(env: str, runbook: str) -> tuple[EnvironmentConfig, Runbook]:
@@ -84,13 +93,19 @@ def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: s
 
 def execute(env: str, runbook: str, *, trigger: str = Trigger.MANUAL.value, reason: str = "",
             accept_unverified_backup: bool = False, run_id: str | None = None, unit_runner: UnitRunner = direct,
-            listener: Listener | None = None, wait_s: float = 0.0, override_blackout: bool = False) -> RunResult:
-    """Run a runbook. With a ``run_id`` whose folder already exists, resume that run instead."""
+            listener: Listener | None = None, wait_s: float = 0.0, override_blackout: bool = False,
+            expected_downtime: str | None = None) -> RunResult:
+    """Run a runbook. With a ``run_id`` whose folder already exists, resume that run instead.
+
+    ``expected_downtime`` (e.g. ``20m``) overrides the runbook's announced downtime for this run."""
     cfg, rb = load(env, runbook)
+    given = parse_expected_downtime(expected_downtime) if expected_downtime else None
+    if given is not None:
+        rb = rb.model_copy(update={"expected_downtime": given})
     if run_id and (cfg.resolve(cfg.reports.dir) / run_id / "audit.jsonl").is_file():
         return resume(env, run_id, unit_runner=unit_runner, listener=listener, wait_s=wait_s)
     options = RunOptions(trigger=Trigger(trigger), reason=reason, accept_unverified_backup=accept_unverified_backup,
-                         override_blackout=override_blackout)
+                         override_blackout=override_blackout, expected_downtime=given)
     run_id = run_id or new_run_id(cfg.name, rb.name)
     return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, None)
 

@@ -20,13 +20,15 @@ from ..config import EnvironmentConfig, ScheduleSpec
 
 class ExpectedDowntime(BaseModel):
     seconds: float
-    source: Literal["history", "config"]
+    source: Literal["history", "config", "operator"]
     runs: int = 0
 
     @property
     def source_text(self) -> str:
         if self.source == "history":
             return f"p90 of the last {self.runs} runs"
+        if self.source == "operator":
+            return "announced by the on-call engineer"
         return "planned estimate"
 
 

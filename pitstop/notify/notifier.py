@@ -24,11 +24,11 @@ from tenacity import Retrying, stop_after_attempt, wait_random_exponential
 from ..audit import now_iso
 from .audiences import Audience, render, routes
 from .channels import Channel, Message, build_channels
+from .downtime import ExpectedDowntime
 
 if TYPE_CHECKING:
     from ..config import EnvironmentConfig
     from ..context import RunContext
-    from .downtime import ExpectedDowntime
 
 END_EVENTS = ("run.completed", "run.failed", "verification.failed", "run.cancelled")
 
@@ -85,8 +85,8 @@ class Notifier:
 
     # -- public ---------------------------------------------------------------------------------------
     def notify(self, event: str, subject: str, body: str = "", severity: str = "info", **data: Any) -> list[Delivery]:
+        context = self._context(event, subject, body, severity, data)  # status from the run event itself
         event = self._route(event)
-        context = self._context(event, subject, body, severity, data)
         deliveries = []
         for channel, audience in routes(self.ctx.cfg, self.channels, event):
             msg = self._message(event, channel, audience, severity, context, data)
@@ -101,7 +101,11 @@ class Notifier:
             from .downtime import expected_downtime
 
             rb = self.ctx.runbook
-            self._downtime = expected_downtime(self.ctx.cfg, rb.name, runbook_default=rb.expected_downtime)
+            given = self.ctx.options.expected_downtime
+            if given is not None:  # announced by the operator for this run (--expected-downtime)
+                self._downtime = ExpectedDowntime(seconds=given.total_seconds(), source="operator")
+            else:
+                self._downtime = expected_downtime(self.ctx.cfg, rb.name, runbook_default=rb.expected_downtime)
         return self._downtime
 
     # -- internals ------------------------------------------------------------------------------------

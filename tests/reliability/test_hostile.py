@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,9 @@ def test_payloads_in_argv_paths_filters_and_snapshots(ssh_env: Any, tmp_path: Pa
     assert result.status == Status.SUCCEEDED, report.get("failure")
     audit = (result.run_dir / "audit.jsonl").read_text()
     assert '"cleanup.purged"' in audit
+    printed = [json.loads(x)["data"] for x in audit.splitlines() if '"hostile argv"' in x and '"step.finished"' in x]
+    assert printed, "the hostile argv step did not run"
+    assert {h["host"] for h in printed[0]["hosts"]} == {"rel-1", "rel-2", "rel-3"}
     created = sorted(x.name for x in canaries.iterdir())
     intact = canary_intact(pg_socket, seeded_db)
     # fields: argv (3 hosts), retention `in` values, snapshot filters, tuning paths (3 hosts), reason
@@ -98,8 +102,12 @@ def test_payloads_in_maintenance_message_and_reason(ssh_env: Any, tmp_path: Path
         env = ssh_env(mutate, name=f"env-{i}.yaml", state=f"state-{i}")
         result = execute(str(env), str(rb), reason=payload, trigger="emergency")
         assert result.status == Status.SUCCEEDED, (i, result.report().get("failure"))
-        audit = (result.run_dir / "audit.jsonl").read_text()
-        assert '"maintenance.command"' in audit
+        evs = [json.loads(x) for x in (result.run_dir / "audit.jsonl").read_text().splitlines()]
+        on = [e["data"] for e in evs if e["kind"] == "maintenance.command" and e["data"]["argv"][1] == "%s"]
+        assert on and all(d["argv"][2] == payload for d in on[:2]), on
+        # printf over SSH echoes the payload byte for byte: quoting delivered it as one literal argument
+        assert on[0]["stdout_tail"] == payload[-300:], on[0]
+        assert result.report()["reason"] == payload
         delivered += 2
     created = sorted(x.name for x in canaries.iterdir())
     intact = canary_intact(pg_socket, seeded_db)
