@@ -54,3 +54,7 @@ bench-cleanup: install
 ## Fleet benchmark: N sshd hosts on loopback (10, 100); pitstop vs ssh+xargs, ansible-core, pyinfra.
 bench-fleet: install-test system-deps
 	$(BIN)/python bench/bench_fleet.py
+
+## Downtime benchmark: 20 local hosts, naive runbook vs pitstop's plan; in-window time and overhead (~15 s).
+bench-downtime: install
+	$(BIN)/python bench/bench_downtime.py

@@ -54,6 +54,8 @@ def _config() -> Path:
                                                     "audiences": ["ops"]}}
     cfg["notifications"]["notices"]["policy"] = "warn"
     cfg.pop("schedules", None)
+    if os.environ.get("BENCH_FEED", "1") == "0":  # status feed re-rendered on every run event (see BENCHMARKS.md)
+        cfg["notifications"].pop("feed", None)
     STATE.mkdir(parents=True, exist_ok=True)
     path = STATE / "env.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -147,11 +149,11 @@ def main() -> None:
     win = b["report"]["in_window"]
     floor = win["critical_path_s"]
     overhead = b["wall"] - b["steps_union"]
-    print(f"(a) naive:   in-window {naive_in:.3f}s (window {a['window']:.3f}s + pre-backup "
-          f"{a['stage_s'].get('pre-backup', 0):.3f}s + post-verification {a['stage_s'].get('post-verification', 0):.3f}s),"
-          f" wall {a['wall']:.3f}s")
-    print(f"(b) pitstop: in-window {b['window']:.3f}s, wall {b['wall']:.3f}s, steps' own time {b['steps_union']:.3f}s"
-          f" over {b['steps']} steps")
+    pre, post = a["stage_s"].get("pre-backup", 0.0), a["stage_s"].get("post-verification", 0.0)
+    print(f"(a) naive:   in-window {naive_in:.3f}s (window {a['window']:.3f}s + pre-backup {pre:.3f}s + "
+          f"post-verification {post:.3f}s), wall {a['wall']:.3f}s")
+    print(f"(b) pitstop: in-window {b['window']:.3f}s, wall {b['wall']:.3f}s, "
+          f"steps' own time {b['steps_union']:.3f}s over {b['steps']} steps")
     print("critical path: " + " → ".join(f"{c['step']} {c['duration_s']}s" for c in win["critical_path"])
           + f" = floor {floor:.3f}s")
     print(f"in_window_vs_floor={b['window'] / floor:.2f} in_window_vs_naive={b['window'] / naive_in:.3f} "

@@ -50,7 +50,7 @@ def print_summary(console: Console, report: dict[str, Any], run_dir: str) -> Non
     table.add_column("steps", justify="right")
     for s in report["stages"]:
         done = sum(1 for st in s["steps"] if st["status"] == "succeeded")
-        table.add_row(s["name"], s["status"], f"{done}/{len(s['steps'])}")
+        table.add_row(s["name"], s["status"], f"{done}/{len(s['steps'])}" if s["steps"] else "—")
     console.print(table)
     w = report["maintenance_window"]
     if w["duration_s"] is not None:

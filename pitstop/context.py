@@ -114,6 +114,8 @@ class RunContext:
                 from .connectors.storage import open_storage
 
                 self._storage = open_storage(self.cfg)
+                if hasattr(self._storage, "on_retry"):
+                    self._storage.on_retry = self._retry_event
             return self._storage
 
     def host(self, name: str) -> Connection:
@@ -124,6 +126,8 @@ class RunContext:
                 from .connectors import connect_host
 
                 conn = self._conns[name] = connect_host(self.cfg, name)
+                if hasattr(conn, "on_retry"):
+                    conn.on_retry = self._retry_event
             return conn
 
     def close(self) -> None:
@@ -137,6 +141,9 @@ class RunContext:
     def event(self, kind: str, /, **data: Any) -> None:
         scope = _STEP_SCOPE.get()  # steps may run concurrently: say which one this event belongs to
         self.audit.emit(kind, **({**scope, **data} if scope else data))
+
+    def _retry_event(self, **data: Any) -> None:
+        self.event("retry", **data)
 
     @contextmanager
     def step_scope(self, stage: str, step: str) -> Iterator[None]:

@@ -57,6 +57,9 @@ def load(env: str, runbook: str) -> tuple[EnvironmentConfig, Runbook]:
     rb = load_runbook(runbook, cfg)
     if problems := secret_problems(cfg):
         raise ConfigError(problems)
+    from .redact import install
+
+    install(cfg)  # third-party DEBUG logs never carry this run's secrets
     return cfg, rb
 
 

@@ -108,6 +108,7 @@ class S3Storage(Storage):
         self.bucket = cfg.bucket
         self.prefix = cfg.prefix.strip("/") + "/" if cfg.prefix.strip("/") else ""
         self._sleep = sleep
+        self.on_retry: Callable[..., None] | None = None
         self.retries: list[dict[str, Any]] = []  # transient failures seen (op, attempt, error type)
         self._retries_lock = threading.Lock()
         self.last_upload: dict[str, Any] = {}
@@ -140,6 +141,9 @@ class S3Storage(Storage):
             exc = state.outcome.exception()
             with self._retries_lock:
                 self.retries.append({"op": op, "attempt": state.attempt_number, "error": type(exc).__name__})
+            if self.on_retry is not None:  # the run's audit: one `retry` event per retry
+                self.on_retry(what=f"s3.{op}", attempt=state.attempt_number, error=type(exc).__name__,
+                              wait_s=round(state.next_action.sleep, 3))
 
         retrying = Retrying(retry=retry_if_exception(is_transient), reraise=True, before_sleep=note,
                             stop=stop_after_attempt(self.cfg.retry_attempts),

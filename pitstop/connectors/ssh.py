@@ -20,6 +20,7 @@ import stat
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import paramiko
@@ -78,6 +79,7 @@ class SshConnection(Connection):
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.RLock()
         self.connects = 0
+        self.on_retry: Callable[..., None] | None = None  # the run's audit: one `retry` event per retry
 
     @classmethod
     def for_target(cls, target: SshTarget, settings: SshSettings) -> SshConnection:
@@ -104,6 +106,7 @@ class SshConnection(Connection):
                     wait=wait_exponential_jitter(initial=0.2, max=5, jitter=0.5),
                     retry=retry_if_exception(is_transient),
                     reraise=True,
+                    before_sleep=self._note_retry,
                 )
                 try:
                     self._client = retrying(self._connect)
@@ -121,6 +124,12 @@ class SshConnection(Connection):
                 transport = self._client.get_transport()
                 assert transport is not None
             return transport
+
+    def _note_retry(self, state: Any) -> None:
+        if self.on_retry is not None:
+            exc = state.outcome.exception() if state.outcome else None
+            self.on_retry(what="ssh.connect", host=self.name, attempt=state.attempt_number,
+                          error=type(exc).__name__, wait_s=round(state.next_action.sleep, 3))
 
     def _sock(self) -> socket.socket | paramiko.Channel:
         t, timeout = self.target, self.settings.connect_timeout

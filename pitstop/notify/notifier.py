@@ -91,6 +91,8 @@ class Notifier:
         for channel, audience in routes(self.ctx.cfg, self.channels, event):
             msg = self._message(event, channel, audience, severity, context, data)
             d = deliver(channel, msg, self.ctx.redact, self.attempts, self.wait_max)
+            for n in range(1, d.attempts):  # each failed attempt that was followed by another one
+                self.ctx.event("retry", what="notify", channel=d.channel, event=d.event, attempt=n)
             self.ctx.event("notification", **d.model_dump())
             deliveries.append(d)
         return deliveries

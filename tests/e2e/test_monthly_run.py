@@ -174,3 +174,15 @@ def test_second_run_gets_fresh_id_and_purges_nothing_more(make_env: Any, seeded_
     r1, r2 = report_of(first.stdout), report_of(second.stdout)
     assert r1["run_id"] != r2["run_id"]
     assert sum(r2["cleanup"]["tables"].values()) == 0 and r2["status"] == "succeeded"
+
+
+def test_emergency_runbook_has_post_maintenance_section(make_env: Any, tmp_path: Path) -> None:
+    env = make_env()
+    res = run_cli("emergency", "--env", str(env), "--runbook", "emergency-disk", "--reason", "web-1 /var at 97%",
+                  "--expected-downtime", "15m", "--engine", "local", "--json")
+    assert res.returncode == 0, res.stderr
+    report = report_of(res.stdout)
+    assert report["trigger"] == "emergency" and report["reason"] == "web-1 /var at 97%"
+    assert report["expected_downtime_s"] == 900
+    html = (Path(json.loads(res.stdout)["run_dir"]) / "report.html").read_text()
+    assert "post-maintenance" in html.lower() and "web-1 /var at 97%" in html
