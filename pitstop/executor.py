@@ -111,7 +111,6 @@ class Executor:
                 self._skip(work[work.index(unit[-1]) + 1:], "an earlier step failed")
                 ok = False
                 break
-            self._check_overrun()
         # Always-finally: maintenance off runs whatever happened inside the window.
         if off:
             self._run_unit(Phase.WINDOW, Stage.MAINTENANCE_OFF, off)
@@ -132,12 +131,6 @@ class Executor:
         self._fail(unit[0], PitstopError(f"window exceeded: {why}"))
         self._skip(work[work.index(unit[0]):], "window exceeded")
         return False
-
-    def _check_overrun(self) -> None:
-        if self.window.overrun():
-            self.ctx.event("window.extended", planned_end=self.window.end.isoformat())
-            self._notify("window.extended", "maintenance is running past its announced end",
-                         f"planned end: {self.window.end.isoformat(timespec='minutes')}", severity="warning")
 
     def _lift_maintenance(self) -> None:
         """Safety net: if any host still has maintenance on (off step failed or absent), lift it."""

@@ -4,8 +4,8 @@ A scheduled run belongs to a window of its schedule (start, end, cutoff). Before
 inside the maintenance window the executor asks :meth:`WindowPolicy.admit`: a unit whose estimate
 (p90 of the same stage in earlier runs, else the runbook's ``estimate`` of its steps) would end after
 the cutoff is not started — the run goes to its always-finally path and says "window exceeded".
-Manual and emergency runs get a window of their announced downtime (no cutoff), and every run
-reports an overrun once, as soon as the window's end has passed while work is still going on.
+Manual and emergency runs get a window of their announced downtime (no cutoff). Overruns in
+progress are announced by the notifier (``window.extended``, pitstop/notify/notifier.py).
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ class WindowPolicy:
     cutoff_at: datetime | None
     source: str  # "schedule <name>" or "announced downtime"
     estimates: dict[str, float] = field(default_factory=dict)
-    extended_notified: bool = False
 
     def admit(self, stage: str, step_estimates: list[float], now: datetime | None = None) -> str | None:
         """``None`` to go ahead, else why the unit must not start."""
@@ -66,14 +65,6 @@ class WindowPolicy:
             return (f"stage {stage} needs ~{estimate:.0f}s but the window's cutoff is at "
                     f"{self.cutoff_at.isoformat(timespec='seconds')} ({source_note(self)})")
         return None
-
-    def overrun(self, now: datetime | None = None) -> bool:
-        """True once, the first time work is still going on after the window's end."""
-        now = now or datetime.now(UTC)
-        if not self.extended_notified and now > self.end:
-            self.extended_notified = True
-            return True
-        return False
 
     def describe(self) -> dict[str, Any]:
         return {"start": self.start.isoformat(), "end": self.end.isoformat(),

@@ -10,6 +10,7 @@ rewritten atomically at every run transition and by every ``send-due``. Writers 
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -40,9 +41,15 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def render_html(doc: Doc) -> str:
+@functools.cache
+def _template() -> jinja2.Template:
+    """Compiled once per process: the feed is re-rendered at every run transition."""
     env = jinja2.Environment(loader=jinja2.PackageLoader("pitstop.notify", "templates"), autoescape=True)
-    return env.get_template("status.html.j2").render(doc=doc)
+    return env.get_template("status.html.j2")
+
+
+def render_html(doc: Doc) -> str:
+    return _template().render(doc=doc)
 
 
 MAX_UPCOMING = 50  # the feed lists the next windows, not every hourly slot of the horizon

@@ -81,9 +81,7 @@ def test_transient_faults_are_retried_and_the_run_completes(ssh_env: Any, rel_ho
     known = tmp_path / "known_hosts"
     known.write_text("".join(f"[127.0.0.1]:{p.port} {rel_hosts[0].sshd.host_pub}\n" for p in ssh_proxies.values()))
     host, port = moto_endpoint.removeprefix("http://").split(":")
-    s3_plan = ["reset", "http503", "reset", "http503", "http503", "reset", "http503", "reset", "http503", "reset"] \
-        if full() \
-        else ["reset", "http503"]
+    s3_plan = ["reset", "http503"] * (5 if full() else 1)
     s3_proxy = FaultProxy((host, int(port)), s3_plan)
     bucket = f"rel-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1", aws_access_key_id="k",

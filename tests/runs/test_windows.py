@@ -1,4 +1,4 @@
-"""Window admission, overrun notices and blackouts, driven through the CLI and with injected times."""
+"""Window admission and blackouts, driven through the CLI and with injected times."""
 
 from __future__ import annotations
 
@@ -29,8 +29,6 @@ def test_admission_refuses_a_unit_that_would_pass_the_cutoff() -> None:
     assert "cutoff" in (p.admit("server-tuning", [], now=late) or "")
     assert p.admit("database-cleanup", [60.0], now=late) is None  # no history: the step estimates count
     assert p.admit("database-cleanup", [600.0], now=late) is not None
-    assert not p.overrun(now=now + timedelta(minutes=30))
-    assert p.overrun(now=now + timedelta(hours=3)) and not p.overrun(now=now + timedelta(hours=4))  # once
 
 
 def test_blackout_rules(tmp_path: Path) -> None:
