@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test install install-test system-deps lint typecheck clean bench-backup bench-cleanup bench-fleet bench-downtime reliability
+.PHONY: demo test install install-test system-deps lint typecheck clean bench-backup bench-cleanup bench-fleet bench-downtime reliability static
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -36,9 +36,13 @@ typecheck: install-test
 	$(BIN)/mypy pitstop
 
 ## Install everything the tests need, then run the suite.
-test: install-test system-deps
-	$(BIN)/ruff check pitstop flows checks tests
+test: install-test system-deps static
 	$(BIN)/python -m pytest -q tests
+
+## Static checks: ruff (with the bandit-derived S rules) and mypy on pitstop/.
+static: install-test
+	$(BIN)/ruff check pitstop flows checks tests
+	$(BIN)/mypy pitstop
 
 clean:
 	rm -rf $(VENV) .pitstop
@@ -58,3 +62,7 @@ bench-fleet: install-test system-deps
 ## Downtime benchmark: 20 local hosts, naive runbook vs pitstop's plan; in-window time and overhead (~15 s).
 bench-downtime: install
 	$(BIN)/python bench/bench_downtime.py
+
+## Reliability suite: every kill point, injection payload and fault (~5 min); prints one line of figures.
+reliability: install-test system-deps
+	$(BIN)/python tests/reliability/run_suite.py

@@ -50,6 +50,9 @@ def run_check(name: str, func: Callable[..., CheckResult], ctx: Any, params: Bas
                              expected="the check completes", evidence={"error": error})
     result.duration_s = round(time.monotonic() - t0, 3)
     ctx.event("check", name=name, host=host[0] if host else None, **result.model_dump(exclude={"name"}))
+    if result.status == CheckStatus.FAIL:  # the on-call alert lists every failed check (executor._finish)
+        ctx.state.setdefault("failed_checks", []).append(
+            ctx.redact(failure_message(name, result, host[0] if host else None)))
     return result
 
 

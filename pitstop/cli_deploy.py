@@ -70,7 +70,7 @@ def emergency_via_deployment(name: str, cfg: Any, runbook: str, reason: str, acc
     from datetime import datetime
 
     start = datetime.fromisoformat(info["scheduled_start_time"])
-    run_id = run_id_for_flow_run(params["env"], rb_ref, info["flow_run_id"], start)
+    run_id = run_id_for_flow_run(str(params["env"]), rb_ref, info["flow_run_id"], start)
     run_dir = cfg.resolve(cfg.reports.dir) / run_id
     info.update(run_id=run_id, run_dir=str(run_dir), deployment=name)
     if not wait:

@@ -129,7 +129,8 @@ def apply(specs: list[DeploymentSpec], work_pool: str) -> list[dict[str, Any]]:
             schedules.append(RRule(spec.rrule, timezone=spec.timezone))
         elif spec.cron:
             schedules.append(Cron(spec.cron, timezone=spec.timezone))
-        flow = Flow.from_source(source=str(PROJECT_ROOT), entrypoint=spec.entrypoint)
+        flow: Flow[..., Any] = Flow.from_source(  # type: ignore[assignment] # sync call: not a coroutine
+            source=str(PROJECT_ROOT), entrypoint=spec.entrypoint)
         with contextlib.redirect_stdout(io.StringIO()):  # Prefect prints its own table; ours is --json-safe
             dep_id = flow.deploy(name=spec.name, work_pool_name=work_pool, build=False, push=False,
                                  schedules=schedules, parameters=spec.parameters, description=spec.description,
@@ -159,10 +160,12 @@ def find_deployment(cfg: EnvironmentConfig, kind: str = "emergency") -> str | No
 
 def trigger_deployment(name: str, parameters: dict[str, Any], wait: bool) -> dict[str, Any]:
     """Start a flow run of deployment ``name`` now (``run_deployment``); wait for it when asked."""
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
-    flow_run = run_deployment(name=name, parameters=parameters, timeout=None if wait else 0,
-                              tags=["pitstop", parameters.get("trigger", "manual")])
+    flow_run: FlowRun = run_deployment(  # type: ignore[assignment] # sync call: not a coroutine
+        name=name, parameters=parameters, timeout=None if wait else 0,
+        tags=["pitstop", parameters.get("trigger", "manual")])
     state = flow_run.state
     return {"flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name,
             "state": state.type.value if state else None,

@@ -298,8 +298,10 @@ class Executor:
             self._notify("run.completed", f"{ctx.runbook.name} maintenance completed", severity="success")
         else:
             err = self.failure or {}
-            self._notify("run.failed", f"{ctx.runbook.name} maintenance {self.status.value}",
-                         f"failed step: {err.get('step')} ({err.get('stage')}): {err.get('error')}",
+            body = f"failed step: {err.get('step')} ({err.get('stage')}): {err.get('error')}"
+            if self.status == Status.FAILED_VERIFICATION:  # every difference, not just the first
+                body += "\n" + "\n".join(f"- {m}" for m in ctx.state.get("failed_checks", []))
+            self._notify("run.failed", f"{ctx.runbook.name} maintenance {self.status.value}", body,
                          severity="failure")
         ctx.event("run.finished", status=self.status.value, failure=self.failure)
         # The report stage: rendered from the audit log above, sealed by manifest.json.

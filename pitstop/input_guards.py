@@ -50,14 +50,15 @@ def _schedule_problems(cfg: EnvironmentConfig, doc: yamlfile.YamlDoc) -> list[Pr
                         ignoretz=True)
         base = dt.datetime.now().replace(microsecond=0)
         horizon = base.replace(year=base.year + SCHEDULE_HORIZON_YEARS, day=min(base.day, 28))
-        if rule.after(base) is None or rule.after(base) > horizon:  # type: ignore[union-attr]
+        following = rule.after(base)
+        if following is None or following > horizon:
             out.append(doc.problem(["schedules", name, "rrule"],
                                    f"schedule {name!r} never occurs in the next {SCHEDULE_HORIZON_YEARS} years "
                                    f"(rrule {spec.rrule!r})"))
     return out
 
 
-def _secret_slots(cfg: EnvironmentConfig) -> list[tuple[list[str | int], str]]:
+def secret_slots(cfg: EnvironmentConfig) -> list[tuple[list[str | int], str]]:
     slots: list[tuple[list[str | int], str]] = []
     if cfg.database.password_env:
         slots.append((["database", "password_env"], cfg.database.password_env))
@@ -77,7 +78,7 @@ def _secret_slots(cfg: EnvironmentConfig) -> list[tuple[list[str | int], str]]:
 
 def secret_problems(cfg: EnvironmentConfig) -> list[Problem]:
     """Every ``*_env`` slot the run will need names a variable that is set (names only, never values)."""
-    missing = [(loc, var) for loc, var in _secret_slots(cfg) if not os.environ.get(var)]
+    missing = [(loc, var) for loc, var in secret_slots(cfg) if not os.environ.get(var)]
     if not missing:
         return []
     doc = yamlfile.load(Path(cfg.source), ConfigError)

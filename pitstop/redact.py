@@ -44,9 +44,9 @@ def fragments(value: str) -> set[str]:
 
 
 def secret_names(cfg: EnvironmentConfig) -> list[str]:
-    from .input_guards import _secret_slots
+    from .input_guards import secret_slots
 
-    return [var for _, var in _secret_slots(cfg)]
+    return [var for _, var in secret_slots(cfg)]
 
 
 def install(cfg: EnvironmentConfig) -> None:

@@ -77,6 +77,7 @@ def test_failed_post_verification_alerts_and_names_every_difference(make_env, tm
     alert = next(n for n in notes if n["event"] == "run.failed")
     assert alert["severity"] == "failure" and "failed_verification" in alert["subject"]
     assert "observed 200" in alert["body"] and "999" in alert["body"]
+    assert "check service_active on app-1 failed" in alert["body"]
     run_dir = Path(json.loads(proc.stdout)["run_dir"])
     html = (run_dir / "report.html").read_text()
     assert 'id="failure"' in html and "Verification sql_assert" in html and "Verification service_active" in html

@@ -12,6 +12,7 @@ import struct
 import threading
 from collections import deque
 
+
 def _http_503() -> bytes:
     body = b"<?xml version='1.0'?><Error><Code>SlowDown</Code><Message>Reduce your rate</Message></Error>"
     head = (f"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {len(body)}\r\n"

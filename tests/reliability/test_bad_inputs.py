@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import psycopg
-
 import pytest
 
 from pitstop.errors import InputError
@@ -26,6 +25,7 @@ def materialise(case: Case, tmp: Path, pg_data_dir: Path, dbname: str) -> tuple[
     rb_text = case.edit(MONTHLY) if case.file == "runbook" else MONTHLY
     cfg_text = point_at(cfg_text, tmp / "state", pg_data_dir, dbname)
     c, r = tmp / f"{case.id}.env.yaml", tmp / f"{case.id}.runbook.yaml"
+    assert case.id not in str(tmp), "the state_dir line would match the needle"
     c.write_text(cfg_text)
     r.write_text(rb_text)
     bad, text = (c, cfg_text) if case.file == "config" else (r, rb_text)
@@ -61,14 +61,14 @@ def test_cli_exits_2_with_file_line_and_executes_nothing(tmp_path: Path, pg_data
     chosen = [c for c in CASES if full() or c.id in FAST_CLI]
     before = sessions(pg_socket, seeded_db)
     clear = 0
-    for case in chosen:
-        d = tmp_path / case.id
+    for i, case in enumerate(chosen):
+        d = tmp_path / f"case{i}"  # not the case id: a needle must not match the state_dir line
         d.mkdir()
         c, r, bad, line = materialise(case, d, pg_data_dir, seeded_db)
-        res = cli("run", "--env", str(c), "--runbook", str(r), "--engine", "local", "--json")
+        res = cli("run", "--env", str(c), "--runbook", str(r), "--engine", "local", "--json", env={"COLUMNS": "400"})
         assert res.returncode == 2, (case.id, res.returncode, res.stderr[-2000:])
         loc = f"{bad}:{line}" if line is not None else f"{bad}:"
-        assert loc in res.stderr, (case.id, loc, res.stderr)
+        assert loc in res.stderr.replace("\n", ""), (case.id, loc, res.stderr)
         assert "nothing was executed" in res.stderr and "Traceback" not in res.stderr, res.stderr
         assert not (d / "state").exists(), f"{case.id}: a state directory (runs, hosts) was created"
         clear += 1

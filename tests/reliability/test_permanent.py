@@ -9,7 +9,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import boto3
 import psycopg
 import pytest
 import yaml
@@ -113,9 +112,6 @@ def test_database_permission_denied(ssh_env: Any, tmp_path: Path, pg_socket: str
 
 def test_missing_bucket(ssh_env: Any, moto_endpoint: str, tmp_path: Path) -> None:
     bucket = f"missing-{uuid.uuid4().hex[:8]}"
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1", aws_access_key_id="k",
-                      aws_secret_access_key="s")
-
     def mutate(cfg: dict[str, Any]) -> None:
         cfg["storage"] = {"kind": "s3", "bucket": bucket, "endpoint_url": moto_endpoint, "region": "us-east-1",
                           "access_key_env": "PITSTOP_REL_S3_KEY", "secret_key_env": "PITSTOP_REL_S3_SECRET"}
@@ -138,3 +134,22 @@ def test_bad_sql_in_custom_check(ssh_env: Any, tmp_path: Path) -> None:
     assert not [e for e in out["events"] if e["kind"] == "retry"]
     assert flags_left(env) == [], "maintenance left on after a failed check"
     on_off_balanced(out["events"])
+
+
+def test_permission_denied_inside_the_window(ssh_env: Any, tmp_path: Path) -> None:
+    """A command refused by the host (EACCES even for root) while maintenance is on: one attempt,
+    the run fails, maintenance is lifted, the report says why."""
+    env = ssh_env()
+    rb = yaml.safe_load((ROOT / "runbooks" / "monthly.yaml").read_text())
+    for stage in rb["stages"]:
+        for s in stage.get("steps", []):
+            if s.get("name") == "reload application":
+                s["with"] = {"argv": ["touch", "/sys/pitstop-denied"]}
+    path = tmp_path / "denied.yaml"
+    path.write_text(yaml.safe_dump(rb, sort_keys=False))
+    out = run_failing(env, path)
+    failure = out["report"]["failure"]
+    assert failure["step"] == "reload application" and "Permission denied" in failure["error"], failure
+    assert not [e for e in out["events"] if e["kind"] == "retry"]
+    assert on_off_balanced(out["events"]) >= 1, "maintenance was not on when the step failed"
+    assert flags_left(env) == []
