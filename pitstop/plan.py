@@ -133,26 +133,15 @@ def _link(runbook: Runbook, steps: list[PlannedStep]) -> None:
 
 def step_history(cfg: EnvironmentConfig, runbook: str, limit: int = 10) -> dict[str, float]:
     """p90 duration per ``stage/step label`` over the latest successful runs of ``runbook``."""
-    import json
+    from .history import p90, recent_reports
 
-    from .window import _p90
-
-    reports = []
-    for path in cfg.resolve(cfg.reports.dir).glob("*/report.json"):
-        try:
-            r = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if r.get("runbook") == runbook and r.get("status") == "succeeded":
-            reports.append(r)
-    reports.sort(key=lambda r: str(r.get("started_at")), reverse=True)
     per: dict[str, list[float]] = {}
-    for r in reports[:limit]:
+    for r in recent_reports(cfg, runbook, limit):
         for stage in r.get("stages", []):
             for st in stage.get("steps", []):
                 if st.get("status") == "succeeded" and st.get("duration_s") is not None:
                     per.setdefault(f"{stage['name']}/{st['name']}", []).append(float(st["duration_s"]))
-    return {k: _p90(v) for k, v in per.items()}
+    return {k: p90(v) for k, v in per.items()}
 
 
 def forecast_window(plan: Plan, history: dict[str, float] | None = None,

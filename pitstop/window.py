@@ -10,8 +10,6 @@ progress are announced by the notifier (``window.extended``, pitstop/notify/noti
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,32 +17,19 @@ from zoneinfo import ZoneInfo
 
 from .config import EnvironmentConfig
 from .errors import InputError
+from .history import p90, recent_reports
 from .runbook import Runbook
-
-
-def _p90(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
 
 
 def stage_history(cfg: EnvironmentConfig, runbook: str, limit: int = 10) -> dict[str, float]:
     """p90 duration per stage (in-window units) over the latest successful runs of ``runbook``."""
     per_stage: dict[str, list[float]] = {}
-    reports = []
-    for path in cfg.resolve(cfg.reports.dir).glob("*/report.json"):
-        try:
-            r = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if r.get("runbook") == runbook and r.get("status") == "succeeded":
-            reports.append(r)
-    reports.sort(key=lambda r: str(r.get("started_at")), reverse=True)
-    for r in reports[:limit]:
+    for r in recent_reports(cfg, runbook, limit):
         for s in r.get("stages", []):
             if "window" in s.get("phases", []) and s.get("started_at") and s.get("finished_at"):
                 secs = (datetime.fromisoformat(s["finished_at"]) - datetime.fromisoformat(s["started_at"]))
                 per_stage.setdefault(s["name"], []).append(secs.total_seconds())
-    return {k: _p90(v) for k, v in per_stage.items()}
+    return {k: p90(v) for k, v in per_stage.items()}
 
 
 @dataclass

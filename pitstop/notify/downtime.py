@@ -9,13 +9,13 @@ of the last runs of the same runbook on the same environment. With fewer than
 from __future__ import annotations
 
 import json
-import math
 from datetime import timedelta
 from typing import Literal
 
 from pydantic import BaseModel
 
 from ..config import EnvironmentConfig, ScheduleSpec
+from ..history import p90
 
 
 class ExpectedDowntime(BaseModel):
@@ -30,12 +30,6 @@ class ExpectedDowntime(BaseModel):
         if self.source == "operator":
             return "announced by the on-call engineer"
         return "planned estimate"
-
-
-def p90(values: list[float]) -> float:
-    """Nearest-rank 90th percentile."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
 
 
 def history(cfg: EnvironmentConfig, runbook: str) -> list[float]:

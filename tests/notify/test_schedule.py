@@ -10,7 +10,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from pitstop.config import ConfigError, load_config
+from pitstop.config import load_config
+from pitstop.errors import ConfigError
 from pitstop.schedule import next_window, upcoming_windows, window_at
 
 BASE = {"name": "t", "database": {"embedded": True}}
