@@ -12,7 +12,9 @@ from typing import Any
 
 import boto3
 import pytest
-from backup_helpers import KEY_ENV, SECRET_ENV, ResetProxy
+from backup_helpers import KEY_ENV, SECRET_ENV
+
+from tests.reliability.faults import FaultProxy
 
 
 @pytest.fixture(scope="session")
@@ -41,12 +43,12 @@ def bucket(s3_client: Any) -> str:
 
 
 @pytest.fixture
-def reset_proxy(moto_endpoint: str) -> Iterator[Callable[[int], ResetProxy]]:
-    made: list[ResetProxy] = []
+def reset_proxy(moto_endpoint: str) -> Iterator[Callable[[int], FaultProxy]]:
+    made: list[FaultProxy] = []
     host, port = moto_endpoint.removeprefix("http://").split(":")
 
-    def make(resets: int) -> ResetProxy:
-        made.append(ResetProxy((host, int(port)), resets))
+    def make(resets: int) -> FaultProxy:
+        made.append(FaultProxy((host, int(port)), ["reset"] * resets))
         return made[-1]
 
     yield make

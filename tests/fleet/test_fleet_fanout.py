@@ -3,9 +3,6 @@ results (through the executor too), and a transient connect failure retried."""
 
 from __future__ import annotations
 
-import socket
-import struct
-import threading
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from pitstop.fanout import batches, error_limit, fan_out
 from pitstop.model import HostResult, Status, StepOutcome
 from pitstop.registry import Placement, Target, step
 from pitstop.runner import execute
+from tests.reliability.faults import FaultProxy
 
 
 def test_batches_and_limits() -> None:
@@ -105,48 +103,9 @@ def test_executor_stops_rollout_with_per_host_results(ssh_lab: SshLab, fleet: li
     assert "4 host(s) not started" in report["failure"]["error"]
 
 
-class ResetOnceProxy:
-    """A TCP proxy that resets (RST) the first ``resets`` connections, then forwards."""
-
-    def __init__(self, target: tuple[str, int], resets: int = 1):
-        self.target, self.resets, self.accepted = target, resets, 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            if self.accepted <= self.resets:
-                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                client.close()
-                continue
-            upstream = socket.create_connection(self.target)
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a: socket.socket, b: socket.socket) -> None:
-        try:
-            while data := a.recv(65536):
-                b.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (a, b):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-
 def test_transient_failure_retried_auth_failure_not(ssh_lab: SshLab, fleet: list[FakeHost], tmp_path: Path) -> None:
     h = fleet[0]
-    proxy = ResetOnceProxy((h.address, h.port), resets=2)
+    proxy = FaultProxy((h.address, h.port), ["reset", "reset"])
     (tmp_path / "kh").write_text(f"[127.0.0.1]:{proxy.port} {h.sshd.host_pub}\n")
     settings = SshSettings(**ssh_lab.ssh_settings(known_hosts=[str(tmp_path / "kh")]))
     with SshConnection("flaky", HostConfig(address="127.0.0.1", port=proxy.port), settings) as conn:
