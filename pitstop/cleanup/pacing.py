@@ -142,7 +142,7 @@ class Controller:
         """Adapt after a committed batch; returns the pause (ms) before the next one."""
         p = self.profile
         ratio = p.target_batch_ms / max(duration_ms, 0.1)
-        self.size = int(self.size * min(2.0, max(0.5, ratio)))
+        self.size = int(self.size * min(1.5, max(0.5, ratio)))
         hurt = impact.blocked_by_us > 0 or impact.mean_app_waiting > p.max_app_waiters
         if hurt:  # multiplicative decrease of the work, multiplicative increase of the pause
             self.size = int(self.size * 0.6)

@@ -58,6 +58,10 @@ class Stats:
         self.txn_ms.append(ms)
         self.longest_txn_ms = max(self.longest_txn_ms, ms)
 
+    def aborted(self, ms: float) -> None:
+        """A batch rolled back (lock or statement timeout) was a transaction too: it counts for the longest."""
+        self.longest_txn_ms = max(self.longest_txn_ms, ms)
+
 
 class RulePurge:
     def __init__(self, ctx: RunContext, rule: RetentionRule, opts: PurgeOptions):
@@ -73,12 +77,21 @@ class RulePurge:
 
     # -- orchestration ------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        """Purge the rule; a lost connection (``pg_terminate_backend``, failover ...) reconnects and
+        resumes the episode (pitstop.pgretry): every batch committed its progress with its DELETE."""
+        from ..pgretry import call
+
+        return call(self.ctx, f"purge {self.rule.qualified}", self._attempt)
+
+    _base_deleted: int | None = None  # the episode's count when this run first joined it
+
+    def _attempt(self) -> dict[str, Any]:
         rule = self.rule
         with self.ctx.db.connect() as conn:
             self.conn = conn
             self.progress.ensure(conn)
             key = rule_key(rule)
-            if self.opts.restart and self.progress.abandon(conn, key):
+            if self.opts.restart and self._base_deleted is None and self.progress.abandon(conn, key):
                 self.ctx.event("cleanup.restarted", table=rule.qualified)
             facts = table_facts(conn, rule.schema_, rule.table)
             conn.commit()
@@ -117,6 +130,8 @@ class RulePurge:
             self.progress.join(conn, ep, self.ctx.run_id)
             self.ctx.event("cleanup.resumed", table=rule.qualified, cutoff=ep.cutoff.isoformat(),
                            already_deleted=ep.deleted, episode=ep.id, first_run=ep.runs[0])
+        if self._base_deleted is None:
+            self._base_deleted = ep.deleted
         return ep
 
     def _check_share(self, total: int, expired: int) -> None:
@@ -144,13 +159,15 @@ class RulePurge:
         try:
             with self.conn.transaction(), self.conn.cursor() as cur:
                 cur.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
-                            [f"{self.p.lock_timeout_ms}ms", f"{self.p.statement_timeout_ms}ms"])
+                            [f"{self.p.lock_timeout_ms}ms", f"{self._statement_timeout_ms()}ms"])
                 deleted, cursor, done = work(cur)
                 self.progress.advance(self.conn, self.ep, target.qualified, cursor, deleted, done)
         except pg_errors.LockNotAvailable:
+            self.stats.aborted((time.monotonic() - t0) * 1000)
             self._backoff(target, "lock_timeout")
             return False
         except pg_errors.QueryCanceled:
+            self.stats.aborted((time.monotonic() - t0) * 1000)
             self._backoff(target, "statement_timeout")
             return False
         ms = (time.monotonic() - t0) * 1000
@@ -164,6 +181,10 @@ class RulePurge:
         return True
 
     _consecutive = 0
+
+    def _statement_timeout_ms(self) -> int:
+        ceiling = self.p.max_batch_ms
+        return self.p.statement_timeout_ms if ceiling is None else min(self.p.statement_timeout_ms, ceiling)
 
     def _backoff(self, target: TableFacts, why: str) -> None:
         self._consecutive += 1
@@ -307,7 +328,8 @@ class RulePurge:
             "cutoff": ep.cutoff.isoformat(), "profile": self.opts.profile_name, "episode": ep.id,
             "strategy": "partitioned" if facts.kind == "p" else ("pk-range" if facts.pk else "ctid-range"),
             "rows_before": ep.rows_before, "expired": ep.expired, "share": round(share, 4),
-            "max_share": self.rule.max_share, "deleted": ep.deleted, "deleted_this_run": s.deleted,
+            "max_share": self.rule.max_share, "deleted": ep.deleted,
+            "deleted_this_run": ep.deleted - (self._base_deleted or 0),
             "rows_after": rows_after, "resumed": ep.resumed, "runs": ep.runs,
             "batches": ep.batches, "lock_retries": s.lock_retries, "statement_timeouts": s.statement_timeouts,
             "longest_batch_ms": round(s.longest_txn_ms, 1),

@@ -112,6 +112,9 @@ class CleanupProfile(Strict):
     max_pause_ms: float = Field(2000, ge=0, description="ceiling of the feedback-driven pause")
     lock_timeout_ms: int = Field(100, ge=1)
     statement_timeout_ms: int = Field(2000, ge=1)
+    max_batch_ms: int | None = Field(
+        200, ge=1, description="hard ceiling of one batch: its statements are cancelled past this (the batch rolls "
+                               "back and is retried at a quarter of the size); None: only statement_timeout_ms")
     max_lock_retries: int = Field(100, ge=0, description="lock timeouts tolerated per target before failing")
     max_replica_lag_s: float | None = Field(10, gt=0, description="pause while a replica lags more than this")
     max_replica_lag_bytes: int | None = Field(None, gt=0)
@@ -125,10 +128,12 @@ class CleanupProfile(Strict):
 def _builtin_profiles() -> dict[str, CleanupProfile]:
     return {
         "gentle": CleanupProfile(target_batch_ms=25, initial_batch=200, min_batch=20, max_batch=5000,
-                                 pause_ms=10, duty_cycle=0.15, lock_timeout_ms=50, max_app_waiters=0.2),
+                                 pause_ms=10, duty_cycle=0.15, lock_timeout_ms=50, max_app_waiters=0.2,
+                                 max_batch_ms=100),
         "default": CleanupProfile(),
         "fast": CleanupProfile(target_batch_ms=200, initial_batch=5000, max_batch=200000, duty_cycle=1.0,
-                               lock_timeout_ms=200, statement_timeout_ms=5000, max_app_waiters=4),
+                               lock_timeout_ms=200, statement_timeout_ms=5000, max_app_waiters=4,
+                               max_batch_ms=None),
     }
 
 

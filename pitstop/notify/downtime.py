@@ -8,14 +8,13 @@ of the last runs of the same runbook on the same environment. With fewer than
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from ..config import EnvironmentConfig, ScheduleSpec
-from ..history import p90
+from ..history import p90, recent_reports
 
 
 class ExpectedDowntime(BaseModel):
@@ -34,19 +33,12 @@ class ExpectedDowntime(BaseModel):
 
 def history(cfg: EnvironmentConfig, runbook: str) -> list[float]:
     """In-window durations of the latest runs of ``runbook`` on this environment, newest first."""
-    root = cfg.resolve(cfg.reports.dir)
-    rows = []
-    for path in root.glob("*/report.json"):
-        try:
-            r = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        dur = (r.get("maintenance_window") or {}).get("duration_s")
-        if r.get("environment") == cfg.name and r.get("runbook") == runbook and dur is not None \
-                and not r.get("dry_run"):
-            rows.append((str(r.get("started_at")), float(dur)))
-    rows.sort(reverse=True)
-    return [d for _, d in rows[: cfg.notifications.notices.history_runs]]
+    def window_s(r: dict[str, Any]) -> Any:
+        return (r.get("maintenance_window") or {}).get("duration_s")
+
+    rows = recent_reports(cfg, runbook, cfg.notifications.notices.history_runs, status=None,
+                          keep=lambda r: window_s(r) is not None)
+    return [float(window_s(r)) for r in rows]
 
 
 def _configured(cfg: EnvironmentConfig, runbook: str, spec: ScheduleSpec | None,

@@ -4,6 +4,7 @@ to storage and, inside a Prefect flow run, publishes the report as Prefect artif
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from datetime import datetime
@@ -28,7 +29,9 @@ def _dur(s: Any) -> str:
     return "—" if s is None else human_seconds(float(s))
 
 
+@functools.cache
 def _env() -> Environment:
+    """One environment per process: templates are compiled once, not on every report."""
     env = Environment(loader=PackageLoader("pitstop", "report/templates"),
                       autoescape=select_autoescape(["html", "html.j2"]), trim_blocks=True, lstrip_blocks=True)
     env.filters["dur"] = _dur

@@ -132,3 +132,25 @@ def test_backs_off_while_another_session_holds_a_conflicting_lock(ev, cleanup_ct
     assert r["lock_retries"] >= 2
     backoffs = events(ctx, "cleanup.backoff")
     assert backoffs and all(b["reason"] == "lock_timeout" for b in backoffs)
+
+
+def test_a_batch_past_max_batch_ms_is_cut_and_retried_smaller(ev, cleanup_ctx):
+    """A DELETE that runs past the profile's ceiling is cancelled by the server (the batch rolls back)
+    and retried at a quarter of the size; the purge still deletes exactly the expired rows."""
+    # The first 100 rows deleted cost 10 ms each (a row trigger driven by a sequence, which a rollback
+    # does not undo): uncapped, the first batch would hold its transaction open for over a second.
+    ev.execute("CREATE SEQUENCE slow_rows")
+    ev.execute("CREATE FUNCTION slow_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+               "IF nextval('slow_rows') <= 100 THEN PERFORM pg_sleep(0.01); END IF; RETURN OLD; END $$")
+    ev.execute("CREATE TRIGGER ev_slow BEFORE DELETE ON ev FOR EACH ROW EXECUTE FUNCTION slow_delete()")
+    ev.commit()
+    capped = {"profiles": {"capped": {"initial_batch": 400, "min_batch": 10, "max_batch": 400,
+                                      "target_batch_ms": 40, "max_batch_ms": 150}}}
+    ctx = cleanup_ctx([rule("ev", profile="capped")], cleanup=capped)
+    (r,) = cleanup_retention(ctx, RetentionParams()).data["cleanup"]
+    assert r["deleted"] == EXPIRED and r["rows_after"] == ROWS - EXPIRED
+    assert ev.execute("SELECT count(*) FROM ev WHERE created_at < %s", [r["cutoff"]]).fetchone()[0] == 0
+    backoffs = events(ctx, "cleanup.backoff")
+    assert any(b["reason"] == "statement_timeout" for b in backoffs)
+    # Cancelled batches count as transactions: the longest is a cut one (~150 ms), not the uncapped second.
+    assert 150 <= r["longest_batch_ms"] < 900
