@@ -36,9 +36,9 @@ MiB = 1024 * 1024
 MIN_PART = 5 * MiB  # S3's minimum for every part but the last
 MAX_PART = 5 * 1024 * MiB
 MAX_PARTS = 10_000
-DEFAULT_PART = 16 * MiB
+DEFAULT_PART = 8 * MiB  # x max_concurrency 4: ~32 MiB of part buffers (peak RSS goal 150 MB)
 PLANNED_PARTS = 4_000  # parts the hint is spread over: leaves 6,000 parts of head-room
-GROW_AFTER = 5_000  # past this part number (the hint was wrong), part size doubles every GROW_EVERY
+GROW_AFTER = PLANNED_PARTS  # past this part number (the hint was wrong), part size doubles every GROW_EVERY
 GROW_EVERY = 1_000
 
 T = TypeVar("T")
