@@ -130,7 +130,7 @@ def run_variant(server: Server, work: Path, name: str, action) -> dict:
     sampler.stop.set()
     sampler.join()
     time.sleep(3.0)  # pgbench's buffered log tail lies after the window
-    bench.send_signal(signal.SIGINT)
+    bench.send_signal(signal.SIGTERM)  # not SIGINT: a shell's background jobs inherit SIGINT ignored
     bench.wait()
     lat = sorted(_latencies(glob.glob(f"{prefix}*"), t0, t1))
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] / 1000 if lat else float("nan")
