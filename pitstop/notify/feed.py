@@ -33,11 +33,10 @@ def feed_dir(cfg: EnvironmentConfig) -> Path:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    """Readers see the old or the new file, never half of one (rename). No fsync: the feed is a view
+    rewritten at every run transition and rebuilt from the next one, not a record (the audit log is)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    tmp.write_bytes(data)
     os.replace(tmp, path)
 
 

@@ -159,7 +159,8 @@ class Notifier:
                 self.ctx.event("window.extended", elapsed_s=round(elapsed, 3), expected_s=self.expected.seconds)
                 self.notify("window.extended", f"maintenance overrunning: {elapsed:.0f}s so far",
                             severity="warning", elapsed_s=round(elapsed, 3))
-        if kind in ("run.started", "run.resumed", "stage.started", "stage.finished", "window.opened", "window.closed",
+        # stage.finished is not folded in: the next stage.started (or run.finished) supersedes it.
+        if kind in ("run.started", "run.resumed", "stage.started", "window.opened", "window.closed",
                     "run.finished", "window.extended"):
             self._update_feed(event)
 
