@@ -3,7 +3,7 @@ idle-in-transaction sessions, invalid indexes, and a custom read-only SQL assert
 
 Every query here is read-only; the custom assertion runs in a ``READ ONLY`` transaction with a
 ``statement_timeout``, as a prepared statement (one statement only: ``COMMIT; DELETE ...`` is refused
-by the server) and is always rolled back.
+by the server) and is always rolled back. A lost connection is retried (pitstop.pgretry).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pitstop.checks import check, verdict
 from pitstop.context import RunContext
 from pitstop.model import CheckResult, CheckStatus
+from pitstop.pgretry import retry_pg
 from pitstop.registry import NoParams, Target
 from pitstop.units import Duration
 
@@ -32,6 +33,7 @@ class _Params(BaseModel):
 
 
 @check("postgres_connect", target=Target.DATABASE)
+@retry_pg("check.postgres_connect")  # lost connection: reconnect and ask again
 def postgres_connect(ctx: RunContext, params: NoParams) -> CheckResult:
     """The database accepts connections and answers a query."""
     with ctx.db.connect() as conn:
@@ -65,6 +67,7 @@ class ReplicationParams(_Params):
 
 
 @check("replication_lag", params=ReplicationParams, target=Target.DATABASE)
+@retry_pg("check.replication_lag")  # lost connection: reconnect and ask again
 def replication_lag(ctx: RunContext, params: ReplicationParams) -> CheckResult:
     """Replicas stream and their replay lag is under a ceiling (on a replica: its own lag)."""
     ceiling = params.max_lag.total_seconds()
@@ -110,6 +113,7 @@ ORDER BY 6 DESC
 
 
 @check("sessions", params=SessionsParams, target=Target.DATABASE)
+@retry_pg("check.sessions")  # lost connection: reconnect and ask again
 def sessions(ctx: RunContext, params: SessionsParams) -> CheckResult:
     """No long-running or idle-in-transaction sessions over their limits."""
     with ctx.db.connect(autocommit=True) as conn:
@@ -134,6 +138,7 @@ WHERE NOT i.indisvalid OR NOT i.indisready ORDER BY 1, 2
 
 
 @check("invalid_indexes", target=Target.DATABASE)
+@retry_pg("check.invalid_indexes")  # lost connection: reconnect and ask again
 def invalid_indexes(ctx: RunContext, params: NoParams) -> CheckResult:
     """No invalid indexes (left behind by a failed CREATE/REINDEX ... CONCURRENTLY)."""
     with ctx.db.connect(autocommit=True) as conn:
@@ -175,6 +180,7 @@ def _coerce(value: Any, like: Any) -> Any:
 
 
 @check("sql_assert", params=SqlAssertParams, target=Target.DATABASE)
+@retry_pg("check.sql_assert")  # lost connection: reconnect and ask again
 def sql_assert(ctx: RunContext, params: SqlAssertParams) -> CheckResult:
     """A custom SQL query, run read-only with a timeout, returns the expected rows or value."""
     timeout_ms = int(params.statement_timeout.total_seconds() * 1000)

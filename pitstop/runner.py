@@ -72,6 +72,9 @@ def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: s
     lock = EnvironmentLock(Database(cfg), cfg.name, run_id)
     lock.acquire(wait_s=wait_s)  # RunLocked (exit 3) before anything of this run exists
     try:
+        from .abandoned import alert_abandoned
+
+        alert_abandoned(cfg)  # runs SIGKILLed earlier could not alert: do it now, once (lock held)
         ctx = RunContext.create(cfg, rb, options, run_id=run_id)
         if listener is not None:
             ctx.audit.subscribe(listener)

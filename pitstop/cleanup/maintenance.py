@@ -15,6 +15,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 
 from ..context import RunContext
+from ..pgretry import call
 from . import metrics
 
 
@@ -30,20 +31,22 @@ def _session(ctx: RunContext, lock_timeout_ms: int) -> Any:
 
 
 def vacuum_tables(ctx: RunContext, names: list[str], lock_timeout_ms: int, retries: int = 20) -> list[dict[str, Any]]:
-    done = []
+    """VACUUM (ANALYZE) each table; a lost connection redoes that table only (pitstop.pgretry)."""
+    return [call(ctx, f"vacuum {name}", _vacuum_one, ctx, name, lock_timeout_ms, retries) for name in names]
+
+
+def _vacuum_one(ctx: RunContext, name: str, lock_timeout_ms: int, retries: int) -> dict[str, Any]:
     with _session(ctx, lock_timeout_ms) as conn:
-        for name in names:
-            schema, table = split(name)
-            before = metrics.table_stats(conn, schema, table)
-            t0 = time.monotonic()
-            stmt = sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(schema, table))
-            attempts = _retry(lambda stmt=stmt: conn.execute(stmt), retries)
-            after = metrics.table_stats(conn, schema, table)
-            entry = {"table": f"{schema}.{table}", "duration_s": round(time.monotonic() - t0, 3),
-                     "attempts": attempts, "before": before, "after": after}
-            ctx.event("cleanup.vacuumed", **entry)
-            done.append(entry)
-    return done
+        schema, table = split(name)
+        before = metrics.table_stats(conn, schema, table)
+        t0 = time.monotonic()
+        stmt = sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(schema, table))
+        attempts = _retry(lambda: conn.execute(stmt), retries)
+        after = metrics.table_stats(conn, schema, table)
+    entry = {"table": f"{schema}.{table}", "duration_s": round(time.monotonic() - t0, 3),
+             "attempts": attempts, "before": before, "after": after}
+    ctx.event("cleanup.vacuumed", **entry)
+    return entry
 
 
 def reindex_bloated(ctx: RunContext, names: list[str], threshold: float, min_bytes: int, lock_timeout_ms: int,
@@ -81,8 +84,11 @@ def _index_name(conn: Any, regclass_text: str) -> tuple[str, str]:
 
 
 def report_invalid(ctx: RunContext) -> list[str]:
-    with ctx.db.connect() as conn:
-        bad = metrics.invalid_indexes(conn)
+    def ask() -> list[str]:
+        with ctx.db.connect() as conn:
+            return list(metrics.invalid_indexes(conn))
+
+    bad = call(ctx, "invalid_indexes", ask)
     if bad:
         ctx.event("cleanup.invalid_indexes", indexes=bad,
                   hint="an interrupted CREATE/REINDEX CONCURRENTLY leaves these; drop and recreate them")

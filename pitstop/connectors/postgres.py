@@ -78,11 +78,19 @@ class Database:
         return info
 
     def connect(self, dbname: str | None = None, autocommit: bool = False) -> psycopg.Connection:
+        """One new connection. A server that is unreachable, starting or stopping raises
+        :class:`~pitstop.pgretry.PgUnavailable` (retried by :mod:`pitstop.pgretry`); anything else
+        (unknown role, bad password, missing database) a plain :class:`ConnectorError`."""
+        from ..pgretry import PgUnavailable, connect_failure_is_transient
+
         try:
             return psycopg.connect(**self.conninfo(dbname), autocommit=autocommit)
         except psycopg.OperationalError as exc:
             # psycopg's message names host and database but never the password.
-            raise ConnectorError(f"cannot connect to PostgreSQL: {str(exc).strip()}") from None
+            message = str(exc).strip()
+            if connect_failure_is_transient(message):
+                raise PgUnavailable(f"cannot connect to PostgreSQL: {message}") from None
+            raise ConnectorError(f"cannot connect to PostgreSQL: {message}") from None
 
     def tool_env(self, dbname: str | None = None) -> dict[str, str]:
         """Environment for pg_dump / pg_restore / psql (libpq variables; no argv secrets)."""
@@ -129,8 +137,13 @@ class Database:
         return int(m.group(1))
 
     def server_version(self) -> tuple[int, str]:
-        with self.connect() as conn:
-            row = conn.execute("SELECT current_setting('server_version_num')::int, "
-                               "current_setting('server_version')").fetchone()
-        assert row is not None
-        return int(row[0]) // 10000, str(row[1])
+        from ..pgretry import call
+
+        def ask() -> tuple[int, str]:
+            with self.connect() as conn:
+                row = conn.execute("SELECT current_setting('server_version_num')::int, "
+                                   "current_setting('server_version')").fetchone()
+            assert row is not None
+            return int(row[0]) // 10000, str(row[1])
+
+        return call(None, "server_version", ask)

@@ -4,7 +4,7 @@ Every notice delivery has a key (window, notice, channel). Under that key the le
 immutable records, each written with an **atomic create-if-absent**:
 
 * ``claim-NNNN.json`` — a sender takes attempt N (who, when). Only one process can create it:
-  ``open(O_CREAT|O_EXCL)`` on a local/NFS directory, ``PutObject(IfNoneMatch='*')`` on S3.
+  a hard ``link`` of a fully written temporary file on a local/NFS directory, ``PutObject(IfNoneMatch='*')`` on S3.
 * ``done-NNNN.json`` — the outcome of attempt N: ``sent`` (final), ``failed`` (the next run
   claims N+1 and retries) or ``abandoned`` (at-most-once recovery, see below).
 
@@ -29,6 +29,7 @@ import errno
 import json
 import os
 import socket
+import uuid
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -56,17 +57,23 @@ class LocalLedgerStore(LedgerStore):
         self.root = root
 
     def create(self, name: str, data: bytes) -> bool:
+        """Write a private temporary file, fsync it, then ``link`` it to ``name``: the link is the atomic
+        create-if-absent, and a reader never sees the record before its whole content is there."""
         path = self.root / name
         path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except FileExistsError:
-            return False
-        try:
-            os.write(fd, data)  # one small write: readers see all of it or (briefly) nothing
+            os.write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
         return True
 
     def read(self, name: str) -> bytes:

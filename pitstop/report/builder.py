@@ -150,6 +150,20 @@ def _verification(stages: list[dict[str, Any]], checks: list[dict[str, Any]]) ->
          "expected": c["expected"], "differences": (c["evidence"] or {}).get("differences")} for c in failed]}
 
 
+def _retries(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every transient fault that was retried (S3, SSH, PostgreSQL, notification channels)."""
+    out = []
+    for e in events:
+        if e["kind"] != "retry":
+            continue
+        d = dict(e["data"])
+        row = {"at": e["ts"], "what": d.pop("what", "?"), "attempt": d.pop("attempt", None),
+               "error": d.pop("error", None), "stage": d.pop("stage", None), "step": d.pop("step", None)}
+        row["detail"] = ", ".join(f"{k}={v}" for k, v in sorted(d.items()) if v is not None)
+        out.append(row)
+    return out
+
+
 def build_report(events: list[dict[str, Any]], stage_order: list[str]) -> dict[str, Any]:
     start = next(e for e in events if e["kind"] == "run.started")
     finish = next((e for e in reversed(events) if e["kind"] == "run.finished"), None)
@@ -192,6 +206,7 @@ def build_report(events: list[dict[str, Any]], stage_order: list[str]) -> dict[s
                            "severity": d.get("severity"), "status": d["status"], "sent_at": d["sent_at"],
                            "attempts": d.get("attempts"), "subject": d.get("subject"), "error": d.get("error")}
                           for d in (e["data"] for e in events if e["kind"] == "notification")],
+        "retries": _retries(events),
         "deviations": deviations,
         "audit": {"file": "audit.jsonl", "events": len(events), "first_hash": events[0]["hash"],
                   "last_hash": events[-1]["hash"]},

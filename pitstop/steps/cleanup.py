@@ -20,6 +20,7 @@ from ..cleanup.rules import count, fix_cutoff, rule_key, table_facts
 from ..config import Name, RetentionRule
 from ..context import RunContext
 from ..model import StepOutcome
+from ..pgretry import call
 from ..registry import Placement, Target, planner, step
 
 TableName = Annotated[str, Field(pattern=r"^([A-Za-z_][A-Za-z0-9_]{0,62}\.)?[A-Za-z_][A-Za-z0-9_]{0,62}$")]
@@ -67,8 +68,11 @@ def warn_superuser(ctx: RunContext, conn: Any) -> bool:
       destructive=True)
 def cleanup_retention(ctx: RunContext, params: RetentionParams) -> StepOutcome:
     """Purge rows past retention in adaptive, resumable batches (partitions are dropped whole)."""
-    with ctx.db.connect() as conn:
-        warn_superuser(ctx, conn)
+    def superuser() -> bool:
+        with ctx.db.connect() as conn:
+            return warn_superuser(ctx, conn)
+
+    call(ctx, "cleanup.role", superuser)
     results = []
     for rule in _rules(ctx, params.tables):
         name, profile = resolve_profile(ctx.cfg, params.profile, rule.profile)

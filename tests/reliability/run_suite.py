@@ -2,6 +2,10 @@
 print one line of figures summed from what the tests actually injected and checked.
 
     .venv/bin/python tests/reliability/run_suite.py [--fast] [pytest args...]
+
+``transient_faults``/``recovered`` sum every fault test's records: test_transient (SSH/S3 resets, 503s,
+SMTP 451s, lock waits), test_pg_disconnect (``pg_terminate_backend`` inside checks, backup, purge) and
+test_restarts (sshd killed and restarted, S3 outage mid-upload).
 """
 
 from __future__ import annotations

@@ -1,8 +1,12 @@
 """SIGKILL a real run at stage boundaries and inside stages, then `pitstop resume` it.
 
-For every kill point: the resume completes, maintenance is off afterwards, no completed destructive
-step is repeated (one backup.created, one cleanup.purged per table across the whole audit log), and
-every row that had not expired is still there."""
+For every kill point: at the crash, every host in maintenance has its dead-man's switch armed (the
+audit log's ``maintenance.on`` for it names one, so the flag lifts by itself at its TTL); the resume
+(the next invocation for the environment) sends one ``run.abandoned`` alert to the ops audience —
+checked in the real file channel's output, with the run id and whether maintenance was on — then
+completes the run; maintenance is off afterwards, no completed destructive step is repeated (one
+backup.created, one cleanup.purged per table across the whole audit log), and every row that had
+not expired is still there."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from pitstop.config import load_config
 from pitstop.demo import setup_hosts
 from tests.conftest import demo_config
 from tests.reliability.helpers import cli, kill_when, start
+from tests.reliability.helpers import events as read_log
 from tests.reliability.results import full, record
 
 # (event kind, occurrence): kill as soon as the audit log holds that many events of that kind.
@@ -49,6 +54,21 @@ def repeated_purges(events: list[dict[str, Any]]) -> int:
     return repeats
 
 
+def guarded_at_crash(state: Path, evs: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
+    """Hosts whose maintenance flag is on right after the SIGKILL, and those of them with a dead-man's
+    switch armed according to the run's audit log (the others would stay on past the TTL)."""
+    on = {h for h in HOSTS if (state / "hosts" / h / "var/www/maintenance.flag").exists()}
+    armed = {e["data"]["host"] for e in evs if e["kind"] == "maintenance.on" and e["data"].get("deadman")}
+    return on, on & armed
+
+
+def abandoned_alerts(state: Path, run_id: str) -> list[dict[str, Any]]:
+    """``run.abandoned`` messages for ``run_id`` the ops file channel (``ops-log``) really wrote."""
+    path = state / "notifications.jsonl"
+    msgs = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    return [m for m in msgs if m["event"] == "run.abandoned" and m["run_id"] == run_id]
+
+
 def clone(pg_socket: str, template: str) -> str:
     name = f"k_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(host=pg_socket, dbname="postgres", user="postgres", autocommit=True) as conn:
@@ -76,6 +96,11 @@ def crash_and_resume(point: tuple[str, int], base: Path, pg_data_dir: Path, pg_s
         run_dir = kill_when(proc, state / "runs",
                             lambda evs: sum(e["kind"] == kind for e in evs) >= nth)
         assert run_dir is not None, f"{point}: the run finished before the kill point"
+        at_crash = read_log(run_dir)
+        on_at_crash, guarded = guarded_at_crash(state, at_crash)
+        unguarded = len(on_at_crash - guarded)
+        # SIGKILL lands a few ms after the kill point: a run may have written run.finished by then
+        abandoned = not any(e["kind"] == "run.finished" for e in at_crash)
         res = cli("resume", run_dir.name, "--env", str(env), "--engine", "local", "--json")
         assert res.returncode == 0, (point, res.stdout[-2000:], res.stderr[-3000:])
         report = json.loads(Path(json.loads(res.stdout)["report"]).read_text())
@@ -87,8 +112,19 @@ def crash_and_resume(point: tuple[str, int], base: Path, pg_data_dir: Path, pg_s
         after = live_ids(pg_socket, db)
         lost = sum(len(before[t] - after[t]) for t in LIVE)
         assert kinds.count("run.resumed") == 1
-        return {"kill_points": 1, "left_in_maintenance": int(left_on > 0), "repeated_destructive": repeated,
-                "lost_rows": lost}
+        alerts = abandoned_alerts(state, run_dir.name)
+        assert len(alerts) == int(abandoned), (point, alerts)  # the resume alerted once, before resuming
+        if alerts:
+            facts = alerts[0]["data"]
+            assert alerts[0]["audience"] == "ops" and alerts[0]["severity"] == "failure"
+            assert facts["maintenance_on"] == bool(facts["maintenance_hosts"])
+            assert guarded <= set(facts["maintenance_hosts"])  # it names every host left on, with its expiry
+            assert all(facts["maintenance_hosts"][h]["expires_at"] for h in guarded)
+            assert run_dir.name in alerts[0]["subject"] and kinds.count("run.abandoned") == 1
+            assert kinds.index("run.abandoned") < kinds.index("run.resumed")
+        return {"kill_points": 1, "left_in_maintenance": int(left_on > 0 or unguarded > 0),
+                "repeated_destructive": repeated, "lost_rows": lost, "alerted": len(alerts) == int(abandoned),
+                "unguarded": unguarded}
     finally:
         drop(pg_socket, db)
 
@@ -97,7 +133,10 @@ def crash_and_resume(point: tuple[str, int], base: Path, pg_data_dir: Path, pg_s
 def test_sigkill_then_resume(point: tuple[str, int], tmp_path: Path, pg_data_dir: Path, pg_socket: str,
                              seeded_db: str) -> None:
     out = crash_and_resume(point, tmp_path, pg_data_dir, pg_socket, seeded_db)
+    alerted, unguarded = out.pop("alerted"), out.pop("unguarded")
     record(f"crash.{point[0]}.{point[1]}", **out)
+    assert alerted, f"{point}: no abandoned-run alert"
+    assert unguarded == 0, f"{point}: a host was in maintenance at the crash without a dead-man's switch"
     assert out["left_in_maintenance"] == 0, f"{point}: maintenance still on after the resume"
     assert out["repeated_destructive"] == 0, f"{point}: a completed destructive step ran twice"
     assert out["lost_rows"] == 0, f"{point}: {out['lost_rows']} live rows lost"
