@@ -23,6 +23,7 @@ from pitstop.checks import check, verdict
 from pitstop.config import Filter
 from pitstop.context import RunContext
 from pitstop.model import CheckResult, CheckStatus
+from pitstop.pgretry import retry_pg
 from pitstop.registry import Target
 
 TABLE = r"^([A-Za-z_][A-Za-z0-9_]{0,62}\.)?[A-Za-z_][A-Za-z0-9_]{0,62}$"
@@ -125,6 +126,7 @@ def table_metrics(conn: Any, tables: list[str]) -> dict[str, dict[str, int | Non
     return {r[0]: {"bytes": int(r[1]), "live_tuples": r[2], "dead_tuples": r[3]} for r in rows}
 
 
+@retry_pg("check.data_state")  # read-only: a lost connection is retried with a new one
 def _read_state(ctx: RunContext, tables: list[str], immutable: list[ImmutableTable]) -> dict[str, Any]:
     """Counts, checksums and metrics in one REPEATABLE READ, READ ONLY snapshot."""
     with ctx.db.connect() as conn:
