@@ -276,27 +276,30 @@ class RulePurge:
         self.ctl.scale = 1.0
 
     def _sweep(self, t: TableFacts) -> None:
-        """Rows behind the cursor (updated into earlier pages, inserted late): delete until none match."""
+        """Rows behind the cursor (updated into earlier pages, inserted late): delete until none match.
+
+        Finding them is a scan (the planner's statistics still count the rows just purged, so it may
+        read the whole table): it runs as a plain read that locks nothing, outside the bounded batch.
+        Only the DELETE of the ctids found, re-checking the rule, runs as a batch under
+        ``max_batch_ms``; a row updated meanwhile has a new ctid and is found again next round."""
         assert self.ep is not None
         tbl = ident(t.schema, t.name)
         cond, cargs = condition(self.rule, self.ep.cutoff)
-        where = sql.SQL("ctid = ANY(ARRAY(SELECT ctid FROM {} WHERE ").format(tbl) + cond + \
-            sql.SQL(" LIMIT %s FOR UPDATE SKIP LOCKED))")
-        exists = sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE ").format(tbl) + cond + sql.SQL(")")
+        find = sql.SQL("SELECT ctid::text FROM {} WHERE ").format(tbl) + cond + sql.SQL(" LIMIT %s")
+        where = sql.SQL("ctid = ANY(%s::tid[])")
         while True:
-            got: list[int] = []
-
-            def work(cur: Any, got: list[int] = got) -> tuple[int, Any, bool]:
-                got.append(self._delete(cur, t, where, [*cargs, max(self.ctl.size, 1)]))
-                return got[0], self.ep.cursor(t.qualified) if self.ep else None, True
-
-            if not self._batch(t, work) or got[0]:
-                continue
-            if not self.conn.execute(exists, cargs).fetchone()[0]:
-                self.conn.commit()
-                return
+            ctids = [r[0] for r in self.conn.execute(find, [*cargs, max(self.ctl.size, 1)]).fetchall()]
             self.conn.commit()
-            self._backoff(t, "lock_timeout")  # only rows locked by others remain: wait for them
+            if not ctids:
+                return
+            while ctids:  # a timed-out batch backs off, shrinks and retries a smaller chunk
+                chunk = ctids[: max(self.ctl.size, 1)]
+
+                def work(cur: Any, chunk: list[str] = chunk) -> tuple[int, Any, bool]:
+                    return self._delete(cur, t, where, [chunk]), self.ep.cursor(t.qualified) if self.ep else None, True
+
+                if self._batch(t, work):
+                    ctids = ctids[len(chunk):]
 
     def _mark_done(self, t: TableFacts) -> None:
         assert self.ep is not None
