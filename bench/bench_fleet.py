@@ -9,12 +9,15 @@ The same tuning work on each host: upload a 1 KB sysctl-style file, run ``sha256
 
 * floor:   OpenSSH's ``ssh``, one session per host taking the file on stdin and running both
            commands, driven by ``xargs -P`` at pitstop's concurrency;
-* pitstop: bench/fleet_client.py (config load, pitstop.fanout, paramiko SshConnection: SFTP put
-           + two exec channels on one connection per host), ``fleet.max_concurrency`` = min(N, 32);
+* pitstop: bench/fleet_client.py (config load with the hosts from an Ansible INI inventory named by
+           the config, pitstop.fanout, paramiko SshConnection: atomic exec-channel put + two
+           commands on one connection per host), ``fleet.max_concurrency`` = min(N, 32);
+           ``pitstop-yaml`` is the same with every host written in the YAML config instead;
 * ansible-core: forks = N, pipelining on, fact gathering off (copy + 2x command);
 * pyinfra: ``--parallel N`` (files.put + server.shell).
 Peers are installed by this script into their own venvs under .pitstop/bench (pip); a peer that
-cannot be installed is reported and its ratio printed as ``nan``.
+cannot be installed (or is listed in ``BENCH_SKIP``, e.g. ``ansible`` for N=500, where forks = N
+means 500 worker processes) is reported and its ratio printed as ``nan``.
 
 Client CPU is the whole process tree's (user + sys): each tool runs under a child-subreaper
 wrapper that reaps every descendant, including ssh ControlPersist masters left behind by ansible
@@ -43,6 +46,7 @@ STATE = Path(os.environ.get("BENCH_STATE", ROOT / ".pitstop" / "bench"))
 SIZES = [int(n) for n in os.environ.get("BENCH_HOSTS", "10,100").split(",")]
 REPS = int(os.environ.get("BENCH_REPS", "2"))
 PEERS = {"ansible": "ansible-core", "pyinfra": "pyinfra"}
+SKIP = {p for p in os.environ.get("BENCH_SKIP", "").split(",") if p}  # e.g. ansible for N=500 (forks = N)
 
 
 def log(msg: str) -> None:
@@ -148,14 +152,25 @@ def run_floor(lab: Any, hosts: list[Any], work: Path, payload: Path, conc: int) 
     return measured(["sh", "-c", f"xargs -P {conc} -L 1 sh -c '{script}' < {STATE / 'floor-hosts.txt'}"])
 
 
-def run_pitstop(lab: Any, hosts: list[Any], work: Path, payload: Path, conc: int) -> dict[str, Any]:
+def run_pitstop(lab: Any, hosts: list[Any], work: Path, payload: Path, conc: int,
+                source: str = "inventory") -> dict[str, Any]:
+    """pitstop's fleet client. ``source``: where the hosts come from, an Ansible INI inventory named by
+    the config (``inventory:``, the same format the ansible peer reads) or ``yaml`` (every host in the
+    config file itself)."""
     import yaml
 
-    cfg = {"name": "bench", "state_dir": str(STATE / "pitstop-state"), "database": {"host": "127.0.0.1"},
-           "ssh": lab.ssh_settings(), "fleet": {"max_concurrency": conc},
-           "hosts": {h.name: {"transport": "ssh", "address": h.address, "port": h.port,
-                              "vars": {"bench_dir": str(work / h.name)}} for h in hosts}}
-    path = STATE / "pitstop-bench.yaml"
+    cfg: dict[str, Any] = {"name": "bench", "state_dir": str(STATE / "pitstop-state"),
+                           "database": {"host": "127.0.0.1"}, "ssh": lab.ssh_settings(),
+                           "fleet": {"max_concurrency": conc}}
+    if source == "yaml":
+        cfg["hosts"] = {h.name: {"transport": "ssh", "address": h.address, "port": h.port,
+                                 "vars": {"bench_dir": str(work / h.name)}} for h in hosts}
+    else:
+        inv = STATE / "pitstop-inventory.ini"
+        inv.write_text("[bench]\n" + "".join(
+            f"{h.name} ansible_host={h.address} ansible_port={h.port} bench_dir={work / h.name}\n" for h in hosts))
+        cfg["inventory"] = str(inv)
+    path = STATE / f"pitstop-bench-{source}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return measured([str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "bench" / "fleet_client.py"), str(path),
                      str(payload)], env={k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"})
@@ -216,17 +231,18 @@ def bench(n: int, peers: dict[str, Path | None], payload: Path) -> dict[str, Any
         conc = min(n, 32)
         best: dict[str, dict[str, Any]] = {}
         runners = {"floor": lambda: run_floor(lab, hosts, work, payload, conc),
-                   "pitstop": lambda: run_pitstop(lab, hosts, work, payload, conc)}
-        if peers.get("ansible"):
+                   "pitstop": lambda: run_pitstop(lab, hosts, work, payload, conc),
+                   "pitstop-yaml": lambda: run_pitstop(lab, hosts, work, payload, conc, "yaml")}
+        if peers.get("ansible") and "ansible" not in SKIP:
             runners["ansible"] = lambda: run_ansible(peers["ansible"], lab, hosts, work, payload)  # type: ignore[arg-type]
-        if peers.get("pyinfra"):
+        if peers.get("pyinfra") and "pyinfra" not in SKIP:
             runners["pyinfra"] = lambda: run_pyinfra(peers["pyinfra"], lab, hosts, work, payload)  # type: ignore[arg-type]
         for rep in range(REPS):
             for name, run in runners.items():
                 prepare(hosts, work)
                 res = run()
                 check(name, res, hosts, work)
-                log(f"  N={n} rep={rep + 1} {name:8s} wall {res['wall_s']:7.3f} s  cpu {res['cpu_s'] * 1000:8.0f} ms")
+                log(f"  N={n} rep={rep + 1} {name:12s} wall {res['wall_s']:7.3f} s  cpu {res['cpu_s'] * 1000:8.0f} ms")
                 if name not in best or res["wall_s"] < best[name]["wall_s"]:
                     best[name] = res
         return best
@@ -249,12 +265,12 @@ def main() -> None:
         log(f"== N={n} hosts ==")
         results[n] = bench(n, peers, payload)
     (STATE / "bench-fleet.json").write_text(json.dumps(results, indent=2, default=str))
-    header = f"{'hosts':>5} {'tool':8} {'wall s':>8} {'cpu ms':>8} {'cpu ms/host':>11} {'pitstop/x':>9}"
+    header = f"{'hosts':>5} {'tool':12} {'wall s':>8} {'cpu ms':>8} {'cpu ms/host':>11} {'pitstop/x':>9}"
     print(header)
     for n, best in results.items():
         for name, r in best.items():
             ratio = best["pitstop"]["wall_s"] / r["wall_s"]
-            print(f"{n:>5} {name:8} {r['wall_s']:8.3f} {r['cpu_s'] * 1000:8.0f} {r['cpu_s'] * 1000 / n:11.1f} "
+            print(f"{n:>5} {name:12} {r['wall_s']:8.3f} {r['cpu_s'] * 1000:8.0f} {r['cpu_s'] * 1000 / n:11.1f} "
                   f"{ratio:9.3f}")
     n = SIZES[-1]
     best = results[n]

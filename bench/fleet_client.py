@@ -1,6 +1,7 @@
 """The pitstop side of bench_fleet.py: load a pitstop config, fan out over its hosts with the
 fleet layer (pitstop.fanout + the paramiko SshConnection) and do the tuning work on each host:
-upload a 1 KB sysctl-style file (atomic SFTP put) and run two commands.
+upload a 1 KB sysctl-style file (``conn.put``: atomic, temporary name + rename) and run two commands.
+Everything here is pitstop's own path; the process does nothing a real fleet stage would not.
 
 usage: fleet_client.py CONFIG.yaml PAYLOAD_FILE
 Prints one JSON line: {"ok": n, "failed": n, "errors": [...]}.

@@ -14,6 +14,7 @@ Every host gets a :class:`HostResult` (status, exit code, stdout/stderr tails, d
 
 from __future__ import annotations
 
+import gc
 import math
 import sys
 import threading
@@ -68,6 +69,15 @@ def error_limit(max_errors: int | str | None, total: int) -> int | None:
     return max_errors
 
 
+def _freeze_startup_heap() -> None:
+    """Once per process: move the objects alive so far (modules, config models ...) out of the cyclic
+    garbage collector's reach (:func:`gc.freeze`). A fleet run allocates many short-lived paramiko
+    objects; without this every full collection walks the whole startup heap again (~40 ms each here).
+    Frozen objects are still freed by reference counting."""
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+
+
 @dataclass
 class FanoutResult:
     results: list[HostResult]
@@ -96,6 +106,7 @@ def fan_out(
 ) -> FanoutResult:
     """Run ``work(host)`` for every host per ``policy``. ``enforce=False`` ignores the error threshold
     and the canary (used to lift maintenance mode: every host must be tried)."""
+    _freeze_startup_heap()
     sizes = batches(len(hosts), policy.serial, canary=policy.canary and enforce)
     limit = error_limit(policy.max_errors, len(hosts)) if enforce else None
     lock = threading.Lock()

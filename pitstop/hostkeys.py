@@ -4,25 +4,143 @@ Host keys are always verified: connections load the configured known_hosts files
 unknown or changed key (:class:`RejectUnknown`, a paramiko ``RejectPolicy``). New keys enter a
 known_hosts file only through an explicit ``pitstop hosts trust``, which shows the SHA256
 fingerprint of every key it pins.
+
+known_hosts files are parsed once per process and content (:func:`known_hosts`) into an indexed
+:class:`KnownHosts`: loading is linear (paramiko's ``HostKeys.load`` is quadratic in the number of
+lines) and looking a host up is a dict access instead of a scan of every entry. ``@revoked`` keys
+are never returned; other ``@`` marker lines (``@cert-authority``) are ignored.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
+import importlib
+import importlib.util
 import os
 import socket
+import sys
 import threading
+import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-import paramiko
 
-from .errors import ConnectorError, HostKeyError
+class _Deferred(types.ModuleType):
+    """Stands in ``sys.modules`` for a module until one of its attributes is used; then imports the
+    real module (which replaces it in ``sys.modules``) and forwards to it."""
 
-_cache: dict[tuple[tuple[str, str], ...], paramiko.HostKeys] = {}
+    _lock = threading.Lock()
+
+    def __getattr__(self, attr: str) -> Any:
+        with self._lock:
+            real = self.__dict__.get("_real_module")
+            if real is None:
+                if sys.modules.get(self.__name__) is self:
+                    del sys.modules[self.__name__]
+                real = self.__dict__["_real_module"] = importlib.import_module(self.__name__)
+        return getattr(real, attr)
+
+
+def defer_invoke() -> None:
+    """Make ``import invoke`` cheap before paramiko is imported.
+
+    ``paramiko.config`` imports invoke (and with it asyncio, unittest.mock, a vendored YAML ...,
+    ~90 ms of CPU here) only to run ``Match exec`` lines of an OpenSSH config. A stand-in module
+    imports the real one on first attribute use, so ``Match exec`` still works and every other
+    process start skips the cost.
+    """
+    if "invoke" in sys.modules or "paramiko" in sys.modules or importlib.util.find_spec("invoke") is None:
+        return
+    sys.modules["invoke"] = _Deferred("invoke")
+
+
+defer_invoke()
+# isort: split
+import paramiko  # noqa: E402
+from paramiko.hostkeys import HostKeyEntry, InvalidHostKey  # noqa: E402
+
+from .errors import ConnectorError, HostKeyError  # noqa: E402
+
+_cache: dict[tuple[tuple[str, str], ...], KnownHosts] = {}
 _cache_lock = threading.Lock()
+
+
+class HostKeysFound(dict):  # type: ignore[type-arg]
+    """``{keytype: key}`` for one host; ``keys()`` is a list, as paramiko's client indexes it."""
+
+    def keys(self) -> list[str]:  # type: ignore[override]
+        return list(super().keys())
+
+
+class KnownHosts(paramiko.HostKeys):
+    """``paramiko.HostKeys`` with an index: linear load, dict lookup by host name.
+
+    Lookups return a plain ``{keytype: key}`` dict (first entry per key type wins, as in paramiko;
+    paramiko's own lookup defines a ``MutableMapping`` class on every call, ~0.3 ms); hashed names
+    (``|1|salt|hmac``) are still matched by HMAC. The cached instance is shared read-only.
+    """
+
+    _entries: list[HostKeyEntry]  # paramiko's own list (not in its type stubs)
+
+    def __init__(self, filename: str | None = None):
+        self._by_name: dict[str, list[int]] = {}
+        self._hashed: list[int] = []
+        self._revoked: set[tuple[str, str]] = set()
+        super().__init__(filename)
+
+    def load(self, filename: int | str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> None:
+        with open(filename) as f:
+            for lineno, raw in enumerate(f, 1):
+                line = raw.strip()
+                if not line or line[0] == "#":
+                    continue
+                if line[0] == "@":
+                    fields = line.split()
+                    if fields[0] == "@revoked" and len(fields) >= 4:
+                        self._revoked.add((fields[2], fields[3]))
+                    continue
+                try:
+                    entry = HostKeyEntry.from_line(line, lineno)
+                except (paramiko.SSHException, InvalidHostKey):
+                    continue
+                if entry is not None:
+                    self._entries.append(entry)
+                    self._index(len(self._entries) - 1, entry)
+
+    def _index(self, pos: int, entry: HostKeyEntry) -> None:
+        for h in entry.hostnames:
+            if h.startswith("|1|"):
+                if not self._hashed or self._hashed[-1] != pos:
+                    self._hashed.append(pos)
+            else:
+                self._by_name.setdefault(h, []).append(pos)
+
+    def _hashed_match(self, hostname: str, entry: HostKeyEntry) -> bool:
+        return any(
+            h.startswith("|1|") and hmac.compare_digest(self.hash_host(hostname, h), h) for h in entry.hostnames
+        )
+
+    def add(self, hostname: str, keytype: str, key: paramiko.PKey) -> None:
+        super().add(hostname, keytype, key)
+        self._by_name.clear()
+        self._hashed.clear()
+        for pos, entry in enumerate(self._entries):
+            self._index(pos, entry)
+
+    def lookup(self, hostname: str) -> HostKeysFound | None:  # type: ignore[override]
+        positions = set(self._by_name.get(hostname, ()))
+        if not hostname.startswith("|1|"):
+            positions.update(p for p in self._hashed if self._hashed_match(hostname, self._entries[p]))
+        found = HostKeysFound()
+        for pos in sorted(positions):
+            key = self._entries[pos].key
+            if key is None or (self._revoked and (key.get_name(), key.get_base64()) in self._revoked):
+                continue
+            found.setdefault(key.get_name(), key)
+        return found or None
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -36,10 +154,12 @@ def entry_name(hostname: str, port: int) -> str:
     return hostname if port == 22 else f"[{hostname}]:{port}"
 
 
-def known_hosts(paths: list[str]) -> paramiko.HostKeys:
+def known_hosts(paths: list[str]) -> KnownHosts:
     """The merged, parsed known_hosts files; parsed once per content (cached by path and digest).
 
-    Parsing builds a key object per line, so a fleet of N hosts must not parse N lines N times.
+    Parsing builds a key object per line, so a fleet of N hosts must not parse N lines N times;
+    the file is still read (and its digest compared) on every call, so a key pinned or removed
+    meanwhile is seen by the next connection.
     """
     files = [Path(p).expanduser() for p in paths]
     stamp = tuple(
@@ -50,7 +170,7 @@ def known_hosts(paths: list[str]) -> paramiko.HostKeys:
         cached = _cache.get(stamp)
         if cached is not None:
             return cached
-        keys = paramiko.HostKeys()
+        keys = KnownHosts()
         for f in files:
             if f.exists():
                 try:
