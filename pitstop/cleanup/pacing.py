@@ -8,6 +8,9 @@ Three signals, all read from PostgreSQL itself:
   ``pg_blocking_pids``) and application backends waiting on ``Lock``/``LWLock``/``IO`` wait events
   (``pg_stat_activity``). Waiters shrink the batch and lengthen the pause; a quiet server lets the
   pause decay back to the profile's floor;
+* application statements stalled on a wait (``clock_timestamp() - query_start`` of app backends in a
+  Lock/LWLock/IO wait, e.g. ``WALWrite`` behind the purge's WAL flush): past ``max_app_stall_ms`` the
+  batch shrinks and the pause grows, which is what keeps the application's tail latency flat;
 * ceilings checked before every batch: replica lag (``pg_stat_replication``) and active backends.
 
 The monitor also measures the *longest lock wait the purge caused*: the maximum, over every
@@ -34,7 +37,9 @@ WHERE NOT l.granted AND l.waitstart IS NOT NULL AND %(pid)s = ANY(pg_blocking_pi
 """
 _APP_WAITS = """
 SELECT count(*) FILTER (WHERE wait_event_type IN ('Lock', 'LWLock', 'IO')),
-       count(*) FILTER (WHERE wait_event_type = 'Lock')
+       count(*) FILTER (WHERE wait_event_type = 'Lock'),
+       coalesce(max(extract(epoch FROM clock_timestamp() - query_start) * 1000)
+                FILTER (WHERE wait_event_type IN ('Lock', 'LWLock', 'IO')), 0)
 FROM pg_stat_activity
 WHERE backend_type = 'client backend' AND state = 'active' AND pid <> pg_backend_pid()
   AND pid <> %(pid)s AND application_name NOT LIKE 'pitstop%%'
@@ -63,6 +68,7 @@ class Impact:
     app_waiting: int = 0  # sum over samples of app backends waiting on Lock/LWLock/IO
     blocked_by_us: int = 0  # sum over samples of sessions waiting for our locks
     max_wait_ms: float = 0.0
+    max_app_stall_ms: float = 0.0  # longest-running app statement seen stuck in a Lock/LWLock/IO wait
 
     @property
     def mean_app_waiting(self) -> float:
@@ -107,7 +113,7 @@ class Monitor:
             self.error = str(exc)
 
     def _sample(self, conn: Any) -> None:
-        app_wait, lock_wait = conn.execute(_APP_WAITS, {"pid": self.pid}).fetchone()
+        app_wait, lock_wait, stall_ms = conn.execute(_APP_WAITS, {"pid": self.pid}).fetchone()
         waits: list[tuple[int, float]] = []
         if lock_wait:  # pg_blocking_pids takes the lock manager's locks: only call it when needed
             waits = [(int(p), float(ms or 0)) for p, ms in conn.execute(_WAITERS, {"pid": self.pid}).fetchall()]
@@ -118,6 +124,7 @@ class Monitor:
                 imp.app_waiting += int(app_wait)
                 imp.blocked_by_us += len(waits)
                 imp.max_wait_ms = max(imp.max_wait_ms, longest)
+                imp.max_app_stall_ms = max(imp.max_app_stall_ms, float(stall_ms or 0))
 
 
 @dataclass
@@ -143,7 +150,8 @@ class Controller:
         p = self.profile
         ratio = p.target_batch_ms / max(duration_ms, 0.1)
         self.size = int(self.size * min(1.5, max(0.5, ratio)))
-        hurt = impact.blocked_by_us > 0 or impact.mean_app_waiting > p.max_app_waiters
+        hurt = impact.blocked_by_us > 0 or impact.mean_app_waiting > p.max_app_waiters or (
+            p.max_app_stall_ms is not None and impact.max_app_stall_ms > p.max_app_stall_ms)
         if hurt:  # multiplicative decrease of the work, multiplicative increase of the pause
             self.size = int(self.size * 0.6)
             self.pause_ms = min(p.max_pause_ms, max(self.pause_ms * 2, duration_ms, p.pause_ms + 5))

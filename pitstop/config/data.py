@@ -121,6 +121,9 @@ class CleanupProfile(Strict):
     max_active_backends: int | None = Field(None, ge=1, description="pause while more app backends are active")
     max_app_waiters: float = Field(0.5, ge=0, description="mean app backends waiting (Lock/LWLock/IO) per sample "
                                                           "tolerated during a batch before slowing down")
+    max_app_stall_ms: float | None = Field(
+        20, gt=0, description="slow down when an application statement has been stuck this long in a "
+                              "Lock/LWLock/IO wait (e.g. WALWrite behind the purge's WAL flush); None: off")
     sample_ms: float = Field(10, gt=0, description="pg_stat_activity / pg_locks sampling interval")
     max_throttle_s: float = Field(600, gt=0, description="fail (resumably) after throttling this long in a row")
 
