@@ -167,6 +167,8 @@ def _dump_in_snapshot(ctx: RunContext, compress: int, directory: bool, key: str)
     db, bcfg = ctx.db, ctx.cfg.backup
     with db.connect() as snap:
         snap.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        # The row counts run beside pg_dump: one backend, no parallel workers stealing its CPU.
+        snap.execute("SET LOCAL max_parallel_workers_per_gather = 0")
         row = snap.execute("SELECT pg_export_snapshot()").fetchone()
         assert row is not None
         snapshot = str(row[0])
