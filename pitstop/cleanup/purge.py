@@ -158,7 +158,11 @@ class RulePurge:
         t0 = time.monotonic()
         try:
             with self.conn.transaction(), self.conn.cursor() as cur:
-                cur.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+                # synchronous_commit off: the batch releases its row locks without waiting for its WAL
+                # flush. A server crash can only forget the last batches (rows come back, their progress
+                # with them, in the same transaction): the resume deletes them again, nothing is lost.
+                cur.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true), "
+                            "set_config('synchronous_commit', 'off', true)",
                             [f"{self.p.lock_timeout_ms}ms", f"{self._statement_timeout_ms()}ms"])
                 deleted, cursor, done = work(cur)
                 self.progress.advance(self.conn, self.ep, target.qualified, cursor, deleted, done)
