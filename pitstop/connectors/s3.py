@@ -205,7 +205,9 @@ class S3Storage(Storage):
         created = self._call("upload", key, self.client.create_multipart_upload, Bucket=self.bucket,
                              Key=self._key(key), **self._extra())
         upload_id = created["UploadId"]
-        slots = threading.Semaphore(self.cfg.max_concurrency)
+        # Part buffers alive at once: max_concurrency uploading + one being filled from the stream, so the
+        # producer (pg_dump) never waits for an upload slot before its next part can be read.
+        slots = threading.Semaphore(self.cfg.max_concurrency + 1)
         parts: dict[int, str] = {}
         futures: set[Future[None]] = set()
         size = 0
@@ -235,7 +237,7 @@ class S3Storage(Storage):
                 number += 1
                 if number > MAX_PARTS:
                     raise ConnectorError(f"S3 upload of {self.location(key)} exceeds {MAX_PARTS} parts")
-                slots.acquire()  # back-pressure: at most max_concurrency buffers alive
+                slots.acquire()  # back-pressure: at most max_concurrency + 1 buffers alive
                 buf = bytearray(part_size_at(base, number))
                 n = _read_full(stream, memoryview(buf))
             slots.release()

@@ -191,6 +191,8 @@ def _dump_in_snapshot(ctx: RunContext, compress: int, directory: bool, key: str)
                     raise lost from None  # the snapshot's connection died: pg_dump could not use it
                 if connect_failure_is_transient(str(exc)):
                     raise PgUnavailable(str(exc)) from None  # pg_dump's own connection was lost
+                if "invalid snapshot identifier" in str(exc):  # the snapshot holder died before pg_dump imported it
+                    raise PgUnavailable(str(exc)) from None
                 raise
             finally:
                 wait([counting])

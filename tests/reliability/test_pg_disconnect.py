@@ -112,7 +112,7 @@ def test_disconnects_are_retried_and_the_purge_stays_exact(make_env: Any, tmp_pa
     def mutate(cfg: dict[str, Any]) -> None:
         # small batches with a pause: many batches, so terminations land mid-batch and between batches
         cfg["cleanup"] = {"profile": "steady", "profiles": {"steady": {
-            "initial_batch": 100, "min_batch": 100, "max_batch": 100, "pause_ms": 15}}}
+            "initial_batch": 25, "min_batch": 25, "max_batch": 25, "pause_ms": 20}}}
 
     env = make_env(mutate)
     runbook = tmp_path / "monthly-slowcheck.yaml"
