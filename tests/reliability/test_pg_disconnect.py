@@ -69,11 +69,18 @@ class Terminator(threading.Thread):
         return running - finished, finished, retries
 
     def run(self) -> None:
+        last: tuple[Target, float] | None = None  # the latest kill and when it was delivered
         with psycopg.connect(host=self.pg_socket, dbname="postgres", user="postgres", autocommit=True) as conn:
             while not self.stop.is_set():
                 time.sleep(0.004)
                 running, finished, retries = self._state()
                 pending = [t for t in self.targets if t.done < t.kills and t.uses not in finished]
+                if retries < self.killed and last is not None and time.monotonic() - last[1] > 3.0:
+                    # no retry followed: the session was already done with its work (e.g. the purge's
+                    # connection idle after its last COMMIT) — not an injected fault; try again.
+                    last[0].done -= 1
+                    last = None
+                    continue
                 if not pending or retries < self.killed:
                     continue
                 t = pending[0]
@@ -84,6 +91,7 @@ class Terminator(threading.Thread):
                 row = conn.execute(q, [self.db]).fetchone()
                 if row and conn.execute("SELECT pg_terminate_backend(%s)", [row[0]]).fetchone()[0]:
                     t.done += 1
+                    last = (t, time.monotonic())
 
 
 def targets() -> list[Target]:
