@@ -48,7 +48,8 @@ class StorageConfig(Strict):
     storage_class: str | None = None
     part_size: int | None = Field(None, ge=5 * 1024**2, le=5 * 1024**3,
                                   description="S3 multipart part size in bytes (default: derived from the DB size)")
-    max_concurrency: int = Field(4, ge=1, le=32, description="S3 parts uploaded in parallel (memory ~ part x (this + 1))")
+    max_concurrency: int = Field(4, ge=1, le=32,
+                                 description="S3 parts uploaded in parallel (memory ~ part x (this + 1))")
     retry_attempts: int = Field(6, ge=1, le=20, description="attempts per S3 request on transient errors")
     retry_max_wait: float = Field(20, gt=0, description="cap of the exponential backoff between attempts (s)")
     payload_signing: bool = Field(False, description="SigV4-sign each part's payload (botocore does it over "
