@@ -57,6 +57,14 @@ class Terminator(threading.Thread):
         self.pg_socket, self.db, self.runs, self.targets = pg_socket, db, runs, targets
         self.stop = threading.Event()
 
+    def _purge_progressed(self) -> bool:
+        with psycopg.connect(host=self.pg_socket, dbname=self.db, user="postgres", autocommit=True) as c:
+            if c.execute("SELECT to_regclass('public.pitstop_cleanup_progress')").fetchone()[0] is None:
+                return False
+            row = c.execute("SELECT coalesce(max(batches), 0) FROM public.pitstop_cleanup_progress "
+                            "WHERE status <> 'done'").fetchone()
+            return bool(row and row[0] > 0)
+
     @property
     def killed(self) -> int:
         return sum(t.done for t in self.targets)
@@ -86,6 +94,8 @@ class Terminator(threading.Thread):
                 t = pending[0]
                 if t.uses is not None and t.uses not in running:
                     continue
+                if t.name == "purge" and not self._purge_progressed():
+                    continue  # kill only once a batch is committed: the retry must *resume* the episode
                 q = sql.SQL("SELECT pid FROM pg_stat_activity WHERE application_name = 'pitstop' AND datname = %s "
                             "AND pid <> pg_backend_pid() AND ({}) LIMIT 1").format(sql.SQL(t.where))  # type: ignore[arg-type]
                 row = conn.execute(q, [self.db]).fetchone()
