@@ -77,7 +77,7 @@ def inspect(run_dir: Path, environment: str) -> Abandoned | None:
         kind, d = e.get("kind"), e.get("data") or {}
         if kind == "step.started":
             found.stage, found.step = d.get("stage"), d.get("step")
-        elif kind == "maintenance.on" and d.get("host"):
+        elif kind in ("maintenance.deadman_armed", "maintenance.on") and d.get("host"):
             found.maintenance_hosts[d["host"]] = {"expires_at": d.get("expires_at"), "deadman": d.get("deadman")}
         elif kind == "maintenance.off" and d.get("host"):
             found.maintenance_hosts.pop(d["host"], None)
@@ -176,25 +176,16 @@ def _record(cfg: EnvironmentConfig, a: Abandoned, deliveries: list[dict[str, Any
 def alert_abandoned(cfg: EnvironmentConfig) -> list[Abandoned]:
     """Alert every abandoned run of ``cfg``'s environment. Call only while holding its lock.
 
-    Local callers are also serialised by a file lock in the state directory: the ledger reads a
-    record that is being written as empty, so two alerters interleaving on one host could each
-    take a turn; across hosts the environment lock already makes the caller unique."""
-    import fcntl
-
+    Concurrent alerters (the same host or others) are made unique by the notification ledger's
+    create-if-absent claims: each delivery is sent by one of them."""
     found = scan(cfg)
-    if not found:
-        return []
-    guard_path = cfg.state_path / "abandoned.lock"
-    guard_path.parent.mkdir(parents=True, exist_ok=True)
     alerted = []
-    with guard_path.open("a") as guard:
-        fcntl.flock(guard, fcntl.LOCK_EX)
-        for a in found:
-            try:
-                deliveries = _send(cfg, a)
-                if deliveries:  # a delivery was attempted: leave the evidence in the run's own log
-                    _record(cfg, a, deliveries)
-                alerted.append(a)
-            except Exception as exc:  # noqa: BLE001 - alerting about an old run never blocks this one
-                log.warning("could not alert abandoned run %s: %s", a.run_id, type(exc).__name__)
+    for a in found:
+        try:
+            deliveries = _send(cfg, a)
+            if deliveries:  # a delivery was attempted: leave the evidence in the run's own log
+                _record(cfg, a, deliveries)
+            alerted.append(a)
+        except Exception as exc:  # noqa: BLE001 - alerting about an old run never blocks this one
+            log.warning("could not alert abandoned run %s: %s", a.run_id, type(exc).__name__)
     return alerted
