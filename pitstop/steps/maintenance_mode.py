@@ -66,10 +66,9 @@ def maintenance_on(ctx: RunContext, params: OnParams, host: str) -> StepOutcome:
     record = _record(ctx, params.message)
     with _lock:
         _hosts_on(ctx).add(host)  # before acting: a half-done `on` is still lifted by the safety net
-    changed = strategy.on(ctx, host, record)
     armed = None
     target = strategy.deadman_target(ctx, host) if m.deadman.enabled else None
-    if target is not None:
+    if target is not None:  # armed *before* the switch: there is no moment with maintenance on and no expiry
         conn = ctx.host(host)
         with _lock:
             old = ctx.state.setdefault("maintenance_deadman", {}).pop(host, None)
@@ -79,6 +78,8 @@ def maintenance_on(ctx: RunContext, params: OnParams, host: str) -> StepOutcome:
                             sudo=m.sudo)
         with _lock:
             ctx.state["maintenance_deadman"][host] = armed
+        ctx.event("maintenance.deadman_armed", host=host, expires_at=record.expires_at, deadman=armed.describe())
+    changed = strategy.on(ctx, host, record)
     ctx.event("maintenance.on", host=host, strategy=strategy.name, expires_at=record.expires_at,
               deadman=armed.describe() if armed else None)
     return StepOutcome(changed=changed, summary=f"{strategy.name} on until {record.expires_at}"

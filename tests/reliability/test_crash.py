@@ -58,7 +58,8 @@ def guarded_at_crash(state: Path, evs: list[dict[str, Any]]) -> tuple[set[str], 
     """Hosts whose maintenance flag is on right after the SIGKILL, and those of them with a dead-man's
     switch armed according to the run's audit log (the others would stay on past the TTL)."""
     on = {h for h in HOSTS if (state / "hosts" / h / "var/www/maintenance.flag").exists()}
-    armed = {e["data"]["host"] for e in evs if e["kind"] == "maintenance.on" and e["data"].get("deadman")}
+    armed = {e["data"]["host"] for e in evs
+             if e["kind"] in ("maintenance.deadman_armed", "maintenance.on") and e["data"].get("deadman")}
     return on, on & armed
 
 
