@@ -40,6 +40,7 @@ DEFAULT_PART = 8 * MiB  # x max_concurrency 4: ~32 MiB of part buffers (peak RSS
 PLANNED_PARTS = 4_000  # parts the hint is spread over: leaves 6,000 parts of head-room
 GROW_AFTER = PLANNED_PARTS  # past this part number (the hint was wrong), part size doubles every GROW_EVERY
 GROW_EVERY = 1_000
+CHECKSUM = "CRC32"  # per-part integrity checksum (botocore's default algorithm), declared on the upload
 
 T = TypeVar("T")
 
@@ -202,21 +203,25 @@ class S3Storage(Storage):
 
     def _multipart(self, key: str, stream: BinaryIO, base: int, first: bytearray,
                    digest: Any) -> StoredObject:
+        # Declaring the parts' checksum algorithm up front makes the object's checksum the composite of the
+        # parts' CRC32s, which the endpoint checks per part; without it S3 (and moto) settle on a full-object
+        # CRC64 that the server computes again over the whole object when the upload completes.
         created = self._call("upload", key, self.client.create_multipart_upload, Bucket=self.bucket,
-                             Key=self._key(key), **self._extra())
+                             Key=self._key(key), ChecksumAlgorithm=CHECKSUM, **self._extra())
         upload_id = created["UploadId"]
         # Part buffers alive at once: max_concurrency uploading + one being filled from the stream, so the
         # producer (pg_dump) never waits for an upload slot before its next part can be read.
         slots = threading.Semaphore(self.cfg.max_concurrency + 1)
-        parts: dict[int, str] = {}
+        parts: dict[int, dict[str, Any]] = {}
         futures: set[Future[None]] = set()
         size = 0
 
         def send(number: int, body: bytes | bytearray) -> None:
             try:
                 resp = self._call("upload", key, self.client.upload_part, Bucket=self.bucket, Key=self._key(key),
-                                  UploadId=upload_id, PartNumber=number, Body=body)
-                parts[number] = resp["ETag"]
+                                  UploadId=upload_id, PartNumber=number, Body=body, ChecksumAlgorithm=CHECKSUM)
+                parts[number] = {"PartNumber": number, "ETag": resp["ETag"],
+                                 **({"ChecksumCRC32": resp["ChecksumCRC32"]} if resp.get("ChecksumCRC32") else {})}
             finally:
                 slots.release()
 
@@ -247,7 +252,7 @@ class S3Storage(Storage):
             wait(futures)
             for f in futures:
                 f.result()
-            ordered = [{"PartNumber": i, "ETag": parts[i]} for i in sorted(parts)]
+            ordered = [parts[i] for i in sorted(parts)]
             self._call("upload", key, self.client.complete_multipart_upload, Bucket=self.bucket,
                        Key=self._key(key), UploadId=upload_id, MultipartUpload={"Parts": ordered})
         except BaseException:

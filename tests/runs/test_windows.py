@@ -33,7 +33,7 @@ def test_admission_refuses_a_unit_that_would_pass_the_cutoff() -> None:
 
 def test_blackout_rules(tmp_path: Path) -> None:
     cfg = load_config("demo")
-    inside = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)  # Black Friday blackout in config/demo.yaml
+    inside = datetime(2027, 11, 26, 12, 0, tzinfo=UTC)  # Black Friday blackout in config/demo.yaml
     outside = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
     assert "Black Friday" in (check_blackout(cfg, "scheduled", False, "", now=inside) or "")
     assert check_blackout(cfg, "scheduled", False, "", now=outside) is None
