@@ -66,6 +66,12 @@ def count_rows(conn: Any) -> dict[str, int]:
     return counts
 
 
+def _count_when(conn: Any, ready: threading.Event | None) -> dict[str, int]:
+    if ready is not None:
+        ready.wait()
+    return count_rows(conn)
+
+
 def check_versions(db: Database) -> tuple[int, str, int]:
     server_major, server_version = db.server_version()
     dump = db.tool("pg_dump")
@@ -108,7 +114,8 @@ class _DumpChannel:
 
     BUFFER = 4 << 20
 
-    def __init__(self) -> None:
+    def __init__(self, eof: threading.Event | None = None) -> None:
+        self.eof = eof or threading.Event()  # set once pg_dump's last byte has been read
         self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         for sock in (self.ours, self.theirs):
             for force, plain in ((32, socket.SO_SNDBUF), (33, socket.SO_RCVBUF)):  # SO_*BUFFORCE, then the capped one
@@ -124,20 +131,29 @@ class _DumpChannel:
         self.theirs.close()  # the child holds its copy: end-of-stream comes when pg_dump exits
 
     def readinto(self, buf: Any) -> int:
-        return self.ours.recv_into(buf, len(buf), socket.MSG_WAITALL)
+        n = self.ours.recv_into(buf, len(buf), socket.MSG_WAITALL)
+        if not n and len(buf):
+            self.eof.set()
+        return n
 
     def read(self, n: int = -1) -> bytes:
-        return self.ours.recv(n if n > 0 else self.BUFFER, socket.MSG_WAITALL)
+        data = self.ours.recv(n if n > 0 else self.BUFFER, socket.MSG_WAITALL)
+        if not data:
+            self.eof.set()
+        return data
 
     def close(self) -> None:
+        self.eof.set()
         self.ours.close()
         self.theirs.close()
 
 
-def _stream_dump(ctx: RunContext, argv: list[str], key: str, size_hint: int) -> Any:
-    """Run ``pg_dump`` writing to stdout and stream it into storage; kill it if storage fails."""
+def _stream_dump(ctx: RunContext, argv: list[str], key: str, size_hint: int,
+                 eof: threading.Event | None = None) -> Any:
+    """Run ``pg_dump`` writing to stdout and stream it into storage; kill it if storage fails.
+    ``eof`` is set once pg_dump's output has been read to the end (or the dump failed)."""
     db = ctx.db
-    channel = _DumpChannel()
+    channel = _DumpChannel(eof)
     try:
         proc = subprocess.Popen(argv, stdout=channel.child_fd(), stderr=subprocess.PIPE, env=db.tool_env())
         channel.started()
@@ -205,16 +221,20 @@ def _dump_in_snapshot(ctx: RunContext, compress: int, directory: bool, key: str)
         snapshot = str(row[0])
         db_size = _database_size(snap)
         argv = [db.tool("pg_dump"), f"-Z{compress}", f"--snapshot={snapshot}", "--no-password", db.dbname]
-        # Row counts are taken in the same snapshot while pg_dump runs (the connection is this
-        # thread's only until the dump is stored).
+        # Row counts are taken in the same snapshot (the connection is this thread's only until the dump is
+        # stored). With compression, pg_dump is bound by compressing in its own process and the counts run
+        # beside it on the otherwise idle server; uncompressed, the dump is bound by the server's backend and
+        # the upload, so the counts wait for pg_dump's last byte and overlap the upload's completion instead.
+        dumped = threading.Event()
+        after_dump = compress == 0 and not directory
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pitstop-count") as counter:
-            counting = counter.submit(count_rows, snap)
+            counting = counter.submit(_count_when, snap, dumped if after_dump else None)
             try:
                 if directory:
                     staging = ctx.cfg.resolve(bcfg.staging_dir) / ctx.run_id
                     stored = _stream_directory(ctx, [*argv[:1], "-Fd", f"-j{bcfg.jobs}", *argv[1:]], key, staging)
                 else:
-                    stored = _stream_dump(ctx, [*argv[:1], "-Fc", *argv[1:]], key, db_size)
+                    stored = _stream_dump(ctx, [*argv[:1], "-Fc", *argv[1:]], key, db_size, dumped)
             except BackupError as exc:
                 wait([counting])
                 lost = counting.exception()
@@ -226,6 +246,7 @@ def _dump_in_snapshot(ctx: RunContext, compress: int, directory: bool, key: str)
                     raise PgUnavailable(str(exc)) from None
                 raise
             finally:
+                dumped.set()
                 wait([counting])
             counts = counting.result()
         snap.execute("COMMIT")
