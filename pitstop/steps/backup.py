@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -117,9 +118,13 @@ class _DumpChannel:
     def __init__(self, eof: threading.Event | None = None) -> None:
         self.eof = eof or threading.Event()  # set once pg_dump's last byte has been read
         self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Linux's SO_SNDBUFFORCE/SO_RCVBUFFORCE (32/33) pass the net.core.*mem_max cap when allowed.
+        forced = (32, 33) if sys.platform.startswith("linux") else (None, None)
         for sock in (self.ours, self.theirs):
-            for force, plain in ((32, socket.SO_SNDBUF), (33, socket.SO_RCVBUF)):  # SO_*BUFFORCE, then the capped one
+            for force, plain in zip(forced, (socket.SO_SNDBUF, socket.SO_RCVBUF), strict=True):
                 try:
+                    if force is None:
+                        raise OSError
                     sock.setsockopt(socket.SOL_SOCKET, force, self.BUFFER)
                 except OSError:
                     sock.setsockopt(socket.SOL_SOCKET, plain, self.BUFFER)
