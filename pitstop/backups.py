@@ -183,7 +183,11 @@ def judge(key: str, seen: StreamResult, expected: dict[str, Any] | None) -> None
                               f"manifest's {str(expected['sha256'])[:16]}… (bit rot or tampering)")
     if seen.code != 0:
         lines = seen.stderr.splitlines()
-        raise BackupError(f"pg_restore of {key} failed (exit {seen.code}): {lines[-1] if lines else 'no message'}")
+        # libpq's messages run over several lines ("server closed the connection unexpectedly / This probably
+        # means ... / before or while processing the request."): name pg_restore's own error line
+        errors = [ln for ln in lines if ln.startswith("pg_restore: error:")]
+        detail = errors[0] if errors else (lines[-1] if lines else "no message")
+        raise BackupError(f"pg_restore of {key} failed (exit {seen.code}): {detail}")
 
 
 TOC_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA (\S+) (\S+) ", re.M)

@@ -307,8 +307,15 @@ def verify_backup(ctx: RunContext, backup: dict[str, Any]) -> dict[str, Any]:
     with server.connect("postgres", autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
     try:
-        toc = restore(server, ctx.storage, backup, scratch, bcfg=ctx.cfg.backup,
-                      staging=ctx.cfg.resolve(ctx.cfg.backup.staging_dir))
+        try:
+            toc = restore(server, ctx.storage, backup, scratch, bcfg=ctx.cfg.backup,
+                          staging=ctx.cfg.resolve(ctx.cfg.backup.staging_dir))
+        except BackupError as exc:
+            # size and checksum are judged before pg_restore's exit code: a lost session is the server's
+            # doing, not the dump's, and the whole verification is redone in a new scratch database
+            if connect_failure_is_transient(str(exc)):
+                raise PgUnavailable(str(exc)) from None
+            raise
         with server.connect(scratch) as conn:
             restored = count_rows(conn)
     finally:
@@ -334,7 +341,8 @@ def backup_verify(ctx: RunContext, params: VerifyParams) -> StepOutcome:
         raise BackupError("no backup from this run to verify (backup.postgres must come first)")
     t0 = time.monotonic()
     try:
-        evidence = verify_backup(ctx, backup)
+        # a lost connection (the scratch database's, pg_restore's or the admin one) redoes the verification
+        evidence = call(ctx, "verify", verify_backup, ctx, backup)
     except PitstopError as exc:
         ctx.event("backup.verify_failed", location=backup["location"], error=ctx.redact(str(exc)),
                   duration_s=round(time.monotonic() - t0, 3))

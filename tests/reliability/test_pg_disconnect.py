@@ -230,3 +230,49 @@ def test_policy_retries_disconnects_and_never_permanent_errors(make_env: Any, pg
     with psycopg.connect(host=pg_socket, dbname=seeded_db, user="postgres", autocommit=True) as admin:
         admin.execute("DROP ROLE IF EXISTS rel_nopriv")
     record("pg_policy")  # a classification test: its one termination is not counted as a run fault
+
+
+def test_verification_is_redone_when_pg_restore_loses_its_session(make_env: Any, pg_socket: str,
+                                                                   seeded_db: str) -> None:
+    """``pg_terminate_backend`` of pg_restore's session while it loads a table into the scratch database:
+    one ``pg.verify`` retry, the verification redone in a new scratch database and passed, none left over."""
+    from pitstop.config import load_config
+    from pitstop.context import RunContext, RunOptions
+    from pitstop.runbook import load_runbook
+    from pitstop.steps.backup import BackupParams, VerifyParams, backup_postgres, backup_verify
+
+    with psycopg.connect(host=pg_socket, dbname=seeded_db, user="postgres") as conn:  # a COPY long enough to hit
+        conn.execute("CREATE TABLE bulk AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 400000) g")
+    cfg = load_config(str(make_env()))
+    ctx = RunContext.create(cfg, load_runbook("monthly", cfg), RunOptions())
+    backup_postgres(ctx, BackupParams())
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def kill_restore_copy() -> None:
+        with psycopg.connect(host=pg_socket, dbname="postgres", user="postgres", autocommit=True) as c:
+            while not stop.is_set() and not killed:
+                row = c.execute("SELECT pid FROM pg_stat_activity WHERE datname LIKE 'pitstop_verify_%%' "
+                                "AND state = 'active' AND query ~ '^COPY public.bulk'").fetchone()
+                if row and c.execute("SELECT pg_terminate_backend(%s)", [row[0]]).fetchone()[0]:
+                    killed.append(int(row[0]))
+                time.sleep(0.002)
+
+    killer = threading.Thread(target=kill_restore_copy, daemon=True)
+    killer.start()
+    try:
+        backup_verify(ctx, VerifyParams())
+    finally:
+        stop.set()
+        killer.join(5)
+    retries = [e["data"] for e in ctx.audit.events if e["kind"] == "retry"]
+    record("pg_disconnect_verify", transient_faults=len(killed),
+           recovered=len(killed) if ctx.state["backup"].get("verified") else 0)
+    assert len(killed) == 1, "pg_restore's COPY was never seen"
+    assert [r["what"] for r in retries] == ["pg.verify"], retries
+    assert ctx.state["backup"]["verified"] is True
+    verified = next(e["data"] for e in ctx.audit.events if e["kind"] == "backup.verified")
+    assert verified["row_counts"]["public.bulk"] == 400000 and verified["differences"] == {}
+    with psycopg.connect(host=pg_socket, dbname="postgres", user="postgres") as c:
+        left = c.execute("SELECT datname FROM pg_database WHERE datname LIKE 'pitstop_verify_%'").fetchall()
+    assert left == [], left
