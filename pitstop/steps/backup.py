@@ -119,13 +119,11 @@ class _DumpChannel:
         self.eof = eof or threading.Event()  # set once pg_dump's last byte has been read
         self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         # Linux's SO_SNDBUFFORCE/SO_RCVBUFFORCE (32/33) pass the net.core.*mem_max cap when allowed.
-        forced = (32, 33) if sys.platform.startswith("linux") else (None, None)
+        linux = sys.platform.startswith("linux")
         for sock in (self.ours, self.theirs):
-            for force, plain in zip(forced, (socket.SO_SNDBUF, socket.SO_RCVBUF), strict=True):
+            for forced, plain in ((32, socket.SO_SNDBUF), (33, socket.SO_RCVBUF)):
                 try:
-                    if force is None:
-                        raise OSError
-                    sock.setsockopt(socket.SOL_SOCKET, force, self.BUFFER)
+                    sock.setsockopt(socket.SOL_SOCKET, forced if linux else plain, self.BUFFER)
                 except OSError:
                     sock.setsockopt(socket.SOL_SOCKET, plain, self.BUFFER)
 
