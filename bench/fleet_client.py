@@ -1,7 +1,9 @@
 """The pitstop side of bench_fleet.py: load a pitstop config, fan out over its hosts with the
 fleet layer (pitstop.fanout + the paramiko SshConnection) and do the tuning work on each host:
-upload a 1 KB sysctl-style file (``conn.put``: atomic, temporary name + rename) and run two commands.
-Everything here is pitstop's own path; the process does nothing a real fleet stage would not.
+upload a 1 KB sysctl-style file (a ``Put``: atomic, temporary name + rename) and run two commands, as
+one batch (``Connection.run_batch``: one SSH session per host, as the steps use it for upload + run
+and multi-command work). Everything here is pitstop's own path; the process does nothing a real
+fleet stage would not.
 
 usage: fleet_client.py CONFIG.yaml PAYLOAD_FILE
 Prints one JSON line: {"ok": n, "failed": n, "errors": [...]}.
@@ -15,6 +17,7 @@ import time
 
 from pitstop.config import load_config
 from pitstop.connectors import connect_host
+from pitstop.connectors.base import Cmd, Put
 from pitstop.fanout import fan_out
 from pitstop.model import HostResult, Status
 
@@ -28,9 +31,7 @@ def main() -> None:
         target = f"{cfg.hosts[name].vars['bench_dir']}/99-bench.conf"
         try:
             with connect_host(cfg, name) as conn:
-                conn.put(target, payload)
-                conn.run(["sha256sum", target])
-                conn.run(["uname", "-a"])
+                conn.run_batch([Put(target, payload), Cmd(["sha256sum", target]), Cmd(["uname", "-a"])])
             return HostResult(host=name, status=Status.SUCCEEDED, duration_s=time.monotonic() - t0)
         except Exception as exc:  # noqa: BLE001 - counted
             return HostResult(host=name, status=Status.FAILED, error=str(exc))

@@ -8,8 +8,32 @@ them to where they really live with :meth:`Connection.path`.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ..model import CommandResult
+
+
+@dataclass(frozen=True)
+class Cmd:
+    """One command of a batch (see :meth:`Connection.run_batch`): an argument list, as for ``run``."""
+
+    argv: list[str]
+    check: bool = True
+    sudo: bool = False
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Put:
+    """One file write of a batch: ``data`` to ``path`` atomically, as ``put`` does."""
+
+    path: str
+    data: bytes
+    mode: int = 0o644
+
+
+BatchOp = Cmd | Put
 
 
 class Connection(abc.ABC):
@@ -37,6 +61,21 @@ class Connection(abc.ABC):
     @abc.abstractmethod
     def remove(self, host_path: str) -> bool:
         """Remove a file; True if it existed."""
+
+    def run_batch(self, ops: Sequence[BatchOp]) -> list[CommandResult | None]:
+        """Run ``ops`` in order, each exactly as ``run``/``put`` would on its own, and stop at the
+        first failure: a checked command that fails raises :class:`CommandFailed`, a failed write
+        raises :class:`ConnectorError`, and the later ops do not run. Returns one result per op
+        (``None`` for a :class:`Put`). Transports that can do better override it: SSH runs the whole
+        batch in one session (one remote shell) instead of one session per op."""
+        out: list[CommandResult | None] = []
+        for op in ops:
+            if isinstance(op, Put):
+                self.put(op.path, op.data, op.mode)
+                out.append(None)
+            else:
+                out.append(self.run(op.argv, check=op.check, sudo=op.sudo, timeout=op.timeout))
+        return out
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the transport (SSH session); local does nothing."""

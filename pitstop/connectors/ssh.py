@@ -25,7 +25,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..hostkeys import RejectUnknown, changed_key_error, entry_name, known_hosts  # first: defers invoke
@@ -38,7 +38,7 @@ from ..config import HostConfig, SshSettings
 from ..errors import CommandFailed, ConnectorError, PitstopError, TransientError
 from ..inventory import SshTarget, resolve_target
 from ..model import CommandResult
-from .base import Connection
+from .base import BatchOp, Connection, Put
 from .ssh_transport import BufferedSocket, FleetClient, FleetTransport
 
 _keys: dict[str, paramiko.PKey] = {}
@@ -55,6 +55,28 @@ PUT_SCRIPT = (
     'if install -m "$3" -- /dev/stdin "$1" && mv -f -- "$1" "$2"; then exit 0; fi; '
     'rc=$?; rm -f -- "$1"; exit "$rc"'
 )
+
+
+class _Timeout(TimeoutError):
+    """A command ran out of time; ``out``/``err`` hold what it printed so far."""
+
+    def __init__(self, out: bytes, err: bytes):
+        super().__init__("timed out")
+        self.out, self.err = out, err
+
+
+class _OpClock:
+    """The deadline of a batch's running op: each op's timeout counts from the moment the previous
+    op's marker arrived on stdout."""
+
+    def __init__(self, mark: bytes, timeouts: list[float]):
+        self.mark, self.timeouts = mark, timeouts
+        self.done, self.pos, self.since = 0, 0, time.monotonic()
+
+    def due(self, out: bytearray) -> float:
+        while (i := out.find(self.mark, self.pos)) >= 0:
+            self.done, self.pos, self.since = self.done + 1, i + len(self.mark), time.monotonic()
+        return self.since + self.timeouts[min(self.done, len(self.timeouts) - 1)]
 
 
 class AuthError(ConnectorError, PermissionError):
@@ -263,27 +285,79 @@ class SshConnection(Connection):
         except TimeoutError:
             self.history.append({"argv": argv, "exit_code": 124, "stderr_tail": f"timed out after {timeout}s"})
             raise CommandFailed(argv, 124, f"timed out after {timeout}s", self.name) from None
-        result = CommandResult(
-            argv=argv,
-            exit_code=code,
-            stdout=out.decode(errors="replace"),
-            stderr=err.decode(errors="replace"),
-            duration_s=time.monotonic() - start,
-        )
-        self.history.append(
-            {
-                "argv": argv,
-                "exit_code": code,
-                "stdout_tail": result.stdout[-TAIL:],
-                "stderr_tail": result.stderr[-TAIL:],
-                "duration_s": round(result.duration_s, 3),
-            }
-        )
+        result = self._record(argv, code, out, err, time.monotonic() - start)
         if check and code != 0:
             raise CommandFailed(argv, code, result.stderr, self.name)
         return result
 
-    def _call(self, cmd: str, data: bytes | None, deadline: float) -> tuple[int, bytes, bytes]:
+    def _record(self, argv: list[str], code: int, out: bytes, err: bytes, duration: float) -> CommandResult:
+        result = CommandResult(argv=argv, exit_code=code, stdout=out.decode(errors="replace"),
+                               stderr=err.decode(errors="replace"), duration_s=duration)
+        self.history.append({"argv": argv, "exit_code": code, "stdout_tail": result.stdout[-TAIL:],
+                             "stderr_tail": result.stderr[-TAIL:], "duration_s": round(duration, 3)})
+        return result
+
+    # -- batches: several ops in one session ---------------------------------------------------------------
+    def run_batch(self, ops: Sequence[BatchOp]) -> list[CommandResult | None]:
+        """The ops in one exec session: one remote ``sh`` runs each op in its own subshell (so ``cd``,
+        ``exit`` or ``umask`` in one never reach the next), stdin from /dev/null except for the one
+        :class:`Put` a batch may carry (its data is the session's stdin). After each op the shell
+        prints a random per-batch marker with the exit code on stdout and the marker on stderr; the
+        streams are split on it (the script holds the marker in two halves, so even a ``ps`` listing
+        the script cannot print it). A failed put or checked command ends the batch. Saves the session
+        set-up per op: on the server a fork and a shell each, on the client a channel's round trips.
+        ``duration_s`` of each result is the whole batch's."""
+        if not ops:
+            return []
+        # The marker never appears whole in the script (so a `ps` in an op cannot print it): two halves.
+        half1, half2 = f"@pitstop-{os.urandom(4).hex()}", f"{os.urandom(4).hex()}@"
+        lines, data, budgets = [], None, []
+        for op in ops:
+            if isinstance(op, Put):
+                if data is not None:
+                    raise ConnectorError(f"{self.name}: a batch carries at most one put")
+                data, body = op.data, self._put_line(*self._put_names(op.path), op.mode)
+                budgets.append(self.settings.command_timeout)
+            else:
+                body = f"( {self.command_line(op.argv, op.sudo)} ) </dev/null"
+                budgets.append(op.timeout or self.settings.command_timeout)
+            stop = '; [ "$r" -eq 0 ] || exit 0' if isinstance(op, Put) or op.check else ""
+            marks = f"printf '%s%s%03d' {half1} {half2} \"$r\"; printf %s%s {half1} {half2} >&2"
+            lines.append(f"{body}\nr=$?; {marks}{stop}")
+        start, mark = time.monotonic(), (half1 + half2).encode()
+        try:
+            script = shlex.join(["sh", "-c", "\n".join(lines)])
+            code, out, err = self._call(script, data or b"", _OpClock(mark, budgets))
+        except _Timeout as exc:
+            out, err, code = exc.out, exc.err, 124
+        return self._batch_results(ops, mark, out, err, code, time.monotonic() - start, budgets)
+
+    def _batch_results(self, ops: Sequence[BatchOp], mark: bytes, out: bytes, err: bytes, code: int,
+                       took: float, budgets: list[float]) -> list[CommandResult | None]:
+        outs, errs = out.split(mark), err.split(mark)
+        results: list[CommandResult | None] = []
+        for i, op in enumerate(ops):
+            o, e = (outs[i][3:] if i else outs[0]), (errs[i] if i < len(errs) else b"")
+            if i + 1 >= len(outs):  # the shell never reached this op's marker
+                why = f"timed out after {budgets[i]:g}s" if code == 124 else f"the remote shell ended with {code}"
+                if isinstance(op, Put):
+                    raise ConnectorError(f"{self.name}: cannot write {self.path(op.path)}: {why}")
+                self.history.append({"argv": op.argv, "exit_code": code, "stderr_tail": why})
+                raise CommandFailed(op.argv, code, e.decode(errors="replace") + "\n" + why, self.name)
+            rc = int(outs[i + 1][:3])
+            if isinstance(op, Put):
+                if rc != 0:
+                    detail = e.decode(errors="replace").strip()[-TAIL:] or f"exit code {rc}"
+                    raise ConnectorError(f"{self.name}: cannot write {self.path(op.path)}: {detail}")
+                results.append(None)
+                continue
+            res = self._record(op.argv, rc, o, e, took)
+            if op.check and rc != 0:
+                raise CommandFailed(op.argv, rc, res.stderr, self.name)
+            results.append(res)
+        return results
+
+    def _call(self, cmd: str, data: bytes | None, deadline: float | _OpClock) -> tuple[int, bytes, bytes]:
         """Run one quoted command line on its own exec channel: (exit code, stdout, stderr)."""
         transport = self._transport()
         try:
@@ -295,7 +369,12 @@ class SshConnection(Connection):
         finally:
             chan.close()
 
-    def _exec(self, chan: paramiko.Channel, cmd: str, data: bytes | None, deadline: float) -> tuple[int, bytes, bytes]:
+    def _exec(
+        self, chan: paramiko.Channel, cmd: str, data: bytes | None, deadline: float | _OpClock
+    ) -> tuple[int, bytes, bytes]:
+        def due() -> float:
+            return deadline if isinstance(deadline, float) else deadline.due(out)
+
         chan.exec_command(cmd)
         if data:
             chan.sendall(data)
@@ -306,9 +385,9 @@ class SshConnection(Connection):
         # window; then the rest of stderr.
         for read, buf in ((chan.recv, out), (chan.recv_stderr, err)):
             while True:
-                remaining = deadline - time.monotonic()
+                remaining = due() - time.monotonic()
                 if remaining <= 0:
-                    raise TimeoutError
+                    raise _Timeout(bytes(out), bytes(err))
                 chan.settimeout(min(remaining, 0.2))
                 try:
                     chunk = read(65536)
@@ -321,8 +400,8 @@ class SshConnection(Connection):
                     break
                 if chunk:
                     buf += chunk
-        if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
-            raise TimeoutError
+        if not chan.status_event.wait(max(0.0, due() - time.monotonic())):
+            raise _Timeout(bytes(out), bytes(err))
         return chan.recv_exit_status(), bytes(out), bytes(err)
 
     # -- files ------------------------------------------------------------------------------------------
@@ -338,13 +417,10 @@ class SshConnection(Connection):
 
     def put(self, host_path: str, data: bytes, mode: int = 0o644) -> None:
         """Write ``data`` to ``host_path`` atomically (temporary name + rename), with ``mode``."""
-        target = self.path(host_path)
-        directory, sep, base = target.rpartition("/")
-        tmp = f"{directory}{sep}.{base}.pitstop-{os.urandom(4).hex()}"
+        target, tmp, directory = self._put_names(host_path)
         if self.put_via == "sftp" and not self.target.sudo:
             return self._put_sftp(target, tmp, data, mode)
-        argv = ["sh", "-c", PUT_SCRIPT, "pitstop-put", tmp, target, f"{mode:o}", directory or sep or "."]
-        cmd = self.command_line(argv)
+        cmd = self.command_line(["sh", "-c", PUT_SCRIPT, "pitstop-put", tmp, target, f"{mode:o}", directory])
         try:
             code, _, err = self._call(cmd, data, time.monotonic() + self.settings.command_timeout)
         except TimeoutError:
@@ -353,6 +429,20 @@ class SshConnection(Connection):
             detail = err.decode(errors="replace").strip()[-TAIL:] or f"exit code {code}"
             raise ConnectorError(f"{self.name}: cannot write {target}: {detail}")
         return None
+
+    def _put_names(self, host_path: str) -> tuple[str, str, str]:
+        """(target, temporary name next to it, the target's directory)."""
+        target = self.path(host_path)
+        directory, sep, base = target.rpartition("/")
+        return target, f"{directory}{sep}.{base}.pitstop-{os.urandom(4).hex()}", directory or sep or "."
+
+    def _put_line(self, target: str, tmp: str, directory: str, mode: int) -> str:
+        """The exec-channel put as one line of a batch script: in a subshell with its arguments set,
+        or (with sudo) as ``sudo -n -- sh -c PUT_SCRIPT``."""
+        args = [tmp, target, f"{mode:o}", directory]
+        if self.target.sudo:
+            return self.command_line(["sh", "-c", PUT_SCRIPT, "pitstop-put", *args])
+        return f"( set -- {shlex.join(args)}; {PUT_SCRIPT} )"
 
     def _put_sftp(self, target: str, tmp: str, data: bytes, mode: int) -> None:
         directory = target.rpartition("/")[0]

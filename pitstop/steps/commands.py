@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import shlex
+from typing import cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..connectors.base import Connection
+from ..connectors.base import BatchOp, Cmd, Connection, Put
 from ..context import RunContext
 from ..errors import CommandFailed
 from ..model import CommandResult, StepOutcome
@@ -82,10 +83,11 @@ def host_script(ctx: RunContext, params: ScriptParams, host: str) -> StepOutcome
     if skip:
         return StepOutcome(changed=False, summary=f"skipped: {skip}")
     path = _script_path(ctx, params)
-    conn.put(path, params.script.encode(), mode=0o700)
-    try:
-        argv = [*params.interpreter, conn.path(path), *params.args]
-        res = conn.run(argv, timeout=params.timeout_s, check=False, sudo=params.sudo)
+    argv = [*params.interpreter, conn.path(path), *params.args]
+    try:  # upload and run in one session
+        ops: list[BatchOp] = [Put(path, params.script.encode(), mode=0o700),
+                              Cmd(argv, timeout=params.timeout_s, check=False, sudo=params.sudo)]
+        res = cast(CommandResult, conn.run_batch(ops)[1])
     finally:
         conn.remove(path)
     return _finish(ctx, host, argv, res, params)

@@ -15,7 +15,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from ..connectors.base import Connection
+from ..connectors.base import Cmd, Connection
 from ..context import RunContext
 from ..errors import StepFailed
 from ..model import StepOutcome
@@ -90,8 +90,7 @@ def tuning_sysctl(ctx: RunContext, params: SysctlParams, host: str) -> StepOutco
     st = _state(conn, params)
     wanted = {k: _norm(v) for k, v in params.values.items()}
     to_set = st.live_changes(wanted)
-    for key in to_set:
-        conn.run(["sysctl", "-q", "-w", f"{key}={wanted[key]}"], sudo=params.sudo)
+    conn.run_batch([Cmd(["sysctl", "-q", "-w", f"{key}={wanted[key]}"], sudo=params.sudo) for key in to_set])
     new = {k: read_live(conn, k) for k in wanted} if st.apply else {}
     wrong = [k for k in to_set if new.get(k) != wanted[k]]
     if wrong:

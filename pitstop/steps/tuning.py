@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..connectors.base import Connection
+from ..connectors.base import Cmd, Connection
 from ..context import RunContext
 from ..model import StepOutcome
 from ..registry import Placement, Target, planner, step
@@ -77,9 +77,8 @@ def _journal_ok(conn: Connection, p: LogParams) -> bool:
 
 def _rotate(conn: Connection, path: str, stamp: str, sudo: bool) -> None:
     copy = f"{path}.{stamp}"
-    conn.run(["cp", "-p", "--", path, copy], sudo=sudo)
-    conn.run(["truncate", "-s", "0", "--", path], sudo=sudo)
-    conn.run(["gzip", "-f", "--", copy], sudo=sudo)
+    conn.run_batch([Cmd(["cp", "-p", "--", path, copy], sudo=sudo), Cmd(["truncate", "-s", "0", "--", path], sudo=sudo),
+                    Cmd(["gzip", "-f", "--", copy], sudo=sudo)])  # one session; stops at the first failure
 
 
 @step("tuning.logs", params=LogParams, placement=Placement.OUTSIDE, target=Target.HOSTS)
