@@ -37,6 +37,7 @@ class Abandoned:
     trigger: str
     last_event: str
     last_event_at: str
+    started_at: str = ""
     stage: str | None = None
     step: str | None = None
     maintenance_hosts: dict[str, dict[str, Any]] = field(default_factory=dict)  # host -> expires_at, deadman
@@ -72,7 +73,7 @@ def inspect(run_dir: Path, environment: str) -> Abandoned | None:
         return None
     found = Abandoned(run_id=run_dir.name, run_dir=run_dir, attempt=len(starts), runbook=str(first.get("runbook", "")),
                       trigger=str(first.get("trigger", "")), last_event=events[-1]["kind"],
-                      last_event_at=str(events[-1].get("ts", "")))
+                      last_event_at=str(events[-1].get("ts", "")), started_at=str(events[starts[0]].get("ts", "")))
     for e in events:
         kind, d = e.get("kind"), e.get("data") or {}
         if kind == "step.started":

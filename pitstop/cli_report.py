@@ -86,6 +86,7 @@ def report_list(env: Annotated[str, typer.Option("--env", "-e", help="environmen
         except (OSError, json.JSONDecodeError):
             continue
         rows.append({k: r.get(k) for k in COLUMNS} | {"run_dir": str(d.parent)})
+    rows = _with_open_runs(cfg, rows)
     if as_json:
         _emit_json(rows)
         return
@@ -97,6 +98,35 @@ def report_list(env: Annotated[str, typer.Option("--env", "-e", help="environmen
     for r in rows:
         t.add_row(*(str(r[c]) for c in COLUMNS))
     out.print(t)
+
+
+def _with_open_runs(cfg: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs whose last attempt never finished have no (or an older) report: list them with what the
+    environment lock says — ``running`` while their run id holds it, ``abandoned`` when it is free or
+    held by another run (the process died; the next run or resume alerts about it), ``unfinished``
+    when the database cannot be asked."""
+    from .abandoned import scan
+
+    open_runs = {a.run_id: a for a in scan(cfg)}
+    if not open_runs:
+        return rows
+    try:
+        from .connectors.postgres import Database
+        from .locks import current_holder
+
+        holder: str | None = current_holder(Database(cfg), cfg.name)
+        known = True
+    except Exception:  # noqa: BLE001 - listing must work without the database
+        holder, known = None, False
+    by_id = {r["run_id"]: r for r in rows}
+    for run_id, a in open_runs.items():
+        status = "running" if holder == run_id else ("abandoned" if known else "unfinished")
+        row = by_id.get(run_id)
+        if row is None:
+            row = by_id[run_id] = {"run_id": run_id, "runbook": a.runbook, "trigger": a.trigger,
+                                   "started_at": a.started_at, "finished_at": None, "run_dir": str(a.run_dir)}
+        row["status"] = status
+    return sorted(by_id.values(), key=lambda r: str(r["run_id"]), reverse=True)
 
 
 @report_app.command("show")

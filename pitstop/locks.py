@@ -24,6 +24,13 @@ def lock_key(environment: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def current_holder(db: Database, environment: str) -> str | None:
+    """The run id holding ``environment``'s lock now, or None when it is free (raises when the
+    database cannot be reached)."""
+    with db.connect(autocommit=True) as conn:
+        return EnvironmentLock(db, environment, "").holder(conn)
+
+
 class EnvironmentLock:
     def __init__(self, db: Database, environment: str, run_id: str):
         self.db = db

@@ -41,6 +41,17 @@ def test_abandoned_run_is_alerted_once_then_resumed(make_env: Any, tmp_path: Pat
     assert run_dir is not None
     cfg = load_config(str(env))
     assert [a.run_id for a in scan(cfg)] == [run_dir.name]
+
+    def listed() -> dict[str, Any]:
+        out = cli("report", "list", "--env", str(env), "--json")
+        assert out.returncode == 0, out.stderr[-2000:]
+        return {r["run_id"]: r for r in json.loads(out.stdout)}
+
+    # `report list` shows the killed run (it has no report.json): abandoned, or running while its id holds the lock
+    row = listed()[run_dir.name]
+    assert (row["status"], row["runbook"], row["finished_at"]) == ("abandoned", "monthly", None) and row["started_at"]
+    with EnvironmentLock(Database(cfg), cfg.name, run_dir.name):
+        assert listed()[run_dir.name]["status"] == "running"
     # while something holds the environment lock (a live run would), nobody alerts: the trigger is refused
     lock = EnvironmentLock(Database(cfg), cfg.name, "someone-else")
     lock.acquire()
