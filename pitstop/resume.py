@@ -3,7 +3,8 @@
 A step is done when the run's log holds its ``step.finished`` event with status ``succeeded``
 (keyed by stage, position and step name). A resumed run skips those steps — so a backup is not
 taken twice and a purge is not rerun — and rebuilds the run state later steps rely on (the
-backup and its verification, the hosts in maintenance, the purge results) from the same events.
+backup and its verification, the hosts in maintenance and their dead-man watchers, the purge
+results) from the same events.
 """
 
 from __future__ import annotations
@@ -25,13 +26,22 @@ def completed_steps(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def rehydrate(ctx: RunContext, events: list[dict[str, Any]]) -> None:
     """Rebuild ``ctx.state`` from what the earlier attempt recorded."""
+    from .maintenance.deadman import DeadmanHandle
+
     on: set[str] = ctx.state.setdefault("maintenance_on", set())
+    # The dead attempt's dead-man watchers: the resumed run cancels them when it lifts maintenance (or
+    # replaces them when it switches it on again). Left alone they would fire on the old attempt's TTL,
+    # possibly in the middle of the resumed run's work, as they name the same run id.
+    watchers: dict[str, Any] = ctx.state.setdefault("maintenance_deadman", {})
     for ev in events:
         kind, d = ev["kind"], ev["data"]
         if kind == "maintenance.on" and d.get("host"):
             on.add(d["host"])
+        elif kind == "maintenance.deadman_armed" and d.get("host") and d.get("handle"):
+            watchers[d["host"]] = DeadmanHandle.model_validate(d["handle"])
         elif kind == "maintenance.off" and d.get("host"):
             on.discard(d["host"])
+            watchers.pop(d["host"], None)
         elif kind == "cleanup.purged":
             ctx.state.setdefault("cleanup", []).append(d)
         elif kind == "step.finished" and d.get("status") == "succeeded":

@@ -8,6 +8,7 @@ Nothing here passes through a shell that pitstop builds: argv lists only, quoted
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shlex
 from typing import cast
@@ -84,12 +85,15 @@ def host_script(ctx: RunContext, params: ScriptParams, host: str) -> StepOutcome
         return StepOutcome(changed=False, summary=f"skipped: {skip}")
     path = _script_path(ctx, params)
     argv = [*params.interpreter, conn.path(path), *params.args]
+    ops: list[BatchOp] = [Put(path, params.script.encode(), mode=0o700),
+                          Cmd(argv, timeout=params.timeout_s, check=False, sudo=params.sudo)]
     try:  # upload and run in one session
-        ops: list[BatchOp] = [Put(path, params.script.encode(), mode=0o700),
-                              Cmd(argv, timeout=params.timeout_s, check=False, sudo=params.sudo)]
         res = cast(CommandResult, conn.run_batch(ops)[1])
-    finally:
-        conn.remove(path)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the batch's own error is the one to report
+            conn.remove(path)
+        raise
+    conn.remove(path)
     return _finish(ctx, host, argv, res, params)
 
 

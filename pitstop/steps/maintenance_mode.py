@@ -78,7 +78,8 @@ def maintenance_on(ctx: RunContext, params: OnParams, host: str) -> StepOutcome:
                             sudo=m.sudo)
         with _lock:
             ctx.state["maintenance_deadman"][host] = armed
-        ctx.event("maintenance.deadman_armed", host=host, expires_at=record.expires_at, deadman=armed.describe())
+        ctx.event("maintenance.deadman_armed", host=host, expires_at=record.expires_at, deadman=armed.describe(),
+                  handle=armed.model_dump())  # a resumed run cancels it through this record
     changed = strategy.on(ctx, host, record)
     ctx.event("maintenance.on", host=host, strategy=strategy.name, expires_at=record.expires_at,
               deadman=armed.describe() if armed else None)

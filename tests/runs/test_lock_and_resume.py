@@ -73,6 +73,19 @@ def test_ten_simultaneous_triggers_exactly_one_runs(make_env: Any, tmp_path: Pat
     assert len(list((state_dir(env) / "runs").iterdir())) == 1, "refused triggers must not create runs"
 
 
+def watchers(run_id: str) -> list[int]:
+    """Live dead-man watcher processes (``setsid`` method) naming ``run_id``."""
+    found = []
+    for d in Path("/proc").iterdir():
+        try:
+            args = (d / "cmdline").read_bytes().split(b"\0") if d.name.isdigit() else []
+        except OSError:
+            continue
+        if b"pitstop-deadman" in args and run_id.encode() in args:
+            found.append(int(d.name))
+    return found
+
+
 def test_resume_after_sigkill_skips_completed_steps(make_env: Any, seeded_db: str, db_conn: Any,
                                                     tmp_path: Path) -> None:
     env = make_env()
@@ -85,6 +98,7 @@ def test_resume_after_sigkill_skips_completed_steps(make_env: Any, seeded_db: st
     proc.wait(timeout=30)
     # The crashed run left maintenance on (its dead-man's switch would lift it after the TTL).
     assert (state_dir(env) / "hosts" / "web-1" / "var/www/maintenance.flag").exists()
+    assert watchers(run_dir.name), "the dead attempt's dead-man watchers should be waiting"
 
     (state_dir(env) / "hosts" / "app-1" / "release").touch()
     res = run_cli("resume", run_dir.name, "--env", str(env), "--engine", "local", "--json")
@@ -101,6 +115,11 @@ def test_resume_after_sigkill_skips_completed_steps(make_env: Any, seeded_db: st
     assert {"pg_dump to storage", "restore-verify the dump", "purge expired rows", "maintenance page on"} <= skipped
     assert report["backup"]["verified"] is True  # rebuilt from the log: the gate and checks still see it
     assert not (state_dir(env) / "hosts" / "web-1" / "var/www/maintenance.flag").exists()
+    # The resumed run cancelled the dead attempt's watchers (same run id: left alone, they would fire on
+    # the old TTL, possibly in the middle of the resumed run).
+    assert not watchers(run_dir.name)
+    offs = [e["data"] for e in events if e["kind"] == "maintenance.off"]
+    assert offs and all(o["deadman_cancelled"] for o in offs), offs
     with db_conn(seeded_db) as conn:
         assert before - conn.execute("SELECT count(*) FROM events").fetchone()[0] == 1500
     dumps = list((state_dir(env) / "storage").rglob("*.dump"))
