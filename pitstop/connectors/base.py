@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from ..model import CommandResult
 
+TAIL = 2000  # characters of a command's stdout/stderr kept in a connection's history
+
 
 @dataclass(frozen=True)
 class Cmd:

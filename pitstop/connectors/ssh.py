@@ -9,6 +9,8 @@
   (``sh -c`` with quoted arguments, data on stdin; see :data:`PUT_SCRIPT`), much cheaper than
   starting the SFTP subsystem; ``put_via = "sftp"`` keeps the SFTP way (``posix-rename``).
   ``get``/``exists``/``remove`` use SFTP.
+* ``run_batch`` runs several ops (commands and at most one put) in one exec session
+  (:mod:`.ssh_batch`).
 * The paramiko transport is tuned for fleets in :mod:`.ssh_transport` (AES-GCM preferred, buffered
   reads, no timer thread per connection); protocol and checks are paramiko's.
 * Transient connect errors (reset, refused, timeout, ``MaxStartups`` drops seen as a missing banner)
@@ -38,12 +40,12 @@ from ..config import HostConfig, SshSettings
 from ..errors import CommandFailed, ConnectorError, PitstopError, TransientError
 from ..inventory import SshTarget, resolve_target
 from ..model import CommandResult
-from .base import BatchOp, Connection, Put
+from .base import TAIL, BatchOp, Connection
+from .ssh_batch import Batch, OpClock, PartialTimeout
 from .ssh_transport import BufferedSocket, FleetClient, FleetTransport
 
 _keys: dict[str, paramiko.PKey] = {}
 _keys_lock = threading.Lock()
-TAIL = 2000
 
 # The exec-channel put: data on stdin into a temporary file next to the target, written with its
 # mode by `install` (one process for write + mode), then renamed over the target (rename(2) in one
@@ -55,28 +57,6 @@ PUT_SCRIPT = (
     'if install -m "$3" -- /dev/stdin "$1" && mv -f -- "$1" "$2"; then exit 0; fi; '
     'rc=$?; rm -f -- "$1"; exit "$rc"'
 )
-
-
-class _Timeout(TimeoutError):
-    """A command ran out of time; ``out``/``err`` hold what it printed so far."""
-
-    def __init__(self, out: bytes, err: bytes):
-        super().__init__("timed out")
-        self.out, self.err = out, err
-
-
-class _OpClock:
-    """The deadline of a batch's running op: each op's timeout counts from the moment the previous
-    op's marker arrived on stdout."""
-
-    def __init__(self, mark: bytes, timeouts: list[float]):
-        self.mark, self.timeouts = mark, timeouts
-        self.done, self.pos, self.since = 0, 0, time.monotonic()
-
-    def due(self, out: bytearray) -> float:
-        while (i := out.find(self.mark, self.pos)) >= 0:
-            self.done, self.pos, self.since = self.done + 1, i + len(self.mark), time.monotonic()
-        return self.since + self.timeouts[min(self.done, len(self.timeouts) - 1)]
 
 
 class AuthError(ConnectorError, PermissionError):
@@ -297,67 +277,21 @@ class SshConnection(Connection):
                              "stderr_tail": result.stderr[-TAIL:], "duration_s": round(duration, 3)})
         return result
 
-    # -- batches: several ops in one session ---------------------------------------------------------------
+    # -- batches: several ops in one session (pitstop.connectors.ssh_batch) --------------------------------
     def run_batch(self, ops: Sequence[BatchOp]) -> list[CommandResult | None]:
-        """The ops in one exec session: one remote ``sh`` runs each op in its own subshell (so ``cd``,
-        ``exit`` or ``umask`` in one never reach the next), stdin from /dev/null except for the one
-        :class:`Put` a batch may carry (its data is the session's stdin). After each op the shell
-        prints a random per-batch marker with the exit code on stdout and the marker on stderr; the
-        streams are split on it (the script holds the marker in two halves, so even a ``ps`` listing
-        the script cannot print it). A failed put or checked command ends the batch. Saves the session
-        set-up per op: on the server a fork and a shell each, on the client a channel's round trips.
-        ``duration_s`` of each result is the whole batch's."""
+        """The ops in one exec session: one remote ``sh`` runs each op in its own subshell; see
+        :class:`~pitstop.connectors.ssh_batch.Batch` for the script and how its output is split."""
         if not ops:
             return []
-        # The marker never appears whole in the script (so a `ps` in an op cannot print it): two halves.
-        half1, half2 = f"@pitstop-{os.urandom(4).hex()}", f"{os.urandom(4).hex()}@"
-        lines, data, budgets = [], None, []
-        for op in ops:
-            if isinstance(op, Put):
-                if data is not None:
-                    raise ConnectorError(f"{self.name}: a batch carries at most one put")
-                data, body = op.data, self._put_line(*self._put_names(op.path), op.mode)
-                budgets.append(self.settings.command_timeout)
-            else:
-                body = f"( {self.command_line(op.argv, op.sudo)} ) </dev/null"
-                budgets.append(op.timeout or self.settings.command_timeout)
-            stop = '; [ "$r" -eq 0 ] || exit 0' if isinstance(op, Put) or op.check else ""
-            marks = f"printf '%s%s%03d' {half1} {half2} \"$r\"; printf %s%s {half1} {half2} >&2"
-            lines.append(f"{body}\nr=$?; {marks}{stop}")
-        start, mark = time.monotonic(), (half1 + half2).encode()
+        batch = Batch(self, ops)
+        start = time.monotonic()
         try:
-            script = shlex.join(["sh", "-c", "\n".join(lines)])
-            code, out, err = self._call(script, data or b"", _OpClock(mark, budgets))
-        except _Timeout as exc:
+            code, out, err = self._call(batch.command, batch.data, batch.clock())
+        except PartialTimeout as exc:
             out, err, code = exc.out, exc.err, 124
-        return self._batch_results(ops, mark, out, err, code, time.monotonic() - start, budgets)
+        return batch.results(out, err, code, time.monotonic() - start)
 
-    def _batch_results(self, ops: Sequence[BatchOp], mark: bytes, out: bytes, err: bytes, code: int,
-                       took: float, budgets: list[float]) -> list[CommandResult | None]:
-        outs, errs = out.split(mark), err.split(mark)
-        results: list[CommandResult | None] = []
-        for i, op in enumerate(ops):
-            o, e = (outs[i][3:] if i else outs[0]), (errs[i] if i < len(errs) else b"")
-            if i + 1 >= len(outs):  # the shell never reached this op's marker
-                why = f"timed out after {budgets[i]:g}s" if code == 124 else f"the remote shell ended with {code}"
-                if isinstance(op, Put):
-                    raise ConnectorError(f"{self.name}: cannot write {self.path(op.path)}: {why}")
-                self.history.append({"argv": op.argv, "exit_code": code, "stderr_tail": why})
-                raise CommandFailed(op.argv, code, e.decode(errors="replace") + "\n" + why, self.name)
-            rc = int(outs[i + 1][:3])
-            if isinstance(op, Put):
-                if rc != 0:
-                    detail = e.decode(errors="replace").strip()[-TAIL:] or f"exit code {rc}"
-                    raise ConnectorError(f"{self.name}: cannot write {self.path(op.path)}: {detail}")
-                results.append(None)
-                continue
-            res = self._record(op.argv, rc, o, e, took)
-            if op.check and rc != 0:
-                raise CommandFailed(op.argv, rc, res.stderr, self.name)
-            results.append(res)
-        return results
-
-    def _call(self, cmd: str, data: bytes | None, deadline: float | _OpClock) -> tuple[int, bytes, bytes]:
+    def _call(self, cmd: str, data: bytes | None, deadline: float | OpClock) -> tuple[int, bytes, bytes]:
         """Run one quoted command line on its own exec channel: (exit code, stdout, stderr)."""
         transport = self._transport()
         try:
@@ -370,7 +304,7 @@ class SshConnection(Connection):
             chan.close()
 
     def _exec(
-        self, chan: paramiko.Channel, cmd: str, data: bytes | None, deadline: float | _OpClock
+        self, chan: paramiko.Channel, cmd: str, data: bytes | None, deadline: float | OpClock
     ) -> tuple[int, bytes, bytes]:
         def due() -> float:
             return deadline if isinstance(deadline, float) else deadline.due(out)
@@ -387,7 +321,7 @@ class SshConnection(Connection):
             while True:
                 remaining = due() - time.monotonic()
                 if remaining <= 0:
-                    raise _Timeout(bytes(out), bytes(err))
+                    raise PartialTimeout(bytes(out), bytes(err))
                 chan.settimeout(min(remaining, 0.2))
                 try:
                     chunk = read(65536)
@@ -401,7 +335,7 @@ class SshConnection(Connection):
                 if chunk:
                     buf += chunk
         if not chan.status_event.wait(max(0.0, due() - time.monotonic())):
-            raise _Timeout(bytes(out), bytes(err))
+            raise PartialTimeout(bytes(out), bytes(err))
         return chan.recv_exit_status(), bytes(out), bytes(err)
 
     # -- files ------------------------------------------------------------------------------------------
