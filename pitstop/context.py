@@ -81,6 +81,7 @@ class RunContext:
     audit: AuditLog
     redact: Redactor
     notifier: Notifier | None = None
+    holds_environment_lock: bool = False  # set by the runner: no other run of this environment is alive
     state: dict[str, Any] = field(default_factory=dict)
     _conns: dict[str, Connection] = field(default_factory=dict)
     _db: Database | None = None

@@ -76,6 +76,7 @@ def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: s
 
         alert_abandoned(cfg)  # runs SIGKILLed earlier could not alert: do it now, once (lock held)
         ctx = RunContext.create(cfg, rb, options, run_id=run_id)
+        ctx.holds_environment_lock = True
         if listener is not None:
             ctx.audit.subscribe(listener)
         ctx.notifier = Notifier(ctx)

@@ -11,6 +11,7 @@ retention after a successful run. Destructive steps are gated on a verified back
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -297,12 +298,31 @@ def _verify_server(ctx: RunContext) -> PgServer:
     return PgServer.configured(ctx.db)
 
 
+def scratch_prefix(environment: str) -> str:
+    """Scratch databases of ``environment``: ``pitstop_verify_<6 hex of its name>_``."""
+    return f"pitstop_verify_{hashlib.sha256(environment.encode()).hexdigest()[:6]}_"
+
+
+def _drop_leftovers(ctx: RunContext, admin: Any) -> None:
+    """Scratch databases of this environment left by runs that died mid-verification (a killed process
+    cannot drop its own). Only while holding the environment lock: then no live run of it uses one."""
+    if not ctx.holds_environment_lock:
+        return
+    pattern = scratch_prefix(ctx.cfg.name).replace("_", r"\_") + "%"
+    stale = [r[0] for r in admin.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", [pattern])]
+    for name in stale:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    if stale:
+        ctx.event("backup.scratch_dropped", databases=stale, reason="left by a run that died mid-verification")
+
+
 def verify_backup(ctx: RunContext, backup: dict[str, Any]) -> dict[str, Any]:
     """Restore ``backup`` into a scratch database and compare; returns evidence or raises BackupError."""
     server = _verify_server(ctx)
-    scratch = f"pitstop_verify_{uuid.uuid4().hex[:10]}"
+    scratch = f"{scratch_prefix(ctx.cfg.name)}{uuid.uuid4().hex[:10]}"
     t0 = time.monotonic()
     with server.connect("postgres", autocommit=True) as admin:
+        _drop_leftovers(ctx, admin)
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
     try:
         try:

@@ -129,3 +129,37 @@ def test_directory_format_with_jobs_through_s3(make_env: Any, ctx_for: Any, moto
     assert ev["row_counts"] == SEEDED
     staging = ctx.cfg.resolve(ctx.cfg.backup.staging_dir)
     assert not staging.exists() or not any(staging.rglob("*.dat*"))  # staging cleaned up
+
+
+def test_scratch_databases_of_dead_runs_are_dropped_under_the_lock(make_env: Any, ctx_for: Any,
+                                                                   pg_socket: str) -> None:
+    """A run killed mid-verification leaves its scratch database (nobody can drop it then). The next run
+    of the environment, holding its lock, drops those of its own environment only, and says so."""
+    from pitstop.steps.backup import scratch_prefix
+    from tests.conftest import run_cli
+
+    env = make_env()
+    ctx = ctx_for(env)
+    ours, theirs = scratch_prefix(ctx.cfg.name) + "0dead0run0", scratch_prefix("another-env") + "0dead0run0"
+    with psycopg.connect(host=pg_socket, dbname="postgres", user="postgres", autocommit=True) as admin:
+        for name in (ours, theirs):
+            admin.execute(f'CREATE DATABASE "{name}"')
+
+        def present() -> set[str]:
+            rows = admin.execute("SELECT datname FROM pg_database WHERE datname IN (%s, %s)", [ours, theirs])
+            return {r[0] for r in rows}
+
+        try:
+            backup_postgres(ctx, BackupParams())
+            backup_verify(ctx, VerifyParams())  # no environment lock here: a live run might own them
+            assert present() == {ours, theirs}
+            res = run_cli("run", "--env", str(env), "--runbook", "monthly", "--engine", "local", "--json")
+            assert res.returncode == 0, res.stderr[-2000:]
+            assert present() == {theirs}  # another environment's scratch database is not ours to drop
+            run_dir = Path(json.loads(res.stdout)["run_dir"])
+            dropped = [json.loads(x)["data"] for x in (run_dir / "audit.jsonl").read_text().splitlines()
+                       if json.loads(x)["kind"] == "backup.scratch_dropped"]
+            assert [d["databases"] for d in dropped] == [[ours]]
+        finally:
+            for name in (ours, theirs):
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -246,6 +246,9 @@ def test_verification_is_redone_when_pg_restore_loses_its_session(make_env: Any,
     cfg = load_config(str(make_env()))
     ctx = RunContext.create(cfg, load_runbook("monthly", cfg), RunOptions())
     backup_postgres(ctx, BackupParams())
+    scratch = "SELECT datname FROM pg_database WHERE datname LIKE 'pitstop_verify_%'"
+    with psycopg.connect(host=pg_socket, dbname="postgres", user="postgres") as c:
+        before = set(c.execute(scratch).fetchall())  # runs killed mid-verify by earlier tests leave theirs
     killed: list[int] = []
     stop = threading.Event()
 
@@ -274,5 +277,5 @@ def test_verification_is_redone_when_pg_restore_loses_its_session(make_env: Any,
     verified = next(e["data"] for e in ctx.audit.events if e["kind"] == "backup.verified")
     assert verified["row_counts"]["public.bulk"] == 400000 and verified["differences"] == {}
     with psycopg.connect(host=pg_socket, dbname="postgres", user="postgres") as c:
-        left = c.execute("SELECT datname FROM pg_database WHERE datname LIKE 'pitstop_verify_%'").fetchall()
-    assert left == [], left
+        left = set(c.execute(scratch).fetchall()) - before
+    assert left == set(), left
