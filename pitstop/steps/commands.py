@@ -86,15 +86,18 @@ def host_script(ctx: RunContext, params: ScriptParams, host: str) -> StepOutcome
     path = _script_path(ctx, params)
     argv = [*params.interpreter, conn.path(path), *params.args]
     ops: list[BatchOp] = [Put(path, params.script.encode(), mode=0o700),
-                          Cmd(argv, timeout=params.timeout_s, check=False, sudo=params.sudo)]
-    try:  # upload and run in one session
-        res = cast(CommandResult, conn.run_batch(ops)[1])
-    except BaseException:
+                          Cmd(argv, timeout=params.timeout_s, check=False, sudo=params.sudo),
+                          Cmd(["rm", "-f", "--", conn.path(path)], check=False, sudo=params.sudo)]
+    try:  # upload, run and remove in one session
+        results = conn.run_batch(ops)
+    except BaseException:  # the batch stopped (timeout, lost connection): remove the script on its own
         with contextlib.suppress(Exception):  # the batch's own error is the one to report
             conn.remove(path)
         raise
-    conn.remove(path)
-    return _finish(ctx, host, argv, res, params)
+    removed = cast(CommandResult, results[2])
+    if not removed.ok:
+        conn.remove(path)
+    return _finish(ctx, host, argv, cast(CommandResult, results[1]), params)
 
 
 @planner("host.command")
