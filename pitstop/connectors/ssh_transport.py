@@ -73,10 +73,7 @@ class FleetTransport(paramiko.Transport):
 
     * AES-GCM preferred (then encrypt-then-MAC): no HMAC computed and compared in Python per packet;
     * the key-exchange timeout as a deadline (:class:`DeadlinePacketizer`), not a timer thread;
-    * the server's debug messages formatted only when paramiko's DEBUG logging is on, and paramiko's
-      own log calls skipped unless their level is on;
-    * the algorithm lists not rebuilt on every lookup, the shared secret encoded once per key exchange
-      (it enters all six key derivations).
+    * the server's debug messages formatted only when paramiko's DEBUG logging is on.
     """
 
     _preferred_ciphers = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com") + tuple(
@@ -87,30 +84,6 @@ class FleetTransport(paramiko.Transport):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.packetizer.__class__ = DeadlinePacketizer
-
-    def _log(self, level: int, msg: Any, *args: Any) -> None:
-        # paramiko logs ~35 DEBUG lines per connection through two call layers; skip them unless on.
-        if self.logger.isEnabledFor(level):
-            super()._log(level, msg, *args)  # type: ignore[misc]
-
-    def _filter_algorithm(self, type_: str) -> tuple[str, ...]:
-        # Called ~16 times per connection to rebuild the same tuples; nothing to filter unless the
-        # caller disabled algorithms.
-        if not self.disabled_algorithms:
-            return tuple(getattr(self, f"_preferred_{type_}"))
-        return tuple(super()._filter_algorithm(type_))  # type: ignore[misc]
-
-    def _add_K(self, m: paramiko.Message) -> None:
-        # The shared secret goes into each of the six key derivations; encode it (a pure-Python
-        # long-to-bytes loop in paramiko) once per key exchange.
-        k = self.K
-        if not isinstance(k, int):  # bytes (hybrid post-quantum exchanges) or not set: paramiko's way
-            super()._add_K(m)  # type: ignore[misc]
-            return
-        cached = self.__dict__.get("_k_encoded")
-        if cached is None or cached[0] is not k:
-            cached = self._k_encoded = (k, paramiko.Message().add_mpint(k).asbytes())
-        m.add_bytes(cached[1])
 
     def _parse_debug(self, m: paramiko.Message) -> None:
         # OpenSSH sends a debug message per login ("key options: ..."); paramiko formats it byte by
