@@ -24,11 +24,23 @@ def lock_key(environment: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def holder_of(conn: Any, key: int) -> str | None:
+    """The run id holding the advisory lock ``key`` (from its session's ``application_name``), or None."""
+    row = conn.execute(
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted "
+        "AND ((l.classid::bigint << 32) | l.objid::bigint) = %s LIMIT 1", [key]).fetchone()
+    if not row or not row[0]:
+        return None
+    name = str(row[0])
+    return name[len(APP_PREFIX):] if name.startswith(APP_PREFIX) else name
+
+
 def current_holder(db: Database, environment: str) -> str | None:
     """The run id holding ``environment``'s lock now, or None when it is free (raises when the
     database cannot be reached)."""
     with db.connect(autocommit=True) as conn:
-        return EnvironmentLock(db, environment, "").holder(conn)
+        return holder_of(conn, lock_key(environment))
 
 
 class EnvironmentLock:
@@ -50,21 +62,11 @@ class EnvironmentLock:
                 self._conn = conn
                 return
             if time.monotonic() >= deadline:
-                holder = self.holder(conn)
+                holder = holder_of(conn, self.key)
                 conn.close()
                 raise RunLocked(f"environment {self.environment!r} is busy: run {holder or '(unknown)'} holds it; "
                                 "try again when it has finished (or queue with --wait)")
             time.sleep(poll_s)
-
-    def holder(self, conn: Any) -> str | None:
-        row = conn.execute(
-            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted "
-            "AND ((l.classid::bigint << 32) | l.objid::bigint) = %s LIMIT 1", [self.key]).fetchone()
-        if not row or not row[0]:
-            return None
-        name = str(row[0])
-        return name[len(APP_PREFIX):] if name.startswith(APP_PREFIX) else name
 
     def release(self) -> None:
         if self._conn is not None:
