@@ -284,12 +284,11 @@ class SshConnection(Connection):
         if not ops:
             return []
         batch = Batch(self, ops)
-        start = time.monotonic()
         try:
-            code, out, err = self._call(batch.command, batch.data, batch.clock())
+            code, out, err = self._call(batch.command, batch.data, batch.clock)
         except PartialTimeout as exc:
             out, err, code = exc.out, exc.err, 124
-        return batch.results(out, err, code, time.monotonic() - start)
+        return batch.results(out, err, code)
 
     def _call(self, cmd: str, data: bytes | None, deadline: float | OpClock) -> tuple[int, bytes, bytes]:
         """Run one quoted command line on its own exec channel: (exit code, stdout, stderr)."""

@@ -7,7 +7,8 @@ exit code on stdout and the marker on stderr; both streams are split on it. The 
 marker in two halves, so even an op that lists the script (``ps``) cannot print it. A failed put or
 checked command ends the batch. Each op's timeout counts from the moment the previous op's marker
 arrived. What it saves per op: on the host a session fork and a shell, on the client a channel's
-round trips. ``duration_s`` of each result is the whole batch's.
+round trips. ``duration_s`` of each result runs from the previous op's marker to its own, as the
+client saw them arrive.
 """
 
 from __future__ import annotations
@@ -36,21 +37,29 @@ class PartialTimeout(TimeoutError):
 
 class OpClock:
     """The deadline of a batch's running op: each op's timeout counts from the moment the previous
-    op's marker arrived on stdout."""
+    op's marker arrived on stdout. The arrival times also give each op its duration."""
 
     def __init__(self, mark: bytes, timeouts: list[float]):
         self.mark, self.timeouts = mark, timeouts
-        self.done, self.pos, self.since = 0, 0, time.monotonic()
+        self.start = time.monotonic()
+        self.ends: list[float] = []  # when each op's marker arrived
+        self.pos = 0
 
-    def due(self, out: bytearray) -> float:
+    def due(self, out: bytes | bytearray) -> float:
         while (i := out.find(self.mark, self.pos)) >= 0:
-            self.done, self.pos, self.since = self.done + 1, i + len(self.mark), time.monotonic()
-        return self.since + self.timeouts[min(self.done, len(self.timeouts) - 1)]
+            self.pos = i + len(self.mark)
+            self.ends.append(time.monotonic())
+        since = self.ends[-1] if self.ends else self.start
+        return since + self.timeouts[min(len(self.ends), len(self.timeouts) - 1)]
+
+    def duration(self, i: int) -> float:
+        """Seconds op ``i`` took, from the previous op's marker to its own (as seen by the client)."""
+        return self.ends[i] - (self.ends[i - 1] if i else self.start)
 
 
 class Batch:
-    """One batch: its script (``command``), the session's stdin (``data``) and how to read the
-    output back into one result per op."""
+    """One batch: its script (``command``), the session's stdin (``data``), the per-op deadlines
+    (``clock``) and how to read the output back into one result per op."""
 
     def __init__(self, conn: SshConnection, ops: Sequence[BatchOp]):
         self.conn, self.ops = conn, list(ops)
@@ -73,13 +82,12 @@ class Batch:
             marks = f"printf '%s%s%03d' {half1} {half2} \"$r\"; printf %s%s {half1} {half2} >&2"
             lines.append(f"{body}\nr=$?; {marks}{stop}")
         self.command = shlex.join(["sh", "-c", "\n".join(lines)])
+        self.clock = OpClock(self.mark, self.budgets)  # started now: the session opens next
 
-    def clock(self) -> OpClock:
-        return OpClock(self.mark, self.budgets)
-
-    def results(self, out: bytes, err: bytes, code: int, took: float) -> list[CommandResult | None]:
+    def results(self, out: bytes, err: bytes, code: int) -> list[CommandResult | None]:
         """One result per op (None for the put); raises for the op that failed or never finished."""
-        conn = self.conn
+        conn, clock = self.conn, self.clock
+        clock.due(out)  # stamp any marker the read loop has not looked at yet
         outs, errs = out.split(self.mark), err.split(self.mark)
         results: list[CommandResult | None] = []
         for i, op in enumerate(self.ops):
@@ -97,7 +105,7 @@ class Batch:
                     raise ConnectorError(f"{conn.name}: cannot write {conn.path(op.path)}: {detail}")
                 results.append(None)
                 continue
-            res = conn._record(op.argv, rc, o, e, took)
+            res = conn._record(op.argv, rc, o, e, clock.duration(i))
             if op.check and rc != 0:
                 raise CommandFailed(op.argv, rc, res.stderr, conn.name)
             results.append(res)

@@ -129,3 +129,11 @@ def test_one_put_per_batch(ssh_lab: SshLab, fleet: list[FakeHost], tmp_path: Pat
         with pytest.raises(ConnectorError, match="at most one put"):
             conn.run_batch([Put(str(tmp_path / "a"), b"1"), Put(str(tmp_path / "b"), b"2")])
         assert not seen and not (tmp_path / "a").exists()
+
+
+def test_each_op_gets_its_own_duration(ssh_lab: SshLab, fleet: list[FakeHost]) -> None:
+    with conn_for(ssh_lab, fleet[6]) as conn:
+        slow, fast = conn.run_batch([Cmd(["sleep", "0.4"]), Cmd(["true"])])
+        assert slow is not None and fast is not None
+        assert slow.duration_s >= 0.4 > fast.duration_s
+        assert [c["duration_s"] for c in conn.history] == [round(slow.duration_s, 3), round(fast.duration_s, 3)]
