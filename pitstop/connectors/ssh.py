@@ -353,7 +353,7 @@ class SshConnection(Connection):
         target, tmp, directory = self._put_names(host_path)
         if self.put_via == "sftp" and not self.target.sudo:
             return self._put_sftp(target, tmp, data, mode)
-        cmd = self.command_line(["sh", "-c", PUT_SCRIPT, "pitstop-put", tmp, target, f"{mode:o}", directory])
+        cmd = self.command_line(self._put_argv(target, tmp, directory, mode))
         try:
             code, _, err = self._call(cmd, data, time.monotonic() + self.settings.command_timeout)
         except TimeoutError:
@@ -372,10 +372,15 @@ class SshConnection(Connection):
     def _put_line(self, target: str, tmp: str, directory: str, mode: int) -> str:
         """The exec-channel put as one line of a batch script: in a subshell with its arguments set,
         or (with sudo) as ``sudo -n -- sh -c PUT_SCRIPT``."""
-        args = [tmp, target, f"{mode:o}", directory]
+        argv = self._put_argv(target, tmp, directory, mode)
         if self.target.sudo:
-            return self.command_line(["sh", "-c", PUT_SCRIPT, "pitstop-put", *args])
-        return f"( set -- {shlex.join(args)}; {PUT_SCRIPT} )"
+            return self.command_line(argv)
+        return f"( set -- {shlex.join(argv[4:])}; {PUT_SCRIPT} )"
+
+    @staticmethod
+    def _put_argv(target: str, tmp: str, directory: str, mode: int) -> list[str]:
+        """``sh -c PUT_SCRIPT pitstop-put TMP TARGET MODE DIR``: the exec-channel put as an argv."""
+        return ["sh", "-c", PUT_SCRIPT, "pitstop-put", tmp, target, f"{mode:o}", directory]
 
     def _put_sftp(self, target: str, tmp: str, data: bytes, mode: int) -> None:
         directory = target.rpartition("/")[0]
