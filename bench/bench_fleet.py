@@ -24,8 +24,9 @@ wrapper that reaps every descendant, including ssh ControlPersist masters left b
 (they are terminated after the run and their CPU counted).
 
 Order: the repetitions of floor, pitstop, pitstop-yaml and pyinfra interleave; ansible-core's come last,
-because the tools measured after its forks = N storm were slower (the floor by up to 1.7x). A machine-speed probe (CPU ms of a fixed
-pure-Python loop) is logged before and after the light tools, to read absolute CPU figures against.
+because the tools measured after its forks = N storm were slower (the floor by up to 1.7x). Each run's
+log line shows the share of the machine's CPU time the hypervisor gave to other guests meanwhile (steal,
+/proc/stat): at 40 % the same client needed twice the CPU of a quiet run.
 
 Final line: ``hosts=<n> vs_floor=<x> vs_ansible=<x> vs_pyinfra=<x> cpu_ms_per_host=<n>`` (wall time
 ratios pitstop/peer at the largest N; CPU of pitstop's process divided by N).
@@ -246,31 +247,31 @@ def bench(n: int, peers: dict[str, Path | None], payload: Path) -> dict[str, Any
         light = [name for name in runners if name != "ansible"]
         order = [(rep, name) for rep in range(REPS) for name in light]
         order += [(rep, "ansible") for rep in range(REPS) if "ansible" in runners]
-        log(f"  machine speed probe before: {speed_probe_ms():.0f} ms (fixed pure-Python loop; lower is faster)")
         for rep, name in order:
             prepare(hosts, work)
+            ticks = cpu_ticks()
             res = runners[name]()
+            res["steal"] = steal_share(ticks, cpu_ticks())
             check(name, res, hosts, work)
-            log(f"  N={n} rep={rep + 1} {name:12s} wall {res['wall_s']:7.3f} s  cpu {res['cpu_s'] * 1000:8.0f} ms")
+            log(f"  N={n} rep={rep + 1} {name:12s} wall {res['wall_s']:7.3f} s  cpu {res['cpu_s'] * 1000:8.0f} ms"
+                f"  steal {res['steal']:4.0%}")
             if name not in best or res["wall_s"] < best[name]["wall_s"]:
                 best[name] = res
-            if name == light[-1] and rep == REPS - 1:
-                log(f"  machine speed probe after the light tools: {speed_probe_ms():.0f} ms")
         return best
     finally:
         lab.stop()
 
 
-def speed_probe_ms() -> float:
-    """CPU ms of a fixed pure-Python loop, best of 3: how fast this shared machine is right now, so that
-    absolute CPU figures from different runs can be read against each other."""
-    best = float("inf")
-    for _ in range(3):
-        t0, total = time.process_time(), 0
-        for i in range(1_000_000):
-            total += i
-        best = min(best, (time.process_time() - t0) * 1000)
-    return best
+def cpu_ticks() -> list[int]:
+    """The machine's CPU time counters (/proc/stat: user nice system idle iowait irq softirq steal)."""
+    with open("/proc/stat") as fh:
+        return [int(v) for v in fh.readline().split()[1:9]]
+
+
+def steal_share(before: list[int], after: list[int]) -> float:
+    """Share of the machine's CPU time the hypervisor gave to other guests between two readings."""
+    delta = [b - a for a, b in zip(before, after, strict=True)]
+    return delta[7] / max(1, sum(delta))
 
 
 def main() -> None:
@@ -288,13 +289,13 @@ def main() -> None:
         log(f"== N={n} hosts ==")
         results[n] = bench(n, peers, payload)
     (STATE / "bench-fleet.json").write_text(json.dumps(results, indent=2, default=str))
-    header = f"{'hosts':>5} {'tool':12} {'wall s':>8} {'cpu ms':>8} {'cpu ms/host':>11} {'pitstop/x':>9}"
+    header = f"{'hosts':>5} {'tool':12} {'wall s':>8} {'cpu ms':>8} {'cpu ms/host':>11} {'pitstop/x':>9} {'steal':>6}"
     print(header)
     for n, best in results.items():
         for name, r in best.items():
-            ratio = best["pitstop"]["wall_s"] / r["wall_s"]
+            share = best["pitstop"]["wall_s"] / r["wall_s"]
             print(f"{n:>5} {name:12} {r['wall_s']:8.3f} {r['cpu_s'] * 1000:8.0f} {r['cpu_s'] * 1000 / n:11.1f} "
-                  f"{ratio:9.3f}")
+                  f"{share:9.3f} {r.get('steal', float('nan')):6.0%}")
     n = SIZES[-1]
     best = results[n]
 
