@@ -277,12 +277,19 @@ def main() -> None:
         err.print("aborted")
         sys.exit(130)
     except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+        base, usage = _click_errors()
+        if isinstance(exc, base):
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(2 if isinstance(exc, usage) else exc.exit_code)  # type: ignore[attr-defined]
         raise
+
+
+def _click_errors() -> tuple[type[Exception], type[Exception]]:
+    """``(ClickException, UsageError)`` of the click that typer parses with: typer 0.2x carries its own
+    copy (``typer._click``), older typer uses the click package; ``typer.BadParameter`` derives from both
+    classes in either case."""
+    mro = typer.BadParameter.__mro__
+    return (next(c for c in mro if c.__name__ == "ClickException"), next(c for c in mro if c.__name__ == "UsageError"))
 
 
 if __name__ == "__main__":

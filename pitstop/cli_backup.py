@@ -10,7 +10,6 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from psycopg import sql
 from rich.console import Console
 
 from .errors import BackupError
@@ -79,6 +78,8 @@ def backups_prune(env: EnvOpt, dry_run: Annotated[bool, typer.Option("--dry-run"
 
 def _prepare_target(server: Any, dbname: str) -> bool:
     """Create ``dbname`` if missing; refuse a database that already holds tables. True if created."""
+    from psycopg import sql  # here, not at the top: every CLI command would pay psycopg's import
+
     from .steps.backup import COUNT_TABLES
 
     with server.connect("postgres", autocommit=True) as admin:

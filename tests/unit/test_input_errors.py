@@ -108,3 +108,19 @@ def test_cli_exit_2_and_nothing_executed(tmp_path: Path, case: str) -> None:
     assert "nothing was executed" in res.stderr
     assert "Traceback" not in res.stderr
     assert not state.exists(), "no state (database, hosts, runs) may be created for bad input"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["plan", "--no-such-option"], "No such option: --no-such-option"),
+        (["validate"], "Missing option '--env'"),
+        (["no-such-command"], "No such command 'no-such-command'"),
+    ],
+)
+def test_cli_usage_errors_exit_2_without_a_traceback(args: list[str], expected: str) -> None:
+    res = run_cli(*args, timeout=60)
+    assert res.returncode == 2, res.stderr
+    assert expected in res.stderr
+    assert "Usage: " in res.stderr and "--help" in res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
