@@ -23,10 +23,11 @@ Client CPU is the whole process tree's (user + sys): each tool runs under a chil
 wrapper that reaps every descendant, including ssh ControlPersist masters left behind by ansible
 (they are terminated after the run and their CPU counted).
 
-Order: the repetitions of floor, pitstop, pitstop-yaml and pyinfra interleave; ansible-core's come last,
-because the tools measured after its forks = N storm were slower (the floor by up to 1.7x). Each run's
-log line shows the share of the machine's CPU time the hypervisor gave to other guests meanwhile (steal,
-/proc/stat): at 40 % the same client needed twice the CPU of a quiet run.
+Order: the repetitions of floor, pitstop, pitstop-yaml and pyinfra interleave; ansible-core's come last
+(with every tool in turn, the tools measured after its forks = N storm were slower, the floor by up to
+1.7x). Each run's log line shows the share of the machine's CPU time the hypervisor gave to other guests
+meanwhile (steal, /proc/stat): at 40 % the same client needed twice its CPU of a quiet hour. The machine
+also slows without steal, so the table gives each tool's CPU against the floor's of the same run too.
 
 Final line: ``hosts=<n> vs_floor=<x> vs_ansible=<x> vs_pyinfra=<x> cpu_ms_per_host=<n>`` (wall time
 ratios pitstop/peer at the largest N; CPU of pitstop's process divided by N).
