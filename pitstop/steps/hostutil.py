@@ -13,6 +13,7 @@ from typing import Annotated
 from pydantic import AfterValidator
 
 from ..connectors.base import Connection
+from ..errors import CommandFailed
 
 
 def _abs_path(v: str) -> str:
@@ -48,8 +49,31 @@ def find_files(conn: Connection, host_path: str, *tests: str) -> list[tuple[int,
     out = conn.run(argv, check=False)
     if out.exit_code not in (0, 1):
         return []
+    return _parse_found(out.stdout)
+
+
+def delete_files(
+    conn: Connection, host_path: str, *tests: str, sudo: bool = False
+) -> tuple[list[tuple[int, str]], list[str]]:
+    """Delete the regular files under ``host_path`` matching find ``tests``.
+
+    Returns ``(size, real path)`` of each file deleted and find's complaints (a file or directory
+    it could not read or remove; the rest is still deleted). find lists and deletes in one pass:
+    ``-delete`` unlinks relative to the directory being walked and never follows a symlink, so a
+    directory swapped for a symlink between a listing and an ``rm`` cannot point a deletion run as
+    root at another part of the filesystem."""
+    if not conn.exists(host_path):
+        return [], []
+    argv = ["find", conn.path(host_path), "-xdev", "-type", "f", *tests, "-printf", "%s %p\\0", "-delete"]
+    out = conn.run(argv, check=False, sudo=sudo)
+    if out.exit_code not in (0, 1):
+        raise CommandFailed(argv, out.exit_code, out.stderr, getattr(conn, "name", ""))
+    return _parse_found(out.stdout), [line for line in out.stderr.splitlines() if line.strip()]
+
+
+def _parse_found(stdout: str) -> list[tuple[int, str]]:
     found = []
-    for item in out.stdout.split("\0"):
+    for item in stdout.split("\0"):
         if item:
             size, _, path = item.partition(" ")
             found.append((int(size), path))

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..connectors.base import Connection
 from ..context import RunContext
 from ..model import StepOutcome
 from ..registry import Placement, Target, planner, step
-from .hostutil import AbsPath, chunks, find_files, human_bytes
+from .hostutil import AbsPath, delete_files, find_files, human_bytes
 
 PACKAGE_CACHES = {"/var/cache/apt/archives": "*.deb", "/var/cache/dnf": "*.rpm", "/var/cache/yum": "*.rpm"}
 
@@ -28,30 +27,42 @@ class ReclaimParams(BaseModel):
     sudo: bool = False
 
 
-def _targets(conn: Connection, p: ReclaimParams) -> list[tuple[int, str]]:
-    found: list[tuple[int, str]] = []
+# systemd's PrivateTmp directories belong to running services (systemd-tmpfiles skips them too).
+KEEP_IN_TEMP = ("!", "-path", "*/systemd-private-*")
+
+
+def _tests(p: ReclaimParams) -> list[tuple[str, tuple[str, ...]]]:
+    """(directory, find tests) for everything the step removes."""
+    out: list[tuple[str, tuple[str, ...]]] = []
     if p.package_caches:
-        for path, name in PACKAGE_CACHES.items():
-            found += find_files(conn, path, "-name", name)
-    for path in p.temp_dirs:
-        found += find_files(conn, path, "-mtime", f"+{p.temp_older_than_days}")
-    return found
+        out += [(path, ("-name", name)) for path, name in PACKAGE_CACHES.items()]
+    out += [(path, ("-mtime", f"+{p.temp_older_than_days}", *KEEP_IN_TEMP)) for path in p.temp_dirs]
+    return out
 
 
 @step("disk.reclaim", params=ReclaimParams, placement=Placement.OUTSIDE, target=Target.HOSTS)
 def disk_reclaim(ctx: RunContext, params: ReclaimParams, host: str) -> StepOutcome:
-    """Reclaim disk space: package caches and old temp files."""
+    """Reclaim disk space: package caches and old temp files (find -delete: no symlink is followed)."""
     conn = ctx.host(host)
-    found = _targets(conn, params)
-    for chunk in chunks([p for _, p in found]):
-        conn.run(["rm", "-f", "--", *chunk], sudo=params.sudo)
+    found: list[tuple[int, str]] = []
+    problems: list[str] = []
+    for path, tests in _tests(params):
+        deleted, errors = delete_files(conn, path, *tests, sudo=params.sudo)
+        found += deleted
+        problems += errors
     freed = sum(s for s, _ in found)
-    ctx.event("disk.reclaimed", host=host, files=len(found), bytes=freed)
-    return StepOutcome(changed=bool(found), summary=f"{len(found)} file(s) removed, {human_bytes(freed)} freed",
-                       data={"files": len(found), "bytes": freed})
+    ctx.event("disk.reclaimed", host=host, files=len(found), bytes=freed, problems=len(problems))
+    summary = f"{len(found)} file(s) removed, {human_bytes(freed)} freed"
+    if problems:
+        summary += f"; {len(problems)} could not be removed (first: {problems[0][:200]})"
+    data: dict[str, object] = {"files": len(found), "bytes": freed}
+    if problems:
+        data["problems"] = problems[:20]
+    return StepOutcome(changed=bool(found), summary=summary, data=data)
 
 
 @planner("disk.reclaim")
 def plan_reclaim(ctx: RunContext, params: ReclaimParams, host: str) -> list[str]:
-    found = _targets(ctx.host(host), params)
+    conn = ctx.host(host)
+    found = [f for path, tests in _tests(params) for f in find_files(conn, path, *tests)]
     return [f"remove {len(found)} file(s), free {human_bytes(sum(s for s, _ in found))}"]

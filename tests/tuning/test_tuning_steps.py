@@ -116,6 +116,34 @@ def test_reclaim_package_caches_and_old_temp_then_idempotent(env: Path) -> None:
     assert not disk_reclaim(ctx, params, "web-2").changed
 
 
+def test_reclaim_keeps_private_tmp_and_never_follows_a_swapped_directory(env: Path) -> None:
+    """Running as root in a world-writable /tmp: another user may swap a directory for a symlink
+    between a listing and the deletion. Here the swap happens right after the first `find` returns
+    (the window a list-then-rm step has); the file outside /tmp must survive."""
+    root = root_of(env, "web-2")
+    private = _file(root / "tmp/systemd-private-abc-nginx.service-x/tmp/old.sock", 30)
+    _file(root / "tmp/evil/passwd", 30)
+    outside = _file(root / "etc/passwd", 30)
+    ctx = make_ctx(env)
+    conn = ctx.host("web-2")
+    real_run = conn.run
+
+    def run_then_swap(argv: list[str], **kw: object) -> object:
+        out = real_run(argv, **kw)  # type: ignore[arg-type]
+        evil = root / "tmp/evil"
+        if argv[0] == "find" and evil.is_dir() and not evil.is_symlink():
+            (evil / "passwd").unlink(missing_ok=True)
+            evil.rmdir()
+            evil.symlink_to(root / "etc")
+        return out
+
+    conn.run = run_then_swap  # type: ignore[method-assign]
+    out = disk_reclaim(ctx, ReclaimParams(package_caches=False, temp_dirs=["/tmp"]), "web-2")
+    assert outside.exists() and outside.read_bytes() == b"x" * 100
+    assert private.exists()
+    assert out.data["files"] == 1  # tmp/evil/passwd, deleted before the swap
+
+
 def test_command_and_script_guards_and_exit_codes(env: Path) -> None:
     root = root_of(env, "web-1")
     ctx = make_ctx(env)
