@@ -1,9 +1,12 @@
 """Where hosts come from and how to reach them.
 
 * An existing **Ansible inventory** (YAML or INI; groups, ``children``, ``vars``, ``ansible_host``,
-  ``ansible_port``, ``ansible_user``, ``ansible_become``, ``ansible_ssh_private_key_file``, numeric
-  ranges such as ``web[01:20]``) is merged into the config's ``hosts``/``groups`` as is; entries
-  written in the pitstop config win.
+  ``ansible_port`` or ``host:port``, ``ansible_user``, ``ansible_become`` (Ansible's booleans:
+  yes/no, true/false, 1/0), ``ansible_ssh_private_key_file``, a ProxyJump (``-J`` or
+  ``-o ProxyJump=``) in ``ansible_ssh_common_args``, numeric ranges such as ``web[01:20]``) is
+  merged into the config's ``hosts``/``groups`` as is; entries written in the pitstop config win.
+  A connection other than SSH (``ansible_connection=local``, ``docker`` ...) is refused with a clear
+  error rather than tried over SSH.
 * The OpenSSH client config (``~/.ssh/config``: ``Host`` aliases, ``HostName``, ``User``, ``Port``,
   ``IdentityFile``, ``ProxyJump``) is honoured when a host is resolved to an :class:`SshTarget`.
   Precedence: the host's own entry, then the SSH config, then the ``ssh:`` defaults.
@@ -39,6 +42,8 @@ CONNECTION_VARS = {
     "ansible_become",
     "ansible_ssh_private_key_file",
     "ansible_connection",
+    "ansible_ssh_common_args",
+    "ansible_ssh_extra_args",
 }
 
 
@@ -95,6 +100,17 @@ def expand_pattern(name: str) -> list[str]:
     return out
 
 
+def _split_port(word: str) -> tuple[str, int | None]:
+    """Ansible's ``host:port`` (``web[01:03]:2222``, ``[2001:db8::1]:22``); a bare IPv6 address has no port."""
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?", word)
+    if m:
+        return m.group(1), int(m.group(2)) if m.group(2) else None
+    m = re.fullmatch(r"(.+):(\d+)", word)
+    if m and ":" not in re.sub(r"\[\d+:\d+\]", "", m.group(1)):
+        return m.group(1), int(m.group(2))
+    return word, None
+
+
 def _parse_value(raw: str) -> Any:
     raw = raw.strip()
     if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
@@ -142,7 +158,10 @@ def parse_ini(text: str, source: str) -> Inventory:
                         f"{source}:{lineno}: expected key=value after the host name, got {word!r}"
                     )
                 hvars[key] = _parse_value(value)
-            for name in expand_pattern(words[0]):
+            host, port = _split_port(words[0])
+            if port is not None:
+                hvars.setdefault("ansible_port", port)
+            for name in expand_pattern(host):
                 inv.add_host(name, None if section == "ungrouped" else section, hvars)
     return inv
 
@@ -165,8 +184,12 @@ def parse_yaml(text: str, source: str) -> Inventory:
             raise ConfigError(f"{source}: group {name!r} must be a mapping (hosts:, children:, vars:)")
         inv.groups.setdefault(name, [])
         for host, hvars in (body.get("hosts") or {}).items():
-            for h in expand_pattern(str(host)):
-                inv.add_host(h, name, hvars or {})
+            bare, port = _split_port(str(host))
+            hvars = dict(hvars or {})
+            if port is not None:
+                hvars.setdefault("ansible_port", port)
+            for h in expand_pattern(bare):
+                inv.add_host(h, name, hvars)
         if body.get("vars"):
             inv.groupvars.setdefault(name, {}).update(body["vars"])
         for child, child_body in (body.get("children") or {}).items():
@@ -189,15 +212,60 @@ def load_inventory(path: Path) -> Inventory:
     return parse_yaml(text, str(path)) if looks_yaml else parse_ini(text, str(path))
 
 
-def host_from_vars(hvars: Mapping[str, Any]) -> HostConfig:
+_TRUE = {"true", "yes", "on", "1", "y", "t"}
+_FALSE = {"false", "no", "off", "0", "n", "f"}
+SSH_CONNECTIONS = {"ssh", "paramiko", "smart"}
+
+
+def _ansible_bool(name: str, value: Any) -> bool:
+    """Ansible's booleans: YAML inventories may hold ``no`` as a string (YAML 1.2), INI ones ``0``."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{name}: expected a boolean (yes/no, true/false, 1/0), got {value!r}")
+
+
+def _jump_from_common_args(args: str) -> str | None:
+    """``-J spec`` or ``-o ProxyJump=spec`` in ``ansible_ssh_common_args`` (or ``ansible_ssh_extra_args``)."""
+    import shlex
+
+    words = shlex.split(args)
+    for i, word in enumerate(words):
+        nxt = words[i + 1] if i + 1 < len(words) else ""
+        if word == "-J" and nxt:
+            return nxt
+        if word.startswith("-J") and len(word) > 2:
+            return word[2:]
+        option = word[2:] if word.startswith("-o") and len(word) > 2 else (nxt if word == "-o" else "")
+        key, sep, value = option.replace(" ", "=", 1).partition("=")
+        if sep and key.lower() == "proxyjump" and value.strip():
+            return value.strip()
+    return None
+
+
+def host_from_vars(hvars: Mapping[str, Any], name: str = "") -> HostConfig:
+    where = f"host {name}: " if name else ""
+    connection = str(hvars.get("ansible_connection") or "ssh")
+    if connection not in SSH_CONNECTIONS:
+        raise ConfigError(
+            f"{where}ansible_connection={connection} is not supported for inventory hosts (pitstop "
+            "reaches inventory hosts over SSH); define the host in the config instead (transport: local "
+            "with a root directory for this machine)"
+        )
     become = hvars.get("ansible_become")
+    common = " ".join(str(hvars.get(k) or "") for k in ("ansible_ssh_common_args", "ansible_ssh_extra_args"))
     return HostConfig(
         transport="ssh",
         address=str(hvars.get("ansible_host") or hvars.get("ansible_ssh_host") or "") or None,
         port=int(hvars.get("ansible_port") or hvars.get("ansible_ssh_port") or 0) or None,
         user=str(hvars.get("ansible_user") or hvars.get("ansible_ssh_user") or "") or None,
         identity_file=hvars.get("ansible_ssh_private_key_file"),
-        sudo=bool(become) if become is not None else None,
+        sudo=_ansible_bool(f"{where}ansible_become", become) if become is not None else None,
+        jump_host=_jump_from_common_args(common) if common.strip() else None,
         vars={
             k: v
             for k, v in hvars.items()
@@ -215,7 +283,7 @@ def apply_inventory(cfg: EnvironmentConfig, base_dir: Path, doc: YamlDoc | None 
         inv = load_inventory(path)
         for name in inv.hostvars:
             if name not in cfg.hosts:
-                cfg.hosts[name] = host_from_vars(inv.vars_of(name))
+                cfg.hosts[name] = host_from_vars(inv.vars_of(name), f"{name} ({path})")
         for group in list(inv.groups) + list(inv.children):
             if group not in SKIP_GROUPS and group not in cfg.groups and group not in cfg.hosts:
                 cfg.groups[group] = inv.members(group)

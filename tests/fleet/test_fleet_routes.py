@@ -4,6 +4,7 @@ aliases, and Ansible inventories (YAML and INI) imported as is — all over real
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,7 @@ YAML_INVENTORY = """all:
     web:
       hosts:
         web-a: {{ansible_host: {a.address}, ansible_port: {a.port}}}
-        web-b: {{ansible_host: {b.address}, ansible_port: {b.port}, tier: gold}}
+        "web-b:{b.port}": {{ansible_host: {b.address}, tier: gold}}  # Ansible's host:port
     db:
       hosts:
         db-a: {{ansible_host: {c.address}, ansible_port: {c.port}, ansible_user: nobody}}
@@ -97,7 +98,7 @@ YAML_INVENTORY = """all:
 INI_INVENTORY = """# an Ansible INI inventory
 [web]
 web-a ansible_host={a.address} ansible_port={a.port}
-web-b ansible_host={b.address} ansible_port={b.port} tier=gold
+web-b:{b.port} ansible_host={b.address} tier=gold
 
 [db]
 db-a ansible_host={c.address} ansible_port={c.port} ansible_user=nobody
@@ -138,6 +139,59 @@ def test_ansible_inventory(kind: str, ssh_lab: SshLab, fleet: list[FakeHost], tm
     assert [(r["name"], r["address"], r["port"], r["user"]) for r in listed] == [
         ("web-a", a.address, a.port, "root"), ("web-b", b.address, b.port, "root"),
         ("db-a", c.address, c.port, "nobody")]
+
+
+def test_inventory_become_jump_and_connection(ssh_lab: SshLab, fleet: list[FakeHost],
+                                              bastions: dict[str, FakeHost], tmp_path: Path,
+                                              write_env) -> None:  # type: ignore[no-untyped-def]
+    """Ansible's booleans (``no`` is a string to a YAML 1.2 loader, and not true), a ProxyJump in
+    ``ansible_ssh_common_args`` used for real, and a non-SSH connection refused with a clear error."""
+    t, b = fleet[5], bastions["ok"]
+    inv = tmp_path / "hosts.yml"
+    inv.write_text(f"""all:
+  vars:
+    ansible_user: root
+  hosts:
+    plain: {{ansible_host: {t.address}, ansible_port: {t.port}, ansible_become: no}}
+    quoted: {{ansible_host: {t.address}, ansible_port: {t.port}, ansible_become: 'false'}}
+    become: {{ansible_host: {t.address}, ansible_port: {t.port}, ansible_become: 'yes'}}
+    jumped:
+      ansible_host: {t.address}
+      ansible_port: {t.port}
+      ansible_ssh_common_args: '-o StrictHostKeyChecking=no -o ProxyJump=root@{b.address}:{b.port}'
+""")
+    cfg = ssh_lab.config([], tmp_path / "state", inventory=inv.name)
+    cfg["groups"] = {}
+    env = load_config(str(write_env(cfg)))
+    assert [env.hosts[h].sudo for h in ("plain", "quoted", "become")] == [False, False, True]
+    assert "ansible_ssh_common_args" not in env.hosts["jumped"].vars
+    with connect_host(env, "jumped") as conn:
+        assert conn.run(["echo", "jumped"]).stdout == "jumped\n"
+        assert conn.target.jump is not None and conn.target.jump.hostname == b.address  # type: ignore[attr-defined]
+    assert f"target {t.address} port {t.port}" in b.sshd.log  # the bastion opened the channel
+    for line, expected in (("      ansible_become: maybe", r"ansible_become: expected a boolean .*'maybe'"),
+                           ("      ansible_connection: docker", r"ansible_connection=docker is not supported")):
+        inv.write_text(f"all:\n  hosts:\n    odd:\n{line}\n")
+        res = run_cli("validate", "--env", str(tmp_path / "fleet.yaml"))
+        err = " ".join(res.stderr.split())  # the terminal wraps long lines
+        assert res.returncode == 2, err
+        assert "fleet.yaml:" in err and "hosts.yml" in err and "odd" in err and "nothing was executed" in err
+        assert re.search(expected, err), err
+
+
+def test_inventory_host_port_syntax(tmp_path: Path) -> None:
+    p = tmp_path / "inv.ini"
+    p.write_text("[web]\nweb[01:02]:2222 ansible_user=deploy\nweb9:2200 ansible_port=2201\n2001:db8::8\n")
+    inv = load_inventory(p)
+    assert inv.members("web") == ["web01", "web02", "web9", "2001:db8::8"]
+    assert inv.vars_of("web02") == {"ansible_port": 2222, "ansible_user": "deploy"}
+    assert inv.vars_of("web9")["ansible_port"] == 2201  # an explicit ansible_port wins
+    assert inv.vars_of("2001:db8::8") == {}  # a bare IPv6 address has no port
+    y = tmp_path / "inv.yml"
+    y.write_text("all:\n  hosts:\n    '[2001:db8::7]:22':\n    'db1:5432': {ansible_user: pg}\n")
+    inv = load_inventory(y)
+    assert inv.vars_of("2001:db8::7") == {"ansible_port": 22}
+    assert inv.vars_of("db1") == {"ansible_port": 5432, "ansible_user": "pg"}
 
 
 def test_inventory_patterns_and_errors(tmp_path: Path) -> None:
