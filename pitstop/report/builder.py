@@ -69,18 +69,32 @@ def _stage_records(events: list[dict[str, Any]], stage_order: list[str],
     return ordered + [s for n, s in stages.items() if n not in stage_order]
 
 
+_HOST_TALLY = {"succeeded": "ok", "failed": "failed", "failed_verification": "failed"}
+
+
 def _hosts(stages: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per-host view: every host step result, grouped by host."""
+    """Per-host view: every host step result, grouped by host, with its exit code and output tails.
+
+    ``ok``/``failed``/``not_run`` count results; a host a rollout never started (max_errors reached)
+    is not run, not ok."""
     out: dict[str, dict[str, Any]] = {}
     for s in stages:
         for st in s["steps"]:
             for h in st["hosts"]:
-                rec = out.setdefault(h["host"], {"host": h["host"], "ok": 0, "failed": 0, "results": []})
-                rec["failed" if h["status"] == "failed" else "ok"] += 1
-                rec["results"].append({"stage": s["name"], "step": st["name"], "status": h["status"],
-                                       "summary": h.get("summary", ""), "error": h.get("error"),
-                                       "duration_s": h.get("duration_s")})
+                rec = out.setdefault(h["host"], {"host": h["host"], "ok": 0, "failed": 0, "not_run": 0,
+                                                 "results": []})
+                rec[_HOST_TALLY.get(h["status"], "not_run")] += 1
+                rec["results"].append({"stage": s["name"], "step": st["name"], **_host_detail(h)})
     return out
+
+
+def _host_detail(h: dict[str, Any]) -> dict[str, Any]:
+    data, commands = h.get("data") or {}, h.get("commands") or []
+    last = commands[-1] if commands else {}
+    return {"status": h["status"], "summary": h.get("summary", ""), "error": h.get("error"),
+            "duration_s": h.get("duration_s"), "exit_code": data.get("exit_code", last.get("exit_code")),
+            "commands": len(commands), "stdout_tail": last.get("stdout_tail", ""),
+            "stderr_tail": data.get("stderr_tail") or last.get("stderr_tail", "")}
 
 
 def _with_step(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

@@ -101,6 +101,15 @@ def test_executor_stops_rollout_with_per_host_results(ssh_lab: SshLab, fleet: li
     failed = hosts[2]
     assert failed["data"]["exit_code"] == 1 and failed["commands"][-1]["argv"][:2] == ["test", "-e"]
     assert "4 host(s) not started" in report["failure"]["error"]
+    # the report's per-host view: exit codes, and hosts never started counted as not run (not ok)
+    broken, never = report["hosts"][fleet[2].name], report["hosts"][fleet[4].name]
+    assert (broken["ok"], broken["failed"], broken["not_run"]) == (0, 1, 0)
+    assert broken["results"][0]["exit_code"] == 1 and broken["results"][0]["commands"] == 2
+    assert (never["ok"], never["failed"], never["not_run"]) == (0, 0, 1)
+    html = (result.run_dir / "report.html").read_text()
+    assert "<th class=\"num\">Exit</th>" in html and "0 ok, 1 not run" in html
+    md = (result.run_dir / "report.md").read_text()
+    assert f"| {fleet[2].name} | server-tuning: " in md and "| failed | 1 |" in md
 
 
 def test_transient_failure_retried_auth_failure_not(ssh_lab: SshLab, fleet: list[FakeHost], tmp_path: Path) -> None:
