@@ -44,7 +44,7 @@ from .base import TAIL, BatchOp, Connection
 from .ssh_batch import Batch, OpClock, PartialTimeout
 from .ssh_transport import BufferedSocket, FleetClient, FleetTransport
 
-_keys: dict[str, paramiko.PKey] = {}
+_keys: dict[str, paramiko.PKey | None] = {}  # None: protected by a passphrase
 _keys_lock = threading.Lock()
 
 # The exec-channel put: data on stdin into a temporary file next to the target, written with its
@@ -63,16 +63,26 @@ class AuthError(ConnectorError, PermissionError):
     """SSH authentication failed (never retried)."""
 
 
-def _load_key(path: str) -> paramiko.PKey:
-    """A private key file, parsed once per process (a fleet shares one key)."""
+def _load_key(path: str) -> paramiko.PKey | None:
+    """A private key file, parsed once per process (a fleet shares one key); ``None`` when the file
+    is protected by a passphrase (pitstop never asks for one: such a key is used through the agent)."""
     with _keys_lock:
-        key = _keys.get(path)
-        if key is None:
+        if path not in _keys:
             try:
-                key = _keys[path] = paramiko.PKey.from_path(path)
+                _keys[path] = paramiko.PKey.from_path(path)
+            except paramiko.PasswordRequiredException:
+                _keys[path] = None
+            except TypeError as exc:  # cryptography's "Key is password-protected, but password was not provided"
+                if "password" not in str(exc).lower():
+                    raise ConnectorError(f"cannot load SSH key {path}: {exc}") from None
+                _keys[path] = None
             except (OSError, paramiko.SSHException) as exc:
                 raise ConnectorError(f"cannot load SSH key {path}: {exc}") from None
-        return key
+        return _keys[path]
+
+
+def _agent_available() -> bool:
+    return bool(os.environ.get("SSH_AUTH_SOCK"))
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -183,6 +193,11 @@ class SshConnection(Connection):
             client.get_host_keys().add(name, keytype, key)
         client.set_missing_host_key_policy(RejectUnknown(self.name, files))
         pkey = _load_key(t.identity_files[0]) if t.identity_files else None
+        if t.identity_files and pkey is None and not (s.agent and _agent_available()):
+            raise AuthError(
+                f"{self.name}: SSH key {t.identity_files[0]} is protected by a passphrase; load it into the "
+                "agent (ssh-add) and set ssh.agent: true with SSH_AUTH_SOCK set, or use a key without one"
+            )
         sock = self._sock()
         try:
             client.connect(

@@ -90,3 +90,44 @@ def test_hostile_values_never_executed(ssh_lab: SshLab, fleet: list[FakeHost], t
         assert conn.get(str(tmp_path / values[1])) == b"sudo put"
     assert not canary.exists()
     assert not (Path(ssh_lab.home) / "x").exists()
+
+
+def test_passphrase_protected_key_is_used_through_the_agent(ssh_lab: SshLab, fleet: list[FakeHost], tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A passphrase-protected IdentityFile whose key sits in a real ssh-agent: pitstop never asks for
+    the passphrase; it authenticates through the agent, and without one says what to do."""
+    import os
+    import shutil
+    import subprocess
+    import time
+
+    from pitstop.connectors.ssh import AuthError
+
+    h = fleet[3]
+    protected = tmp_path / "id_protected"
+    shutil.copy(ssh_lab.user_key, protected)
+    protected.chmod(0o600)
+    subprocess.run(["ssh-keygen", "-q", "-p", "-P", "", "-N", "correct horse", "-f", str(protected)], check=True,
+                   capture_output=True)
+    host = HostConfig(transport="ssh", address=h.address, port=h.port)
+    settings = SshSettings(**ssh_lab.ssh_settings(identity_file=str(protected), agent=True))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    with SshConnection(h.name, host, settings) as conn, pytest.raises(AuthError, match="protected by a passphrase"):
+        conn.run(["true"])
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        key = tmp_path / "id_plain"  # ssh-add refuses group-readable keys
+        shutil.copy(ssh_lab.user_key, key)
+        key.chmod(0o600)
+        subprocess.run(["ssh-add", "-q", str(key)], env={**os.environ, "SSH_AUTH_SOCK": str(sock)}, check=True,
+                       capture_output=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        with SshConnection(h.name, host, settings) as conn:
+            assert conn.run(["echo", "via the agent"]).stdout == "via the agent\n"
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
