@@ -43,6 +43,31 @@ def probe(lab: SshLab, hosts: list[FakeHost], marks: Path, failing: set[str]):  
     return work
 
 
+def test_ctrl_c_starts_no_further_host() -> None:
+    """Ctrl-C during a rollout: the hosts already running finish, no queued host starts, and the
+    interrupt reaches the caller (whose finally-path lifts maintenance)."""
+    import _thread
+    import threading
+    import time
+
+    started: list[str] = []
+    lock = threading.Lock()
+
+    def work(host: str) -> HostResult:
+        with lock:
+            started.append(host)
+            first = len(started) == 1
+        if first:
+            _thread.interrupt_main()  # what the terminal's Ctrl-C does
+        time.sleep(0.3)
+        return HostResult(host=host, status=Status.SUCCEEDED)
+
+    hosts = [f"h{i}" for i in range(12)]
+    with pytest.raises(KeyboardInterrupt):
+        fan_out(hosts, work, FleetConfig(max_concurrency=2))
+    assert 1 <= len(started) <= 3, started  # Executor.map cancels the queued hosts
+
+
 def test_max_errors_stops_the_rollout(ssh_lab: SshLab, fleet: list[FakeHost], tmp_path: Path) -> None:
     names = [h.name for h in fleet]
     failing = {names[1], names[2]}
