@@ -75,7 +75,8 @@ class MaintenanceConfig(Strict):
     targets: str = Field("all", description="host group whose hosts get the flag")
     ttl_margin: Duration = Field("30m", validate_default=True)  # type: ignore[assignment]
     message: str = "Scheduled maintenance in progress."
-    sudo: bool = Field(False, description="run maintenance commands and the dead-man watcher with sudo")
+    sudo: bool = Field(False, description="run maintenance commands, the flag or marker file and the dead-man "
+                       "watcher with sudo")
     command: CommandStrategyConfig | None = None
     http: HttpStrategyConfig | None = None
     deadman: DeadmanConfig = Field(default_factory=DeadmanConfig)

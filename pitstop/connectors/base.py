@@ -33,6 +33,7 @@ class Put:
     path: str
     data: bytes
     mode: int = 0o644
+    sudo: bool = False
 
 
 BatchOp = Cmd | Put
@@ -50,18 +51,20 @@ class Connection(abc.ABC):
             check: bool = True, sudo: bool = False) -> CommandResult:
         """Run ``argv`` (a list, quoted by the transport). Raises CommandFailed when ``check``."""
 
+    # File operations take ``sudo`` like ``run``: a step that needs root for its commands needs it
+    # for its files too (a drop-in under /etc, a flag file the web server's user owns).
     @abc.abstractmethod
-    def put(self, host_path: str, data: bytes, mode: int = 0o644) -> None:
+    def put(self, host_path: str, data: bytes, mode: int = 0o644, *, sudo: bool = False) -> None:
         """Write ``data`` atomically (temporary name, then rename)."""
 
     @abc.abstractmethod
-    def get(self, host_path: str) -> bytes: ...
+    def get(self, host_path: str, *, sudo: bool = False) -> bytes: ...
 
     @abc.abstractmethod
-    def exists(self, host_path: str) -> bool: ...
+    def exists(self, host_path: str, *, sudo: bool = False) -> bool: ...
 
     @abc.abstractmethod
-    def remove(self, host_path: str) -> bool:
+    def remove(self, host_path: str, *, sudo: bool = False) -> bool:
         """Remove a file; True if it existed."""
 
     def run_batch(self, ops: Sequence[BatchOp]) -> list[CommandResult | None]:
@@ -73,7 +76,7 @@ class Connection(abc.ABC):
         out: list[CommandResult | None] = []
         for op in ops:
             if isinstance(op, Put):
-                self.put(op.path, op.data, op.mode)
+                self.put(op.path, op.data, op.mode, sudo=op.sudo)
                 out.append(None)
             else:
                 out.append(self.run(op.argv, check=op.check, sudo=op.sudo, timeout=op.timeout))

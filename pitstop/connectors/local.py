@@ -45,7 +45,7 @@ class LocalConnection(Connection):
             raise CommandFailed(argv, proc.returncode, result.stderr, self.name)
         return result
 
-    def put(self, host_path: str, data: bytes, mode: int = 0o644) -> None:
+    def put(self, host_path: str, data: bytes, mode: int = 0o644, *, sudo: bool = False) -> None:
         target = Path(self.path(host_path))
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.pitstop-tmp")
@@ -53,13 +53,13 @@ class LocalConnection(Connection):
         os.chmod(tmp, mode)
         os.replace(tmp, target)
 
-    def get(self, host_path: str) -> bytes:
+    def get(self, host_path: str, *, sudo: bool = False) -> bytes:
         return Path(self.path(host_path)).read_bytes()
 
-    def exists(self, host_path: str) -> bool:
+    def exists(self, host_path: str, *, sudo: bool = False) -> bool:
         return Path(self.path(host_path)).exists()
 
-    def remove(self, host_path: str) -> bool:
+    def remove(self, host_path: str, *, sudo: bool = False) -> bool:
         try:
             Path(self.path(host_path)).unlink()
             return True

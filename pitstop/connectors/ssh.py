@@ -363,12 +363,12 @@ class SshConnection(Connection):
 
     put_via = "exec"  # or "sftp"
 
-    def put(self, host_path: str, data: bytes, mode: int = 0o644) -> None:
+    def put(self, host_path: str, data: bytes, mode: int = 0o644, *, sudo: bool = False) -> None:
         """Write ``data`` to ``host_path`` atomically (temporary name + rename), with ``mode``."""
         target, tmp, directory = self._put_names(host_path)
-        if self.put_via == "sftp" and not self.target.sudo:
+        if self.put_via == "sftp" and not (sudo or self.target.sudo):
             return self._put_sftp(target, tmp, data, mode)
-        cmd = self.command_line(self._put_argv(target, tmp, directory, mode))
+        cmd = self.command_line(self._put_argv(target, tmp, directory, mode), sudo)
         try:
             code, _, err = self._call(cmd, data, time.monotonic() + self.settings.command_timeout)
         except TimeoutError:
@@ -384,12 +384,12 @@ class SshConnection(Connection):
         directory, sep, base = target.rpartition("/")
         return target, f"{directory}{sep}.{base}.pitstop-{os.urandom(4).hex()}", directory or sep or "."
 
-    def _put_line(self, target: str, tmp: str, directory: str, mode: int) -> str:
+    def _put_line(self, target: str, tmp: str, directory: str, mode: int, sudo: bool = False) -> str:
         """The exec-channel put as one line of a batch script: in a subshell with its arguments set,
         or (with sudo) as ``sudo -n -- sh -c PUT_SCRIPT``."""
         argv = self._put_argv(target, tmp, directory, mode)
-        if self.target.sudo:
-            return self.command_line(argv)
+        if sudo or self.target.sudo:
+            return self.command_line(argv, sudo)
         return f"( set -- {shlex.join(argv[4:])}; {PUT_SCRIPT} )"
 
     @staticmethod
@@ -432,32 +432,43 @@ class SshConnection(Connection):
         except OSError:
             pass
 
-    def get(self, host_path: str) -> bytes:
+    def _sudo_run(self, argv: list[str]) -> CommandResult:
+        """A file operation as a command under sudo; a refusal by sudo itself is an error, never a
+        "no" (``sudo -n`` exits 1 with ``sudo: a password is required`` when it cannot run)."""
+        res = self.run(argv, check=False, sudo=True)
+        if res.exit_code == 1 and res.stderr.startswith("sudo:"):
+            raise ConnectorError(f"{self.name}: sudo refused {shlex.join(argv)}: {res.stderr.strip()[-300:]}")
+        return res
+
+    def get(self, host_path: str, *, sudo: bool = False) -> bytes:
         target = self.path(host_path)
-        if self.target.sudo:
-            return self.run(["cat", "--", target]).stdout.encode()
+        if sudo or self.target.sudo:
+            res = self._sudo_run(["cat", "--", target])
+            if res.exit_code != 0:
+                raise ConnectorError(f"{self.name}: cannot read {target}: {res.stderr.strip()[-300:]}")
+            return res.stdout.encode()
         try:
             with self._sftp_client().open(target, "rb") as fh:
                 return bytes(fh.read())
         except OSError as exc:
             raise ConnectorError(f"{self.name}: cannot read {target}: {exc}") from None
 
-    def exists(self, host_path: str) -> bool:
+    def exists(self, host_path: str, *, sudo: bool = False) -> bool:
         target = self.path(host_path)
-        if self.target.sudo:
-            return self.run(["test", "-e", target], check=False).exit_code == 0
+        if sudo or self.target.sudo:
+            return self._sudo_run(["test", "-e", target]).exit_code == 0
         try:
             self._sftp_client().stat(target)
             return True
         except FileNotFoundError:
             return False
 
-    def remove(self, host_path: str) -> bool:
+    def remove(self, host_path: str, *, sudo: bool = False) -> bool:
         target = self.path(host_path)
-        if self.target.sudo:
-            if not self.exists(host_path):
+        if sudo or self.target.sudo:
+            if not self.exists(host_path, sudo=True):
                 return False
-            self.run(["rm", "-f", "--", target])
+            self.run(["rm", "-f", "--", target], sudo=True)
             return True
         sftp = self._sftp_client()
         try:

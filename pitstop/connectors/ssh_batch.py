@@ -73,7 +73,7 @@ class Batch:
                 puts += 1
                 if puts > 1:
                     raise ConnectorError(f"{conn.name}: a batch carries at most one put")
-                self.data, body = op.data, conn._put_line(*conn._put_names(op.path), op.mode)
+                self.data, body = op.data, conn._put_line(*conn._put_names(op.path), op.mode, op.sudo)
                 self.budgets.append(conn.settings.command_timeout)
             else:
                 body = f"( {conn.command_line(op.argv, op.sudo)} ) </dev/null"

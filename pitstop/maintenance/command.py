@@ -48,13 +48,14 @@ class CommandStrategy(Strategy):
     def on(self, ctx: RunContext, host: str, record: MaintenanceRecord) -> bool:
         was_on = self._status_on(ctx, host)
         self._run(ctx, host, self._argv(self.c.on, record.placeholders(host)))
-        ctx.host(host).put(self.c.marker_path, (record.model_dump_json() + "\n").encode(), mode=0o600)
+        ctx.host(host).put(self.c.marker_path, (record.model_dump_json() + "\n").encode(), mode=0o600,
+                           sudo=self.cfg.sudo)
         return was_on is not True
 
     def off(self, ctx: RunContext, host: str) -> bool:
         was_on = self._status_on(ctx, host)
         self._run(ctx, host, self._argv(self.c.off, self._values(ctx, host)))
-        ctx.host(host).remove(self.c.marker_path)
+        ctx.host(host).remove(self.c.marker_path, sudo=self.cfg.sudo)
         return was_on is not False
 
     def _status_on(self, ctx: RunContext, host: str) -> bool | None:
@@ -67,9 +68,9 @@ class CommandStrategy(Strategy):
     def status(self, ctx: RunContext, host: str) -> MaintenanceStatus:
         conn = ctx.host(host)
         marker: dict[str, object] = {}
-        if conn.exists(self.c.marker_path):
+        if conn.exists(self.c.marker_path, sudo=self.cfg.sudo):
             try:
-                marker = json.loads(conn.get(self.c.marker_path))
+                marker = json.loads(conn.get(self.c.marker_path, sudo=self.cfg.sudo))
             except ValueError:
                 marker = {}
         on = self._status_on(ctx, host)

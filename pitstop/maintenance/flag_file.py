@@ -21,21 +21,21 @@ class FlagFile(Strategy):
 
     def _read(self, ctx: RunContext, host: str) -> dict[str, object] | None:
         conn = ctx.host(host)
-        if not conn.exists(self.cfg.flag_path):
+        if not conn.exists(self.cfg.flag_path, sudo=self.cfg.sudo):
             return None
         try:
-            doc = json.loads(conn.get(self.cfg.flag_path) or b"{}")
+            doc = json.loads(conn.get(self.cfg.flag_path, sudo=self.cfg.sudo) or b"{}")
         except (ValueError, FileNotFoundError):
             return {}
         return doc if isinstance(doc, dict) else {}
 
     def on(self, ctx: RunContext, host: str, record: MaintenanceRecord) -> bool:
         before = self._read(ctx, host)
-        ctx.host(host).put(self.cfg.flag_path, (record.model_dump_json() + "\n").encode())
+        ctx.host(host).put(self.cfg.flag_path, (record.model_dump_json() + "\n").encode(), sudo=self.cfg.sudo)
         return before is None or before.get("run_id") != record.run_id
 
     def off(self, ctx: RunContext, host: str) -> bool:
-        return ctx.host(host).remove(self.cfg.flag_path)
+        return ctx.host(host).remove(self.cfg.flag_path, sudo=self.cfg.sudo)
 
     def status(self, ctx: RunContext, host: str) -> MaintenanceStatus:
         doc = self._read(ctx, host)
@@ -48,7 +48,7 @@ class FlagFile(Strategy):
         return DeadmanTarget(marker=self.cfg.flag_path)
 
     def describe(self, ctx: RunContext, host: str, turning_on: bool) -> list[str]:
-        present = ctx.host(host).exists(self.cfg.flag_path)
+        present = ctx.host(host).exists(self.cfg.flag_path, sudo=self.cfg.sudo)
         if turning_on:
             return [f"create {self.cfg.flag_path}" + (" (already present!)" if present else "")]
         return [f"remove {self.cfg.flag_path}" + ("" if present else " (not present now)")]

@@ -77,7 +77,7 @@ def _state(conn: Connection, p: SysctlParams) -> SysctlState:
     if apply and is_sandbox(conn):
         raise StepFailed(f"{conn.name} is a sandbox host: live kernel values are this machine's; "
                          "set `apply: false` (the drop-in is still written under the sandbox)")
-    before = conn.get(p.file).decode(errors="replace") if conn.exists(p.file) else ""
+    before = conn.get(p.file, sudo=p.sudo).decode(errors="replace") if conn.exists(p.file, sudo=p.sudo) else ""
     merged = {**parse_dropin(before), **{k: _norm(v) for k, v in p.values.items()}}
     return SysctlState(old={k: read_live(conn, k) for k in p.values}, file_before=before,
                        file_after=render_dropin(merged), apply=apply)
@@ -97,8 +97,8 @@ def tuning_sysctl(ctx: RunContext, params: SysctlParams, host: str) -> StepOutco
         raise StepFailed("; ".join(f"{k}: wanted {wanted[k]!r}, kernel reports {new.get(k)!r}" for k in wrong))
     file_changed = st.file_after != st.file_before
     if file_changed:
-        conn.put(params.file, st.file_after.encode())
-        if parse_dropin(conn.get(params.file).decode()) != parse_dropin(st.file_after):
+        conn.put(params.file, st.file_after.encode(), sudo=params.sudo)
+        if parse_dropin(conn.get(params.file, sudo=params.sudo).decode()) != parse_dropin(st.file_after):
             raise StepFailed(f"{params.file} does not read back as written")
     report = {k: {"old": st.old[k], "new": wanted[k], "live": new.get(k, st.old[k]), "set": k in to_set}
               for k in wanted}

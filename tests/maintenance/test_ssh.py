@@ -137,3 +137,31 @@ def test_sysctl_live_path_over_ssh_without_root(tmp_path: Path, lab: tuple[SshLa
     assert out.data["values"]["net.core.somaxconn"]["set"] is False and dropin.exists()
     assert not tuning_sysctl(ctx, sp, "web-2").changed
     ctx.close()
+
+
+def test_step_sudo_covers_file_writes(tmp_path: Path, lab: tuple[SshLab, list[Any]]) -> None:
+    """``sudo: true`` on a step (sysctl) or on maintenance (flag file) also covers the files they
+    write, read and remove: a drop-in under /etc needs root as much as `sysctl -w` does. A `sudo`
+    shim first on the sshd's PATH records every use, then runs the real sudo."""
+    ssh_lab, _ = lab
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    used = tmp_path / "sudo.log"
+    (shim / "sudo").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {used}\nexec /usr/bin/sudo "$@"\n')
+    (shim / "sudo").chmod(0o755)
+    host = ssh_lab.start(1, prefix="sudoer", extra=f"SetEnv PATH={shim}:/usr/sbin:/usr/bin:/sbin:/bin "
+                                                   f"HOME={ssh_lab.home}")[0]
+    env = _env(tmp_path, (ssh_lab, [host]), maintenance={"sudo": True, "deadman": {"enabled": False}})
+    ctx = _ctx(env, tmp_path)
+    sp = SysctlParams(values={"vm.swappiness": 10}, sudo=True)
+    assert tuning_sysctl(ctx, sp, host.name).changed
+    assert (tmp_path / f"roots/{host.name}/etc/sysctl.d/90-pitstop.conf").read_text().endswith("vm.swappiness = 10\n")
+    log = used.read_text()
+    assert "pitstop-put" in log and "cat -- " in log and "test -e " in log, log  # write, read back, look
+    used.write_text("")
+    flag = tmp_path / f"roots/{host.name}/var/www/maintenance.flag"
+    maintenance_on(ctx, OnParams(), host.name)
+    assert flag.exists() and "pitstop-put" in used.read_text()
+    maintenance_off_host(ctx, OffParams(), host.name)
+    assert not flag.exists() and f"rm -f -- {flag}" in used.read_text()
+    ctx.close()
