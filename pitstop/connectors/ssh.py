@@ -13,6 +13,8 @@
   (:mod:`.ssh_batch`).
 * The paramiko transport is tuned for fleets in :mod:`.ssh_transport` (AES-GCM preferred, buffered
   reads, no timer thread per connection); protocol and checks are paramiko's.
+* A command that runs out of time is stopped on the host, children included (:mod:`.ssh_pid`),
+  and reported with exit code 124.
 * Transient connect errors (reset, refused, timeout, ``MaxStartups`` drops seen as a missing banner)
   are retried with exponential backoff and jitter; authentication and host-key failures are not,
   and a command is never re-run.
@@ -42,6 +44,7 @@ from ..inventory import SshTarget, resolve_target
 from ..model import CommandResult
 from .base import TAIL, BatchOp, Connection
 from .ssh_batch import Batch, OpClock, PartialTimeout
+from .ssh_pid import STOP_SCRIPT, reporting_pid, split_pid
 from .ssh_transport import BufferedSocket, FleetClient, FleetTransport
 
 _keys: dict[str, paramiko.PKey | None] = {}  # None: protected by a passphrase
@@ -257,11 +260,13 @@ class SshConnection(Connection):
             return self.target.root.rstrip("/") + "/" + host_path.lstrip("/")
         return host_path
 
-    def command_line(self, argv: list[str], sudo: bool = False) -> str:
+    def sudo_argv(self, argv: list[str], sudo: bool = False) -> list[str]:
         if not argv:
             raise ConnectorError(f"{self.name}: empty command")
-        full = ["sudo", "-n", "--", *argv] if (sudo or self.target.sudo) else list(argv)
-        return shlex.join(full)
+        return ["sudo", "-n", "--", *argv] if (sudo or self.target.sudo) else list(argv)
+
+    def command_line(self, argv: list[str], sudo: bool = False) -> str:
+        return shlex.join(self.sudo_argv(argv, sudo))
 
     def run(
         self,
@@ -272,11 +277,11 @@ class SshConnection(Connection):
         check: bool = True,
         sudo: bool = False,
     ) -> CommandResult:
-        cmd = self.command_line(argv, sudo)
+        cmd = reporting_pid(self.sudo_argv(argv, sudo))
         timeout = timeout or self.settings.command_timeout
         start = time.monotonic()
         try:
-            code, out, err = self._call(cmd, input, start + timeout)
+            code, out, err = self._call(cmd, input, start + timeout, sudo=sudo or self.target.sudo)
         except TimeoutError:
             self.history.append({"argv": argv, "exit_code": 124, "stderr_tail": f"timed out after {timeout}s"})
             raise CommandFailed(argv, 124, f"timed out after {timeout}s", self.name) from None
@@ -300,25 +305,29 @@ class SshConnection(Connection):
             return []
         batch = Batch(self, ops)
         try:
-            code, out, err = self._call(batch.command, batch.data, batch.clock)
+            code, out, err = self._call(batch.command, batch.data, batch.clock, sudo=batch.sudo)
         except PartialTimeout as exc:
             out, err, code = exc.out, exc.err, 124
         return batch.results(out, err, code)
 
-    def _call(self, cmd: str, data: bytes | None, deadline: float | OpClock) -> tuple[int, bytes, bytes]:
-        """Run one quoted command line on its own exec channel: (exit code, stdout, stderr)."""
+    def _call(
+        self, cmd: str, data: bytes | None, deadline: float | OpClock, *, sudo: bool = False
+    ) -> tuple[int, bytes, bytes]:
+        """Run one quoted command line on its own exec channel: (exit code, stdout, stderr). A command
+        line that reports its pid first on stderr (:func:`reporting_pid`; stripped here) is stopped
+        on the host when it runs out of time."""
         transport = self._transport()
         try:
             chan = transport.open_session(timeout=self.settings.connect_timeout)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise ConnectorError(f"{self.name}: cannot open a session: {exc or type(exc).__name__}") from None
         try:
-            return self._exec(chan, cmd, data, deadline)
+            return self._exec(chan, cmd, data, deadline, sudo)
         finally:
             chan.close()
 
     def _exec(
-        self, chan: paramiko.Channel, cmd: str, data: bytes | None, deadline: float | OpClock
+        self, chan: paramiko.Channel, cmd: str, data: bytes | None, deadline: float | OpClock, sudo: bool = False
     ) -> tuple[int, bytes, bytes]:
         def due() -> float:
             return deadline if isinstance(deadline, float) else deadline.due(out)
@@ -328,6 +337,30 @@ class SshConnection(Connection):
             chan.sendall(data)
         chan.shutdown_write()
         out, err = bytearray(), bytearray()
+        try:
+            code, out_b, err_b = self._read(chan, out, err, due)
+        except PartialTimeout as exc:
+            pid, exc.err = split_pid(exc.err)
+            if pid is not None:
+                self._stop_remote(pid, sudo)
+            raise
+        return code, out_b, split_pid(err_b)[1]
+
+    def _stop_remote(self, pid: int, sudo: bool) -> None:
+        """A timed-out command must not keep running (holding apt's lock, restarting a service
+        later); closing the channel alone leaves a quiet command running, and sshd refuses the SSH
+        ``signal`` request for root logins. On a second channel: TERM to the command's process group
+        (the session sshd started: the command and its children; the dead-man watcher has its own),
+        KILL what is left after 2 s. Best effort: a lost connection has already hung up."""
+        argv = ["sh", "-c", STOP_SCRIPT, "pitstop-stop", str(pid)]
+        try:
+            self._call(self.command_line(argv, sudo), None, time.monotonic() + 10)
+        except (PitstopError, TimeoutError, OSError, EOFError, paramiko.SSHException):
+            pass
+
+    def _read(
+        self, chan: paramiko.Channel, out: bytearray, err: bytearray, due: Callable[[], float]
+    ) -> tuple[int, bytes, bytes]:
         # Block in paramiko's buffers (no pipe, no select): read stdout to EOF, draining stderr on every
         # wake-up and at least every 0.2 s so a command writing much to stderr never stalls on a full
         # window; then the rest of stderr.
@@ -368,9 +401,10 @@ class SshConnection(Connection):
         target, tmp, directory = self._put_names(host_path)
         if self.put_via == "sftp" and not (sudo or self.target.sudo):
             return self._put_sftp(target, tmp, data, mode)
-        cmd = self.command_line(self._put_argv(target, tmp, directory, mode), sudo)
+        cmd = reporting_pid(self.sudo_argv(self._put_argv(target, tmp, directory, mode), sudo))
         try:
-            code, _, err = self._call(cmd, data, time.monotonic() + self.settings.command_timeout)
+            code, _, err = self._call(cmd, data, time.monotonic() + self.settings.command_timeout,
+                                      sudo=sudo or self.target.sudo)
         except TimeoutError:
             raise ConnectorError(f"{self.name}: cannot write {target}: timed out") from None
         if code != 0:

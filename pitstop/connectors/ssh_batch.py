@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from ..errors import CommandFailed, ConnectorError
 from ..model import CommandResult
 from .base import TAIL, BatchOp, Put
+from .ssh_pid import PID_LINE
 
 if TYPE_CHECKING:
     from .ssh import SshConnection
@@ -81,7 +82,8 @@ class Batch:
             stop = '; [ "$r" -eq 0 ] || exit 0' if isinstance(op, Put) or op.check else ""
             marks = f"printf '%s%s%03d' {half1} {half2} \"$r\"; printf %s%s {half1} {half2} >&2"
             lines.append(f"{body}\nr=$?; {marks}{stop}")
-        self.command = shlex.join(["sh", "-c", "\n".join(lines)])
+        self.command = shlex.join(["sh", "-c", "\n".join([PID_LINE, *lines])])  # the pid first: see .ssh_pid
+        self.sudo = conn.target.sudo or any(op.sudo for op in self.ops)
         self.clock = OpClock(self.mark, self.budgets)  # started now: the session opens next
 
     def results(self, out: bytes, err: bytes, code: int) -> list[CommandResult | None]:

@@ -23,9 +23,9 @@ def sessions(conn: SshConnection) -> list[str]:
     seen: list[str] = []
     real = conn._call
 
-    def spy(cmd: str, *a: Any) -> Any:
+    def spy(cmd: str, *a: Any, **kw: Any) -> Any:
         seen.append(cmd)
-        return real(cmd, *a)
+        return real(cmd, *a, **kw)
 
     conn._call = spy  # type: ignore[method-assign]
     return seen

@@ -35,11 +35,34 @@ def test_commands_stdin_exit_codes_and_one_connection(ssh_lab: SshLab, fleet: li
         assert [c["exit_code"] for c in conn.history] == [3, 1, 0, 0]
 
 
-def test_command_timeout(ssh_lab: SshLab, fleet: list[FakeHost]) -> None:
+def _running(pattern: str) -> list[str]:
+    import subprocess
+
+    return subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+
+
+def test_command_timeout_stops_the_remote_command(ssh_lab: SshLab, fleet: list[FakeHost]) -> None:
+    """A timed-out command does not keep running on the host (a quiet one would survive the closed
+    channel): the session's process group gets TERM, children included; the connection stays usable."""
+    import time
+
     with conn_for(ssh_lab, fleet[0]) as conn:
         with pytest.raises(CommandFailed) as exc:
-            conn.run(["sleep", "30"], timeout=0.5)
+            conn.run(["sh", "-c", "sleep 30.4321 & sleep 30.4322; wait"], timeout=0.5)
         assert exc.value.exit_code_seen == 124
+        deadline = time.monotonic() + 5
+        while _running("sleep 30.432") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _running("sleep 30.432") == []
+        # a batch op running out of time is stopped the same way
+        from pitstop.connectors.base import Cmd
+
+        with pytest.raises(CommandFailed):
+            conn.run_batch([Cmd(["echo", "first"]), Cmd(["sleep", "30.4323"], timeout=0.5)])
+        deadline = time.monotonic() + 5
+        while _running("sleep 30.4323") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _running("sleep 30.4323") == []
         assert conn.run(["echo", "still usable"]).stdout == "still usable\n"
 
 
