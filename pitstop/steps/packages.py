@@ -1,7 +1,9 @@
 """``packages.update``: package updates with apt, dnf or yum.
 
-Plan lists what would change (``apt-get -s`` / ``dnf check-update``, read-only); run applies it,
-reports versions before and after, and flags when a reboot is required
+Plan lists what would change (``apt-get -s`` / ``dnf check-update``, read-only, from the package
+lists as they are); run first refreshes the lists (``apt-get update`` / ``dnf makecache``, unless
+``refresh: false``), then applies what is pending, reports versions before and after, and flags
+when a reboot is required
 (``/var/run/reboot-required`` on Debian/Ubuntu, ``needs-restarting -r`` on RHEL-likes).
 Idempotent: nothing upgradable, nothing run. Sandbox hosts have no package manager of their own:
 the step reports that and changes nothing (it never upgrades the machine pitstop runs on).
@@ -32,6 +34,7 @@ class PackagesParams(BaseModel):
     packages: list[PackageName] = Field(default_factory=list, description="only these (default: everything)")
     sudo: bool = False
     timeout_s: float = Field(1800, gt=0)
+    refresh: bool = Field(True, description="refresh the package lists before the run (apt-get update / makecache)")
 
 
 class Upgrade(BaseModel):
@@ -99,6 +102,17 @@ def reboot_required(conn: Connection, mgr: Manager, sudo: bool) -> bool:
     return False
 
 
+def refresh(conn: Connection, mgr: Manager, p: PackagesParams) -> None:
+    """Fetch the current package lists, so the run upgrades to what the mirrors have today."""
+    if mgr == "apt":
+        argv = ["apt-get", "-q", "-o", "DPkg::Lock::Timeout=120", "update"]
+    else:
+        argv = [mgr, "-q", "makecache"]
+    res = conn.run(argv, check=False, sudo=p.sudo, timeout=p.timeout_s)
+    if res.exit_code != 0:
+        raise StepFailed(f"{argv[0]} {argv[-1]} exited {res.exit_code}: {res.stderr.strip()[-300:]}")
+
+
 def _apply(conn: Connection, mgr: Manager, p: PackagesParams) -> None:
     if mgr == "apt":
         argv = ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-y", "-q", "-o", "Dpkg::Options::=--force-confold",
@@ -118,6 +132,8 @@ def packages_update(ctx: RunContext, params: PackagesParams, host: str) -> StepO
     mgr = detect(conn, params.manager)
     if mgr is None:
         raise StepFailed(f"{host}: no apt-get, dnf or yum found")
+    if params.refresh:
+        refresh(conn, mgr, params)
     ups = pending(conn, mgr, params)
     if ups:
         _apply(conn, mgr, params)
@@ -140,4 +156,6 @@ def plan_packages(ctx: RunContext, params: PackagesParams, host: str) -> list[st
     if mgr is None:
         return ["no apt-get, dnf or yum found"]
     ups = pending(conn, mgr, params)
-    return [f"{mgr}: {len(ups)} package(s) to update"] + [f"{u.name} {u.before or '?'} -> {u.candidate}" for u in ups]
+    lists = "the run refreshes the package lists first" if params.refresh else "from the package lists as they are"
+    return [f"{mgr}: {len(ups)} package(s) to update ({lists})"] + [
+        f"{u.name} {u.before or '?'} -> {u.candidate}" for u in ups]

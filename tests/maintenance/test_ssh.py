@@ -18,6 +18,7 @@ from pitstop.context import RunContext, RunOptions
 from pitstop.runbook import load_runbook
 from pitstop.runner import execute
 from pitstop.steps.maintenance_mode import OffParams, OnParams, maintenance_off_host, maintenance_on
+from pitstop.steps.packages import PackagesParams, packages_update, plan_packages
 from pitstop.steps.sysctl import SysctlParams, tuning_sysctl
 from pitstop.steps.tuning import LogParams, tuning_logs
 from tests.fleet.sshlab import SshLab
@@ -139,18 +140,54 @@ def test_sysctl_live_path_over_ssh_without_root(tmp_path: Path, lab: tuple[SshLa
     ctx.close()
 
 
+def _host_with_shim(tmp_path: Path, ssh_lab: SshLab, tool: str, body: str) -> tuple[Any, Path]:
+    """A new sshd "host" whose PATH starts with a shim for ``tool``: it records each call's
+    arguments in the returned log, then runs ``body`` (shell)."""
+    shim = tmp_path / f"shim-{tool}"
+    shim.mkdir()
+    used = tmp_path / f"{tool}.log"
+    (shim / tool).write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {used}\n{body}\n')
+    (shim / tool).chmod(0o755)
+    host = ssh_lab.start(1, prefix=tool, extra=f"SetEnv PATH={shim}:/usr/sbin:/usr/bin:/sbin:/bin "
+                                               f"HOME={ssh_lab.home}")[0]
+    return host, used
+
+
+def test_packages_refresh_the_lists_before_the_run(tmp_path: Path, lab: tuple[SshLab, list[Any]]) -> None:
+    """apt: the run fetches the package lists (apt-get update) before it works out and applies the
+    upgrades; the plan reads the lists as they are and changes nothing. The shim runs apt-get's
+    read-only simulation for real and records, but never performs, update and upgrade (the "host"
+    is this machine)."""
+    ssh_lab, _ = lab
+    simulate_only = 'case " $* " in *" -s "*) exec /usr/bin/apt-get "$@";; esac\nexit 0'
+    host, used = _host_with_shim(tmp_path, ssh_lab, "apt-get", simulate_only)
+    env = _env(tmp_path, (ssh_lab, [host]))
+    doc = yaml.safe_load(env.read_text())
+    doc["hosts"][host.name].pop("root")  # a real host, not a sandbox
+    env.write_text(yaml.safe_dump(doc))
+    ctx = _ctx(env, tmp_path)
+    params = PackagesParams(manager="apt", packages=["dpkg"])
+    assert plan_packages(ctx, params, host.name)[0].endswith("(the run refreshes the package lists first)")
+    assert [line.split()[-1] for line in used.read_text().splitlines()] == ["dpkg"]  # plan: the simulation only
+    used.write_text("")
+    out = packages_update(ctx, params, host.name)
+    calls = used.read_text().splitlines()
+    assert calls[0] == "-q -o DPkg::Lock::Timeout=120 update" and " -s " in f" {calls[1]} ", calls
+    assert out.data["manager"] == "apt" and isinstance(out.data["reboot_required"], bool)
+    if out.data["upgraded"]:  # this machine's lists had an upgrade for dpkg: applied after the simulation
+        assert calls[2].endswith("install --only-upgrade -- dpkg") and "-y" in calls[2].split(), calls
+    used.write_text("")
+    packages_update(ctx, PackagesParams(manager="apt", packages=["dpkg"], refresh=False), host.name)
+    assert not any(c.endswith(" update") for c in used.read_text().splitlines())
+    ctx.close()
+
+
 def test_step_sudo_covers_file_writes(tmp_path: Path, lab: tuple[SshLab, list[Any]]) -> None:
     """``sudo: true`` on a step (sysctl) or on maintenance (flag file) also covers the files they
     write, read and remove: a drop-in under /etc needs root as much as `sysctl -w` does. A `sudo`
     shim first on the sshd's PATH records every use, then runs the real sudo."""
     ssh_lab, _ = lab
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    used = tmp_path / "sudo.log"
-    (shim / "sudo").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {used}\nexec /usr/bin/sudo "$@"\n')
-    (shim / "sudo").chmod(0o755)
-    host = ssh_lab.start(1, prefix="sudoer", extra=f"SetEnv PATH={shim}:/usr/sbin:/usr/bin:/sbin:/bin "
-                                                   f"HOME={ssh_lab.home}")[0]
+    host, used = _host_with_shim(tmp_path, ssh_lab, "sudo", 'exec /usr/bin/sudo "$@"')
     env = _env(tmp_path, (ssh_lab, [host]), maintenance={"sudo": True, "deadman": {"enabled": False}})
     ctx = _ctx(env, tmp_path)
     sp = SysctlParams(values={"vm.swappiness": 10}, sudo=True)
