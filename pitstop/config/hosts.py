@@ -54,8 +54,9 @@ class FleetConfig(Strict):
     """How a host step fans out over many hosts (see pitstop/fanout.py and docs/fleet.md)."""
 
     max_concurrency: int = Field(32, ge=1, le=1024)
-    max_errors: int | Percent | None = Field(None, description="failed hosts tolerated before no new host "
-                                             "starts (count or percentage); unset: try every host")
+    max_errors: int | Percent | None = Field(None, description="failed hosts (count or percentage) after which "
+                                             "no new host starts; any failure still fails the step; unset: try "
+                                             "every host")
     serial: int | Percent | list[int | Percent] | None = Field(None, description="rolling batch sizes")
     canary: bool = Field(False, description="run the first host alone first; stop if it fails")
     progress: bool = Field(True, description="live progress bar when stderr is a terminal")
