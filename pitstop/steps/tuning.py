@@ -3,7 +3,9 @@
 Per directory: logs matching ``pattern`` older than ``compress_after_days`` are gzip-compressed;
 live logs bigger than ``max_size_mb`` are rotated in place (copy to ``<name>.<stamp>``, truncate,
 compress the copy); compressed logs (and logs too old to be worth compressing) older than
-``delete_after_days`` are deleted. With ``compress: false`` old logs are deleted instead.
+``delete_after_days`` are deleted (``find -delete``: no symlink followed). With ``compress: false``
+old logs are deleted instead. A log some process still has open is never compressed (its writes
+would go to a deleted file): it waits for a later run, and the outcome counts it as still open.
 ``journalctl --vacuum-time/--vacuum-size`` runs when configured and journalctl exists (never on a
 sandbox host). Idempotent: a second run finds nothing to do. Commands are argument lists.
 """
@@ -19,7 +21,7 @@ from ..connectors.base import Cmd, Connection
 from ..context import RunContext
 from ..model import StepOutcome
 from ..registry import Placement, Target, planner, step
-from .hostutil import AbsPath, chunks, find_files, has_command, is_sandbox
+from .hostutil import AbsPath, chunks, delete_files, find_files, has_command, is_sandbox
 
 
 class LogParams(BaseModel):
@@ -37,6 +39,7 @@ class LogParams(BaseModel):
 
 class LogWork(BaseModel):
     compress: list[str] = Field(default_factory=list)
+    still_open: list[str] = Field(default_factory=list)  # old enough to compress, but a process has it open
     rotate: list[str] = Field(default_factory=list)
     delete: list[str] = Field(default_factory=list)
     journal: list[str] = Field(default_factory=list)
@@ -58,16 +61,27 @@ def _work(conn: Connection, p: LogParams) -> LogWork:
         archives = {f for _, f in find_files(conn, path, *_names(p.pattern), "-mtime", f"+{p.delete_after_days}")}
         if p.compress:
             w.compress += sorted(old - too_old)
-            w.delete += sorted(archives | too_old)
-        else:
-            w.delete += sorted(archives | too_old)
+        w.delete += sorted(archives | too_old)
         if p.max_size_mb:
             big = find_files(conn, path, "-name", p.pattern, "-size", f"+{int(p.max_size_mb * 1024)}k")
             w.rotate += [f for _, f in big if f not in old and f not in too_old]
+    if w.compress:
+        held = open_files(conn, p.sudo)
+        w.still_open = [f for f in w.compress if f in held]
+        w.compress = [f for f in w.compress if f not in held]
     if _journal_ok(conn, p):
         w.journal = [f"--vacuum-time={p.journal_vacuum_time}"] if p.journal_vacuum_time else []
         w.journal += [f"--vacuum-size={p.journal_vacuum_size}"] if p.journal_vacuum_size else []
     return w
+
+
+# Every file some process on the host has open (the targets of /proc/<pid>/fd/*). Without root only
+# the login user's own processes are visible: set `sudo` on the step to see the daemons' too.
+_OPEN_FILES = 'find /proc/[0-9]*/fd -mindepth 1 -maxdepth 1 -type l -printf "%l\\n" 2>/dev/null; exit 0'
+
+
+def open_files(conn: Connection, sudo: bool) -> set[str]:
+    return set(conn.run(["sh", "-c", _OPEN_FILES], check=False, sudo=sudo).stdout.splitlines())
 
 
 def _journal_ok(conn: Connection, p: LogParams) -> bool:
@@ -86,8 +100,11 @@ def tuning_logs(ctx: RunContext, params: LogParams, host: str) -> StepOutcome:
     """Rotate logs: compress old logs, rotate oversized ones, delete old archives, vacuum the journal."""
     conn = ctx.host(host)
     w = _work(conn, params)
-    for chunk in chunks(w.delete):
-        conn.run(["rm", "-f", "--", *chunk], sudo=params.sudo)
+    deleted = 0
+    for path in params.paths:  # in one pass per kind: a directory swapped for a symlink is never followed
+        for tests in (("-name", params.pattern), tuple(_names(params.pattern))):
+            deleted += len(delete_files(conn, path, *tests, "-mtime", f"+{params.delete_after_days}",
+                                        sudo=params.sudo)[0])
     for chunk in chunks(w.compress):
         conn.run(["gzip", "-f", "--", *chunk], sudo=params.sudo)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -95,11 +112,15 @@ def tuning_logs(ctx: RunContext, params: LogParams, host: str) -> StepOutcome:
         _rotate(conn, path, stamp, params.sudo)
     freed = _vacuum(conn, w.journal, params.sudo)
     changed = not w.empty or freed
-    data = {"compressed": len(w.compress), "rotated": len(w.rotate), "deleted": len(w.delete), "journal_freed": freed}
+    data: dict[str, object] = {"compressed": len(w.compress), "rotated": len(w.rotate), "deleted": deleted,
+                               "journal_freed": freed}
+    if w.still_open:
+        data["still_open"] = w.still_open
     ctx.event("tuning.logs", host=host, **data)
-    return StepOutcome(changed=bool(changed), data=data,
-                       summary=f"{len(w.compress)} compressed, {len(w.rotate)} rotated, {len(w.delete)} deleted"
-                       + (f", journal freed {freed}" if freed else ""))
+    return StepOutcome(changed=bool(changed or deleted), data=data,
+                       summary=f"{len(w.compress)} compressed, {len(w.rotate)} rotated, {deleted} deleted"
+                       + (f", journal freed {freed}" if freed else "")
+                       + (f"; {len(w.still_open)} old log(s) still open, left as they are" if w.still_open else ""))
 
 
 def _vacuum(conn: Connection, args: list[str], sudo: bool) -> str | None:
@@ -118,6 +139,8 @@ def plan_logs(ctx: RunContext, params: LogParams, host: str) -> list[str]:
     w = _work(conn, params)
     lines = [f"compress {len(w.compress)} log file(s), rotate {len(w.rotate)} oversized, "
              f"delete {len(w.delete)} old archive(s)"]
+    if w.still_open:
+        lines.append(f"leave {len(w.still_open)} old log(s) still open by a process: " + ", ".join(w.still_open[:5]))
     if w.journal:
         lines.append("journalctl " + " ".join(w.journal))
     elif (params.journal_vacuum_time or params.journal_vacuum_size) and is_sandbox(conn):

@@ -101,6 +101,27 @@ def test_sysctl_apply_true_on_sandbox_fails_cleanly(env: Path) -> None:
     assert not (root_of(env, "web-1") / "etc/sysctl.d/90-pitstop.conf").exists()
 
 
+def test_logs_never_compress_a_log_a_process_still_has_open(env: Path) -> None:
+    """A quiet daemon may still hold an old log open: compressing it (gzip writes .gz and unlinks the
+    original) would send its next lines to a deleted file. It is left for a later run, and said so."""
+    logs = root_of(env, "web-1") / "var/log/app"
+    held = _file(logs / "quiet-daemon.log", 5)
+    done = _file(logs / "rotated-3d.log", 3)
+    ctx = make_ctx(env)
+    params = LogParams(paths=["/var/log/app"], compress_after_days=1)
+    with held.open("a") as daemon:
+        plan = plan_logs(ctx, params, "web-1")
+        assert plan[0].startswith("compress 1 log file(s)") and "still open" in plan[1], plan
+        out = tuning_logs(ctx, params, "web-1")
+        assert out.data["compressed"] == 1 and out.data["still_open"] == [str(held)]
+        assert "1 old log(s) still open" in out.summary
+        daemon.write("a late line\n")
+    assert held.read_text().endswith("a late line\n") and not done.exists()  # nothing lost
+    set_mtime(held, 5)  # quiet again, and closed: compressed on the next run
+    out = tuning_logs(ctx, params, "web-1")
+    assert out.data["compressed"] == 1 and "still_open" not in out.data and not held.exists()
+
+
 def test_reclaim_package_caches_and_old_temp_then_idempotent(env: Path) -> None:
     root = root_of(env, "web-2")
     deb = _file(root / "var/cache/apt/archives/foo_1.0_amd64.deb", 0, 2048)
