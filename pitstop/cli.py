@@ -22,7 +22,7 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
-from . import cli_backup, cli_deploy, cli_hosts, cli_notices, cli_report  # noqa: E402
+from . import cli_backup, cli_deploy, cli_hosts, cli_maintenance, cli_notices, cli_report  # noqa: E402
 from .errors import InputError, PitstopError  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
@@ -30,6 +30,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
 app.add_typer(cli_report.report_app, name="report")  # list | show | verify
 app.add_typer(cli_notices.app, name="notices")  # plan | send-due
 app.add_typer(cli_hosts.hosts_app, name="hosts")  # list | trust | check
+app.add_typer(cli_maintenance.maintenance_app, name="maintenance")  # status | off
 cli_backup.register(app)  # backups list | prune, restore
 cli_deploy.register(app)  # deploy
 

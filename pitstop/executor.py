@@ -144,7 +144,9 @@ class Executor:
         except Exception as exc:  # noqa: BLE001 - report, alert, continue to the report
             self.ctx.event("maintenance.lift_failed", error=self.ctx.redact(str(exc)))
             self._notify("maintenance.stuck", "maintenance mode could NOT be lifted — act now",
-                         self.ctx.redact(str(exc)), severity="failure")
+                         self.ctx.redact(str(exc)) + f"\n\nSee and lift it: pitstop maintenance status --env "
+                         f"{self.ctx.cfg.name}; pitstop maintenance off --env {self.ctx.cfg.name} --reason '...'",
+                         severity="failure")
 
     # -- units and steps ------------------------------------------------------------------------------
     def _run_unit(self, phase: Phase, stage: Stage, unit: list[PlannedStep]) -> bool:

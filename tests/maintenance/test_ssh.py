@@ -202,3 +202,52 @@ def test_step_sudo_covers_file_writes(tmp_path: Path, lab: tuple[SshLab, list[An
     maintenance_off_host(ctx, OffParams(), host.name)
     assert not flag.exists() and f"rm -f -- {flag}" in used.read_text()
     ctx.close()
+
+
+def test_on_call_lifts_maintenance_a_dead_run_left_on(tmp_path: Path, lab: tuple[SshLab, list[Any]],
+                                                      pg_data_dir: Path) -> None:
+    """A run turned maintenance on over SSH and died (no off, dead-man far away). On-call sees it
+    with `pitstop maintenance status` and lifts it with `pitstop maintenance off --reason`: refused
+    while a run holds the environment, recorded (who, why, which hosts) in an audit log of its own."""
+    from pitstop.connectors.postgres import Database
+    from pitstop.locks import EnvironmentLock
+    from tests.conftest import run_cli
+
+    env = _env(tmp_path, lab, pg_data_dir, maintenance={"deadman": {"ttl": "1h"}})
+    ctx = _ctx(env, tmp_path)
+    for h in ("web-1", "web-2"):
+        maintenance_on(ctx, OnParams(), h)
+    ctx.close()  # the run is gone; maintenance stays on
+    flags = [tmp_path / f"roots/{h}/var/www/maintenance.flag" for h in ("web-1", "web-2")]
+    assert all(f.exists() for f in flags)
+
+    status = run_cli("maintenance", "status", "--env", str(env), "--json")
+    assert status.returncode == 0, status.stderr
+    assert [(r["host"], r["on"], r["run_id"]) for r in json.loads(status.stdout)] == [
+        ("web-1", True, ctx.run_id), ("web-2", True, ctx.run_id)]
+    assert "2 of 2 host(s) on" in run_cli("maintenance", "status", "--env", str(env)).stdout
+
+    assert run_cli("maintenance", "off", "--env", str(env)).returncode == 2  # no --reason: usage error
+    cfg = load_config(str(env))
+    with EnvironmentLock(Database(cfg), cfg.name, "20261201T000000Z-fleet-monthly-live"):
+        busy = run_cli("maintenance", "off", "--env", str(env), "--reason", "run crashed")
+        assert busy.returncode == 1 and "monthly-live holds environment" in " ".join(busy.stderr.split())
+        assert all(f.exists() for f in flags)  # refused: nothing lifted
+    off = run_cli("maintenance", "off", "--env", str(env), "--reason", "run 1234 crashed at 03:12", "--json")
+    assert off.returncode == 0, off.stderr
+    result = json.loads(off.stdout)
+    assert [(r["host"], r["action"], r["on"]) for r in result["hosts"]] == [
+        ("web-1", "lifted", False), ("web-2", "lifted", False)]
+    assert result["still_on"] == [] and not any(f.exists() for f in flags)
+    events = [json.loads(line) for line in Path(result["audit_log"]).read_text().splitlines()]
+    manual = next(e for e in events if e["kind"] == "maintenance.manual_off")
+    assert manual["data"]["reason"] == "run 1234 crashed at 03:12" and manual["data"]["operator"]
+    assert sorted(e["data"]["host"] for e in events if e["kind"] == "maintenance.off") == ["web-1", "web-2"]
+    folder = Path(result["audit_log"]).parent
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"audit.jsonl", "record.json"}
+    assert json.loads((folder / "record.json").read_text())["reason"] == "run 1234 crashed at 03:12"
+    verify = run_cli("report", "verify", str(folder))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    again = run_cli("maintenance", "off", "--env", str(env), "--reason", "check", "--json")
+    assert [r["action"] for r in json.loads(again.stdout)["hosts"]] == ["was off", "was off"]
