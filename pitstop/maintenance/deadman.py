@@ -92,4 +92,5 @@ def cancel(conn: Connection, handle: DeadmanHandle, run_id: str, sudo: bool = Fa
     args = cmdline.stdout.split("\0")
     if cmdline.exit_code != 0 or TAG not in args or run_id not in args:
         return False  # gone already, or the pid now belongs to something else: leave it alone
-    return conn.run(["kill", "-TERM", "--", f"-{handle.ref}"], check=False, sudo=sudo).exit_code == 0
+    # the shell's own kill (no procps needed); "-PID" is the watcher's process group
+    return conn.run(["sh", "-c", 'kill -TERM "-$1"', TAG, handle.ref], check=False, sudo=sudo).exit_code == 0
