@@ -96,6 +96,8 @@ class Executor:
         return True
 
     def _run_window(self) -> None:
+        from .steps.maintenance_mode import DeadmanKeeper
+
         window = self.plan.phase(Phase.WINDOW)
         off = [s for s in window if s.stage == Stage.MAINTENANCE_OFF]
         work = [s for s in window if s.stage != Stage.MAINTENANCE_OFF]
@@ -103,14 +105,15 @@ class Executor:
             self.ctx.state["window_started"] = time.time()
             self.ctx.event("window.opened", started_at=now_iso())
         ok = True
-        for stage, unit in self._units(work):
-            if not self._admit(stage, unit, work):
-                ok = False
-                break
-            if not self._run_unit(Phase.WINDOW, stage, unit):
-                self._skip(work[work.index(unit[-1]) + 1:], "an earlier step failed")
-                ok = False
-                break
+        with DeadmanKeeper(self.ctx):  # a long window must not outlive its dead-man while the run is alive
+            for stage, unit in self._units(work):
+                if not self._admit(stage, unit, work):
+                    ok = False
+                    break
+                if not self._run_unit(Phase.WINDOW, stage, unit):
+                    self._skip(work[work.index(unit[-1]) + 1:], "an earlier step failed")
+                    ok = False
+                    break
         # Always-finally: maintenance off runs whatever happened inside the window.
         if off:
             self._run_unit(Phase.WINDOW, Stage.MAINTENANCE_OFF, off)

@@ -33,6 +33,12 @@ class MaintenanceRecord(BaseModel):
         return cls(run_id=run_id, since=now.isoformat(), expires_at=(now + ttl).isoformat(),
                    ttl_seconds=max(1, int(ttl.total_seconds())), message=message)
 
+    @property
+    def token(self) -> str:
+        """What the marker (this record as JSON) holds only while this expiry is current: the dead-man
+        watcher armed for it lifts maintenance only if the marker still holds it."""
+        return f'"expires_at":"{self.expires_at}"'
+
     def placeholders(self, host: str = "", address: str = "") -> dict[str, str]:
         return {"{run_id}": self.run_id, "{since}": self.since, "{expires_at}": self.expires_at,
                 "{ttl_seconds}": str(self.ttl_seconds), "{message}": self.message, "{host}": host,
@@ -77,6 +83,10 @@ class Strategy(abc.ABC):
 
     def __init__(self, cfg: MaintenanceConfig):
         self.cfg = cfg
+
+    def renew(self, ctx: RunContext, host: str, record: MaintenanceRecord) -> None:  # noqa: B027 - optional
+        """The run renewed its dead-man (``record`` has the new expiry): make the host's marker say
+        so. The default has no marker; a strategy that keeps one on the host rewrites it."""
 
     @abc.abstractmethod
     def on(self, ctx: RunContext, host: str, record: MaintenanceRecord) -> bool:

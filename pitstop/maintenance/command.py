@@ -52,6 +52,10 @@ class CommandStrategy(Strategy):
                            sudo=self.cfg.sudo)
         return was_on is not True
 
+    def renew(self, ctx: RunContext, host: str, record: MaintenanceRecord) -> None:
+        ctx.host(host).put(self.c.marker_path, (record.model_dump_json() + "\n").encode(), mode=0o600,
+                           sudo=self.cfg.sudo)
+
     def off(self, ctx: RunContext, host: str) -> bool:
         was_on = self._status_on(ctx, host)
         self._run(ctx, host, self._argv(self.c.off, self._values(ctx, host)))

@@ -8,6 +8,11 @@ A detached watcher is started *through the connection* (so it lives on the host,
 * ``systemd``: ``systemd-run --on-active=TTL`` with the same check-then-lift body (a transient
   timer unit, visible in ``systemctl list-timers``), used by ``auto`` when the host runs systemd.
 
+The check names what the watcher was armed for (``token``): the run id, or the record's
+``"expires_at":...`` when the run renews its watchers (a long window: the run re-arms every TTL/2
+and rewrites the marker with the new expiry, so a watcher armed for an earlier expiry finds its
+token gone and exits without lifting anything).
+
 Every value reaches the script as a positional parameter (``"$1"`` ...), never inside the script
 text, and the transport quotes the argv: run ids, paths and commands are never evaluated.
 A normal ``maintenance.off`` cancels the watcher (kills its process group / stops the timer).
@@ -27,7 +32,7 @@ from ..errors import ConnectorError
 from .base import DeadmanTarget
 
 TAG = "pitstop-deadman"
-# $1 run id, $2 marker, then the off argv. Lift only if the marker still names this run.
+# $1 token (run id or expiry), $2 marker, then the off argv. Lift only if the marker still holds the token.
 _LIFT = ('grep -qF -- "$1" "$2" 2>/dev/null || exit 0; m=$2; shift 2; '
          'if [ $# -gt 0 ]; then "$@" || exit 1; fi; rm -f -- "$m"')
 # $1 TTL seconds; prints the watcher's pid (= its process group) before detaching from the pipes.
@@ -39,6 +44,7 @@ class DeadmanHandle(BaseModel):
     ref: str  # pid (setsid) or unit name (systemd)
     marker: str
     ttl_seconds: int
+    token: str = ""  # what the marker must still hold for the watcher to lift (empty: the run id)
 
     def describe(self) -> str:
         return f"{self.method}:{self.ref} lifts after {self.ttl_seconds}s"
@@ -53,32 +59,35 @@ def _uses_systemd(conn: Connection, method: str) -> bool:
         conn.run(["systemd-run", "--version"], check=False).exit_code == 0
 
 
-def argv_for(method: str, ttl_s: int, run_id: str, marker: str, off_argv: list[str],
+def argv_for(method: str, ttl_s: int, token: str, marker: str, off_argv: list[str],
              unit: str = "") -> list[str]:
     """The watcher's argument list (exposed for tests and the plan)."""
     if method == "systemd":
         return ["systemd-run", "--quiet", "--collect", f"--unit={unit}", f"--on-active={ttl_s}s",
-                "--timer-property=AccuracySec=1s", "--", "/bin/sh", "-c", _LIFT, TAG, run_id, marker, *off_argv]
-    return ["setsid", "-f", "/bin/sh", "-c", _SETSID, TAG, str(ttl_s), run_id, marker, *off_argv]
+                "--timer-property=AccuracySec=1s", "--", "/bin/sh", "-c", _LIFT, TAG, token, marker, *off_argv]
+    return ["setsid", "-f", "/bin/sh", "-c", _SETSID, TAG, str(ttl_s), token, marker, *off_argv]
 
 
 def arm(conn: Connection, target: DeadmanTarget, *, ttl_s: float, run_id: str, method: str = "auto",
-        sudo: bool = False) -> DeadmanHandle:
-    """Start the watcher on the host behind ``conn``. Raises ConnectorError if it cannot be armed."""
+        sudo: bool = False, token: str | None = None) -> DeadmanHandle:
+    """Start the watcher on the host behind ``conn``. Raises ConnectorError if it cannot be armed.
+    ``token``: what the marker must still hold for it to lift (default: the run id). A systemd timer
+    of the same run and marker is replaced; a setsid watcher is one more (cancel the old one)."""
     ttl = max(1, math.ceil(ttl_s))
     marker = conn.path(target.marker)
+    check = token or run_id
     if _uses_systemd(conn, method):
         unit = f"{TAG}-" + hashlib.sha256(f"{run_id}\0{marker}".encode()).hexdigest()[:12]
         conn.run(["systemctl", "stop", f"{unit}.timer"], check=False, sudo=sudo)  # re-arm: replace
-        res = conn.run(argv_for("systemd", ttl, run_id, marker, target.off_argv, unit), check=False, sudo=sudo)
+        res = conn.run(argv_for("systemd", ttl, check, marker, target.off_argv, unit), check=False, sudo=sudo)
         if res.exit_code != 0:
             raise ConnectorError(f"{conn.name}: could not arm the dead-man timer (systemd-run exited {res.exit_code})")
-        return DeadmanHandle(method="systemd", ref=unit, marker=marker, ttl_seconds=ttl)
-    res = conn.run(argv_for("setsid", ttl, run_id, marker, target.off_argv), check=False, sudo=sudo)
+        return DeadmanHandle(method="systemd", ref=unit, marker=marker, ttl_seconds=ttl, token=check)
+    res = conn.run(argv_for("setsid", ttl, check, marker, target.off_argv), check=False, sudo=sudo)
     pid = res.stdout.strip().splitlines()[0] if res.stdout.strip() else ""
     if res.exit_code != 0 or not re.fullmatch(r"[0-9]{1,10}", pid):
         raise ConnectorError(f"{conn.name}: could not arm the dead-man watcher (setsid exited {res.exit_code})")
-    return DeadmanHandle(method="setsid", ref=pid, marker=marker, ttl_seconds=ttl)
+    return DeadmanHandle(method="setsid", ref=pid, marker=marker, ttl_seconds=ttl, token=check)
 
 
 def cancel(conn: Connection, handle: DeadmanHandle, run_id: str, sudo: bool = False) -> bool:
@@ -90,7 +99,7 @@ def cancel(conn: Connection, handle: DeadmanHandle, run_id: str, sudo: bool = Fa
         return False
     cmdline = conn.run(["cat", f"/proc/{handle.ref}/cmdline"], check=False)
     args = cmdline.stdout.split("\0")
-    if cmdline.exit_code != 0 or TAG not in args or run_id not in args:
+    if cmdline.exit_code != 0 or TAG not in args or (handle.token or run_id) not in args:
         return False  # gone already, or the pid now belongs to something else: leave it alone
     # the shell's own kill (no procps needed); "-PID" is the watcher's process group
     return conn.run(["sh", "-c", 'kill -TERM "-$1"', TAG, handle.ref], check=False, sudo=sudo).exit_code == 0

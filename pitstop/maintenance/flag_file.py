@@ -34,6 +34,9 @@ class FlagFile(Strategy):
         ctx.host(host).put(self.cfg.flag_path, (record.model_dump_json() + "\n").encode(), sudo=self.cfg.sudo)
         return before is None or before.get("run_id") != record.run_id
 
+    def renew(self, ctx: RunContext, host: str, record: MaintenanceRecord) -> None:
+        ctx.host(host).put(self.cfg.flag_path, (record.model_dump_json() + "\n").encode(), sudo=self.cfg.sudo)
+
     def off(self, ctx: RunContext, host: str) -> bool:
         return ctx.host(host).remove(self.cfg.flag_path, sudo=self.cfg.sudo)
 

@@ -94,6 +94,24 @@ class HttpStrategy(Strategy):
     def off(self, ctx: RunContext, host: str) -> bool:
         return self._switch(ctx, host, False)
 
+    def renew(self, ctx: RunContext, host: str, record: MaintenanceRecord) -> None:
+        """The endpoint's own expiry is this strategy's dead-man: send ``on`` again with the new
+        ``{ttl_seconds}``/``{expires_at}`` (once per URL and expiry). Without them in the call
+        there is nothing to renew."""
+        call = self.h.on
+        if not any(p in call.model_dump_json() for p in ("{ttl_seconds}", "{expires_at}")):
+            return
+        values = record.placeholders(host)
+        url = substitute(call.url, values)
+        with _lock:
+            renewed: dict[str, str] = ctx.state.setdefault("maintenance_http_renewed", {})
+            if renewed.get(url) == record.expires_at:
+                return
+            resp = self.call(ctx, host, call, values)
+            if resp.status_code not in call.expect_status:
+                raise ConnectorError(f"renewing: {call.method} {url} answered HTTP {resp.status_code}")
+            renewed[url] = record.expires_at
+
     def _status_on(self, ctx: RunContext, host: str) -> bool | None:
         if self.h.status is None:
             return None

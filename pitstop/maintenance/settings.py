@@ -72,10 +72,14 @@ class DeadmanConfig(_Strict):
     enabled: bool = True
     method: Literal["auto", "systemd", "setsid"] = "auto"
     ttl: Duration | None = Field(None, description="default: the window's expected downtime + ttl_margin")
+    renew: bool = Field(True, description="while the run is alive, re-arm every TTL/2 so a long window is not "
+                                          "cut short (a run that dies stops renewing)")
+    max_hold: Duration | None = Field(None, description="renewals never keep maintenance on longer than this "
+                                                        "after it went on (default: 3 x the TTL)")
 
-    @field_validator("ttl")
+    @field_validator("ttl", "max_hold")
     @classmethod
     def _positive(cls, v: timedelta | None) -> timedelta | None:
         if v is not None and v.total_seconds() < 1:
-            raise ValueError("the dead-man TTL must be at least 1s")
+            raise ValueError("must be at least 1s")
         return v

@@ -10,7 +10,7 @@ safety net: it lifts maintenance on every host this run turned it on.
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -75,7 +75,7 @@ def maintenance_on(ctx: RunContext, params: OnParams, host: str) -> StepOutcome:
         if old is not None:
             deadman.cancel(conn, old, ctx.run_id, sudo=m.sudo)
         armed = deadman.arm(conn, target, ttl_s=record.ttl_seconds, run_id=ctx.run_id, method=m.deadman.method,
-                            sudo=m.sudo)
+                            sudo=m.sudo, token=record.token)
         with _lock:
             ctx.state["maintenance_deadman"][host] = armed
         ctx.event("maintenance.deadman_armed", host=host, expires_at=record.expires_at, deadman=armed.describe(),
@@ -106,6 +106,89 @@ def maintenance_off_host(ctx: RunContext, params: OffParams, host: str) -> StepO
             ctx.event("maintenance.deadman_cancel_failed", host=host, error=ctx.redact(str(exc)))
     ctx.event("maintenance.off", host=host, strategy=strategy.name, deadman_cancelled=cancelled)
     return StepOutcome(changed=changed, summary=f"{strategy.name} off" if changed else "maintenance was not on")
+
+
+def renew_deadman(ctx: RunContext) -> list[str]:
+    """Keep a long window from outliving its dead-man while the run is alive: re-arm every host's
+    watcher for a full TTL from now (never past ``deadman.max_hold`` after maintenance went on,
+    default 3 x the TTL), then rewrite the host's marker with the new expiry, then cancel the old
+    watcher (which, armed for the old expiry, would find its token gone anyway). Hosts renewed."""
+    m = ctx.cfg.maintenance
+    with _lock:
+        rec = ctx.state.get("maintenance_record")
+        handles = dict(ctx.state.get("maintenance_deadman", {}))
+        hosts = sorted(_hosts_on(ctx))
+    if rec is None or not hosts or not (m.deadman.enabled and m.deadman.renew):
+        return []
+    now = datetime.now(UTC).replace(microsecond=0)
+    full = ttl(ctx)
+    cap = datetime.fromisoformat(rec.since) + (m.deadman.max_hold or 3 * full)
+    expires = min(now + full, cap)
+    if expires <= datetime.fromisoformat(rec.expires_at):
+        return []  # the cap is reached: the watchers armed now stay as they are
+    new = rec.model_copy(update={"expires_at": expires.isoformat(),
+                                 "ttl_seconds": max(1, int((expires - now).total_seconds()))})
+    strategy = strategy_for(m)
+    renewed = []
+    for host in hosts:
+        try:
+            old = handles.get(host)
+            target = strategy.deadman_target(ctx, host)
+            conn = ctx.host(host)
+            armed = None
+            if target is not None:
+                armed = deadman.arm(conn, target, ttl_s=new.ttl_seconds, run_id=ctx.run_id, method=m.deadman.method,
+                                    sudo=m.sudo, token=new.token)
+            strategy.renew(ctx, host, new)
+            if old is not None and armed is not None and old.method == "setsid":
+                deadman.cancel(conn, old, ctx.run_id, sudo=m.sudo)  # a systemd timer was replaced by arm()
+            with _lock:
+                if armed is not None:
+                    ctx.state.setdefault("maintenance_deadman", {})[host] = armed
+            ctx.event("maintenance.deadman_armed", host=host, expires_at=new.expires_at, renewed=True,
+                      deadman=armed.describe() if armed else None, handle=armed.model_dump() if armed else None)
+            renewed.append(host)
+        except Exception as exc:  # noqa: BLE001 - the old watcher still lifts at the old expiry
+            ctx.event("maintenance.deadman_renew_failed", host=host, error=ctx.redact(str(exc)),
+                      expires_at=rec.expires_at)
+    with _lock:
+        ctx.state["maintenance_record"] = new
+    return renewed
+
+
+class DeadmanKeeper:
+    """While the window's work runs, renews the dead-man (:func:`renew_deadman`) whenever half its
+    TTL is used up, from a thread of its own, so one step longer than the TTL is covered too. It
+    dies with the run: a dead run stops renewing and its hosts lift maintenance on time."""
+
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="pitstop-deadman-keeper", daemon=True)
+
+    def __enter__(self) -> DeadmanKeeper:
+        m = self.ctx.cfg.maintenance
+        if m.deadman.enabled and m.deadman.renew:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        half = ttl(self.ctx).total_seconds() / 2
+        while not self._stop.wait(min(30.0, max(0.5, half / 4))):
+            rec = self.ctx.state.get("maintenance_record")
+            if rec is None:
+                continue
+            left = (datetime.fromisoformat(rec.expires_at) - datetime.now(UTC)).total_seconds()
+            if left <= half:
+                try:
+                    renew_deadman(self.ctx)
+                except Exception as exc:  # noqa: BLE001 - never take the run down; the watchers still lift
+                    self.ctx.event("maintenance.deadman_renew_failed", error=self.ctx.redact(str(exc)))
 
 
 def maintenance_off(ctx: RunContext, params: OffParams) -> None:
