@@ -19,6 +19,7 @@ err = Console(stderr=True, highlight=False)
 EnvOpt = Annotated[str, typer.Option("--env", "-e", help="environment name (config/<env>.yaml) or a path")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout")]
 GroupArg = Annotated[str, typer.Argument(help="host group, host name or `all`")]
+GroupOpt = Annotated[str | None, typer.Option("--group", "-g", help="the same as GROUP (as in `hosts list`)")]
 
 
 def _emit(obj: Any) -> None:
@@ -91,7 +92,22 @@ def hosts_list(
     out.print(t)
 
 
-def _fetch(cfg: Any, name: str) -> Any:
+def _prefer(pinned_types: list[str]) -> list[str] | None:
+    """paramiko's host-key algorithms with the pinned key types first, so the server shows the key
+    we can compare (a host with ed25519 pinned is asked for ed25519 before ecdsa)."""
+    import paramiko
+
+    if not pinned_types:
+        return None
+    default = list(getattr(paramiko.Transport, "_preferred_keys"))  # noqa: B009 - paramiko's default order
+
+    def family(alg: str) -> str:
+        return "ssh-rsa" if alg.startswith("rsa-sha2-") or alg == "ssh-rsa" else alg
+
+    return [a for a in default if family(a) in pinned_types] + [a for a in default if family(a) not in pinned_types]
+
+
+def _fetch(cfg: Any, name: str, pinned_types: list[str] | None = None) -> Any:
     from .connectors.ssh import SshConnection
     from .hostkeys import fetch_host_key
 
@@ -104,7 +120,8 @@ def _fetch(cfg: Any, name: str) -> Any:
             "direct-tcpip", (t.hostname, t.port), ("127.0.0.1", 0), timeout=cfg.ssh.connect_timeout
         )
     try:
-        return fetch_host_key(t.hostname, t.port, cfg.ssh.connect_timeout, sock=sock)
+        return fetch_host_key(t.hostname, t.port, cfg.ssh.connect_timeout, sock=sock,
+                              key_types=_prefer(pinned_types or []))
     finally:
         if jump is not None:
             jump.close()
@@ -128,17 +145,25 @@ def hosts_trust(
 
     cfg, names = _select(env, group)
     names = [n for n in names if cfg.hosts[n].transport == "ssh"]
+    if not names:
+        raise InputError(f"no SSH hosts in {group!r}: nothing to trust")
     keys = known_hosts(cfg.ssh.known_hosts)
     rows: list[dict[str, Any]] = []
 
     def one(name: str) -> dict[str, Any]:
+        from .hostkeys import entry_name
+
+        t = _target(cfg, name)
+        pinned: dict[str, Any] = dict(keys.lookup(entry_name(t.hostname, t.port)) or {})
         try:
-            f = _fetch(cfg, name)
+            f = _fetch(cfg, name, list(pinned))
         except Exception as exc:  # noqa: BLE001 - reported per host
             return {"host": name, "status": "unreachable", "error": str(exc)}
-        pinned: dict[str, Any] = dict(keys.lookup(f.name) or {})
         old = pinned.get(f.key.get_name())
-        status = "pinned" if old is None else ("already pinned" if old == f.key else "CHANGED")
+        if old is not None:
+            status = "already pinned" if old == f.key else "CHANGED"
+        else:  # asked for the pinned type first and shown another: the pinned key is gone
+            status = "CHANGED" if pinned else "pinned"
         return {
             "host": name,
             "entry": f.name,
@@ -200,12 +225,15 @@ def _print_trust(rows: list[dict[str, Any]]) -> None:
 def hosts_check(
     env: EnvOpt,
     group: Annotated[str, typer.Argument(help="host group (default all)")] = "all",
+    group_opt: GroupOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Connect to every host (host keys verified) and run `true`; exit 1 if any host fails."""
     from .connectors import connect_host
     from .fanout import fan_out
     from .model import HostResult, Status
+
+    group = group_opt or group
 
     cfg, names = _select(env, group)
 

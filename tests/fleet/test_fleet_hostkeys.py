@@ -101,3 +101,33 @@ def test_trust_refuses_to_replace_a_changed_key(ssh_lab: SshLab, strangers: list
     assert res.returncode == 1
     assert "CHANGED" in res.stdout and "nothing was written" in res.stderr
     assert known.read_text() == before
+
+
+def test_trust_compares_like_with_like_and_refuses_a_vanished_key_type(
+        ssh_lab: SshLab, strangers: list[FakeHost], tmp_path: Path, write_env) -> None:  # type: ignore[no-untyped-def]
+    """A host with an ECDSA key pinned is asked for ECDSA first (not shown as a new ed25519 key to
+    pin next to it); a host whose pinned key type is no longer offered is refused like a changed key."""
+    ecdsa = tmp_path / "ssh_host_ecdsa_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", str(ecdsa)], check=True)
+    two = ssh_lab.start(1, prefix="twokeys", trusted=False, extra=f"HostKey {ecdsa}")[0]  # + the lab's ed25519
+    gone = strangers[0]  # ed25519 only
+    other = tmp_path / "other_ecdsa"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", str(other)], check=True)
+    known = tmp_path / "known_hosts"
+
+    def pub(path: Path) -> str:
+        return " ".join(path.with_suffix(".pub").read_text().split()[:2])
+
+    known.write_text(f"[{two.address}]:{two.port} {pub(ecdsa)}\n[{gone.address}]:{gone.port} {pub(other)}\n")
+    before = known.read_text()
+    cfg = ssh_lab.config([two, gone], tmp_path / "state")
+    cfg["ssh"]["known_hosts"] = [str(known)]
+    env = str(write_env(cfg))
+    res = run_cli("hosts", "trust", two.name, "--env", env, "--yes", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert [(r["type"], r["status"]) for r in json.loads(res.stdout)] == [("ecdsa-sha2-nistp256", "already pinned")]
+    res = run_cli("hosts", "trust", gone.name, "--env", env, "--yes")
+    assert res.returncode == 1 and "CHANGED" in res.stdout and "nothing was written" in res.stderr
+    assert known.read_text() == before
+    empty = run_cli("hosts", "trust", "nosuchgroup", "--env", env, "--yes")
+    assert empty.returncode == 2 and "unknown host group" in empty.stderr
