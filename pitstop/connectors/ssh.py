@@ -98,7 +98,10 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, paramiko.SSHException):
         msg = str(exc).lower()
-        return any(s in msg for s in ("banner", "reset", "eof", "timed out", "closed", "refused"))
+        # "no existing session": the transport died during the handshake (a server dropping the
+        # connection, as sshd does over MaxStartups, surfaces here when auth starts)
+        return any(s in msg for s in ("banner", "reset", "eof", "timed out", "closed", "refused",
+                                      "no existing session"))
     return False
 
 

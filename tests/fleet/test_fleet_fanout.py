@@ -137,6 +137,27 @@ def test_executor_stops_rollout_with_per_host_results(ssh_lab: SshLab, fleet: li
     assert f"| {fleet[2].name} | server-tuning: " in md and "| failed | 1 |" in md
 
 
+def test_banner_timeout_and_maxstartups_drop_are_retried(ssh_lab: SshLab, fleet: list[FakeHost],
+                                                          tmp_path: Path) -> None:
+    """The other transient connect failures: a server that accepts and never speaks (banner timeout)
+    and one that closes at once (sshd over MaxStartups). Both retried with backoff, each attempt an
+    audit `retry` event; the third attempt gets through."""
+    h = fleet[1]
+    proxy = FaultProxy((h.address, h.port), ["stall", "drop"])
+    (tmp_path / "kh").write_text(f"[127.0.0.1]:{proxy.port} {h.sshd.host_pub}\n")
+    settings = SshSettings(**ssh_lab.ssh_settings(known_hosts=[str(tmp_path / "kh")], connect_timeout=1,
+                                                  connect_retries=3))
+    retries: list[dict[str, object]] = []
+    try:
+        with SshConnection("flaky", HostConfig(address="127.0.0.1", port=proxy.port), settings) as conn:
+            conn.on_retry = lambda **kw: retries.append(kw)
+            assert conn.run(["echo", "made it"]).stdout == "made it\n"
+            assert conn.connects == 3 and proxy.served == {"stall": 1, "drop": 1}
+    finally:
+        proxy.close()
+    assert [r["attempt"] for r in retries] == [1, 2] and all(r["what"] == "ssh.connect" for r in retries)
+
+
 def test_transient_failure_retried_auth_failure_not(ssh_lab: SshLab, fleet: list[FakeHost], tmp_path: Path) -> None:
     h = fleet[0]
     proxy = FaultProxy((h.address, h.port), ["reset", "reset"])

@@ -2,7 +2,8 @@
 
 Each accepted connection takes the next fault from ``plan`` (then forwards once the plan is empty):
 ``reset`` answers with a TCP RST after the client spoke, ``http503`` answers ``503 Slow Down`` and
-closes, ``stall`` accepts and never answers (the client's timeout fires). ``served`` counts the
+closes, ``stall`` accepts and never answers (the client's timeout fires), ``drop`` accepts and
+closes at once without a word (what sshd does to a connection over its ``MaxStartups``). ``served`` counts the
 faults really delivered.
 
 ``outage_on(trigger, seconds)`` models the server going away mid-transfer (a restart): the first
@@ -95,6 +96,9 @@ class FaultProxy:
             self.served[fault] = self.served.get(fault, 0) + 1
         if fault == "stall":
             self._held.append(conn)
+            return
+        if fault == "drop":
+            conn.close()
             return
         try:
             conn.settimeout(5)
