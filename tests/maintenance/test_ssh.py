@@ -251,3 +251,29 @@ def test_on_call_lifts_maintenance_a_dead_run_left_on(tmp_path: Path, lab: tuple
     assert verify.returncode == 0, verify.stdout + verify.stderr
     again = run_cli("maintenance", "off", "--env", str(env), "--reason", "check", "--json")
     assert [r["action"] for r in json.loads(again.stdout)["hosts"]] == ["was off", "was off"]
+
+
+def test_one_connection_per_host_across_stages(tmp_path: Path, lab: tuple[SshLab, list[Any]],
+                                               pg_data_dir: Path) -> None:
+    """A run opens one SSH connection per host and reuses it for every step of every stage (and
+    the dead-man's arming and cancelling): the host's sshd accepts exactly one login per run."""
+    _, hosts = lab
+    env = _env(tmp_path, lab, pg_data_dir)
+    rb = write_runbook(tmp_path, [
+        {"name": "preflight", "steps": [{"uses": "host.command", "targets": "web", "with": {"argv": ["true"]}}]},
+        {"name": "maintenance-on", "steps": [{"uses": "maintenance.on"}]},
+        {"name": "server-tuning", "steps": [
+            {"uses": "host.command", "name": "a", "targets": "web", "with": {"argv": ["echo", "a"]}},
+            {"uses": "host.command", "name": "b", "targets": "web", "with": {"argv": ["echo", "b"]}}]},
+        {"name": "maintenance-off", "steps": [{"uses": "maintenance.off"}]},
+    ])
+
+    sshds = list({id(h.sshd): h.sshd for h in hosts}.values())  # the hosts share an sshd (and its log)
+
+    def logins() -> int:
+        return sum(d.log.count("Accepted publickey for root") for d in sshds)
+
+    before = logins()
+    res = execute(str(env), str(rb))
+    assert res.status.value == "succeeded", res.report().get("failure")
+    assert logins() - before == len(hosts)  # four stages, five steps, the dead-man: one login per host
