@@ -86,4 +86,10 @@ class MaintenanceConfig(Strict):
     def _strategy_settings(self) -> MaintenanceConfig:
         if self.strategy in ("command", "http") and getattr(self, self.strategy) is None:
             raise ValueError(f"strategy {self.strategy!r} needs a `{self.strategy}:` section")
+        if self.strategy == "http" and self.http is not None and self.deadman.enabled:
+            on = self.http.on.model_dump_json()
+            if "{ttl_seconds}" not in on and "{expires_at}" not in on:
+                raise ValueError("with strategy http the dead-man's switch is the endpoint's own expiry: send "
+                                 "{ttl_seconds} or {expires_at} in http.on (url, body or json), or set "
+                                 "deadman.enabled: false to run without one")
         return self

@@ -2,9 +2,9 @@
 
 A detached watcher is started *through the connection* (so it lives on the host, not in pitstop):
 
-* ``setsid``: ``setsid -f sh -c SCRIPT pitstop-deadman TTL RUN_ID MARKER [OFF_ARGV...]`` — a new
-  session that survives pitstop (and the SSH session) dying; it prints its pid, sleeps TTL seconds,
-  then, only if MARKER still names RUN_ID, runs OFF_ARGV and removes MARKER.
+* ``setsid``: ``setsid -f sh -c SCRIPT pitstop-deadman TTL RUN_ID TOKEN MARKER [OFF_ARGV...]`` — a
+  new session that survives pitstop (and the SSH session) dying; it prints its pid, sleeps TTL
+  seconds, then, only if MARKER still holds TOKEN, runs OFF_ARGV and removes MARKER.
 * ``systemd``: ``systemd-run --on-active=TTL`` with the same check-then-lift body (a transient
   timer unit, visible in ``systemctl list-timers``), used by ``auto`` when the host runs systemd.
 
@@ -32,8 +32,9 @@ from ..errors import ConnectorError
 from .base import DeadmanTarget
 
 TAG = "pitstop-deadman"
-# $1 token (run id or expiry), $2 marker, then the off argv. Lift only if the marker still holds the token.
-_LIFT = ('grep -qF -- "$1" "$2" 2>/dev/null || exit 0; m=$2; shift 2; '
+# $1 run id (names the watcher in ps), $2 token, $3 marker, then the off argv. Lift only if the marker
+# still holds the token (the expiry the watcher was armed for, or the run id).
+_LIFT = ('grep -qF -- "$2" "$3" 2>/dev/null || exit 0; m=$3; shift 3; '
          'if [ $# -gt 0 ]; then "$@" || exit 1; fi; rm -f -- "$m"')
 # $1 TTL seconds; prints the watcher's pid (= its process group) before detaching from the pipes.
 _SETSID = 'echo "$$"; exec </dev/null >/dev/null 2>&1; sleep "$1" || exit 0; shift; ' + _LIFT
@@ -59,13 +60,15 @@ def _uses_systemd(conn: Connection, method: str) -> bool:
         conn.run(["systemd-run", "--version"], check=False).exit_code == 0
 
 
-def argv_for(method: str, ttl_s: int, token: str, marker: str, off_argv: list[str],
-             unit: str = "") -> list[str]:
+def argv_for(method: str, ttl_s: int, run_id: str, marker: str, off_argv: list[str],
+             unit: str = "", token: str | None = None) -> list[str]:
     """The watcher's argument list (exposed for tests and the plan)."""
+    check = token or run_id
     if method == "systemd":
         return ["systemd-run", "--quiet", "--collect", f"--unit={unit}", f"--on-active={ttl_s}s",
-                "--timer-property=AccuracySec=1s", "--", "/bin/sh", "-c", _LIFT, TAG, token, marker, *off_argv]
-    return ["setsid", "-f", "/bin/sh", "-c", _SETSID, TAG, str(ttl_s), token, marker, *off_argv]
+                "--timer-property=AccuracySec=1s", "--", "/bin/sh", "-c", _LIFT, TAG, run_id, check, marker,
+                *off_argv]
+    return ["setsid", "-f", "/bin/sh", "-c", _SETSID, TAG, str(ttl_s), run_id, check, marker, *off_argv]
 
 
 def arm(conn: Connection, target: DeadmanTarget, *, ttl_s: float, run_id: str, method: str = "auto",
@@ -75,19 +78,19 @@ def arm(conn: Connection, target: DeadmanTarget, *, ttl_s: float, run_id: str, m
     of the same run and marker is replaced; a setsid watcher is one more (cancel the old one)."""
     ttl = max(1, math.ceil(ttl_s))
     marker = conn.path(target.marker)
-    check = token or run_id
     if _uses_systemd(conn, method):
         unit = f"{TAG}-" + hashlib.sha256(f"{run_id}\0{marker}".encode()).hexdigest()[:12]
         conn.run(["systemctl", "stop", f"{unit}.timer"], check=False, sudo=sudo)  # re-arm: replace
-        res = conn.run(argv_for("systemd", ttl, check, marker, target.off_argv, unit), check=False, sudo=sudo)
+        res = conn.run(argv_for("systemd", ttl, run_id, marker, target.off_argv, unit, token), check=False,
+                       sudo=sudo)
         if res.exit_code != 0:
             raise ConnectorError(f"{conn.name}: could not arm the dead-man timer (systemd-run exited {res.exit_code})")
-        return DeadmanHandle(method="systemd", ref=unit, marker=marker, ttl_seconds=ttl, token=check)
-    res = conn.run(argv_for("setsid", ttl, check, marker, target.off_argv), check=False, sudo=sudo)
+        return DeadmanHandle(method="systemd", ref=unit, marker=marker, ttl_seconds=ttl, token=token or "")
+    res = conn.run(argv_for("setsid", ttl, run_id, marker, target.off_argv, token=token), check=False, sudo=sudo)
     pid = res.stdout.strip().splitlines()[0] if res.stdout.strip() else ""
     if res.exit_code != 0 or not re.fullmatch(r"[0-9]{1,10}", pid):
         raise ConnectorError(f"{conn.name}: could not arm the dead-man watcher (setsid exited {res.exit_code})")
-    return DeadmanHandle(method="setsid", ref=pid, marker=marker, ttl_seconds=ttl, token=check)
+    return DeadmanHandle(method="setsid", ref=pid, marker=marker, ttl_seconds=ttl, token=token or "")
 
 
 def cancel(conn: Connection, handle: DeadmanHandle, run_id: str, sudo: bool = False) -> bool:
@@ -99,7 +102,7 @@ def cancel(conn: Connection, handle: DeadmanHandle, run_id: str, sudo: bool = Fa
         return False
     cmdline = conn.run(["cat", f"/proc/{handle.ref}/cmdline"], check=False)
     args = cmdline.stdout.split("\0")
-    if cmdline.exit_code != 0 or TAG not in args or (handle.token or run_id) not in args:
+    if cmdline.exit_code != 0 or TAG not in args or run_id not in args or (handle.token and handle.token not in args):
         return False  # gone already, or the pid now belongs to something else: leave it alone
     # the shell's own kill (no procps needed); "-PID" is the watcher's process group
     return conn.run(["sh", "-c", 'kill -TERM "-$1"', TAG, handle.ref], check=False, sudo=sudo).exit_code == 0

@@ -67,6 +67,18 @@ def test_strategy_needs_its_section(tmp_path: Path) -> None:
         make_ctx(env, tmp=tmp_path)
 
 
+def test_http_without_an_expiry_has_no_dead_man_and_is_refused(tmp_path: Path) -> None:
+    """With strategy http the dead-man is the endpoint's own expiry: an `on` call that sends none
+    would leave the platform with no switch at all, silently. Refused, unless switched off on purpose."""
+    http = {"on": {"method": "POST", "url": "http://127.0.0.1:9/maintenance", "json": {"enabled": True}},
+            "off": {"method": "DELETE", "url": "http://127.0.0.1:9/maintenance"}}
+    env = write_env(tmp_path, maintenance={"strategy": "http", "http": http})
+    with pytest.raises(ConfigError, match=r"env.yaml:\d+.*dead-man.*\{ttl_seconds\} or \{expires_at\}"):
+        make_ctx(env, tmp=tmp_path)
+    env = write_env(tmp_path, maintenance={"strategy": "http", "http": http, "deadman": {"enabled": False}})
+    make_ctx(env, tmp=tmp_path).close()
+
+
 # -- http -------------------------------------------------------------------------------------------
 class Admin:
     """A platform admin endpoint on loopback that honours the expiry sent with `on`."""

@@ -46,7 +46,7 @@ def step(yaml_step: str) -> Callable[[str], str]:
     return sub("  - name: preflight\n    steps:\n", f"  - name: preflight\n    steps:\n{body}")
 
 
-HTTP = ("maintenance:\n  strategy: http\n  http:\n    on: {url: 'http://127.0.0.1:9/on'}\n"
+HTTP = ("maintenance:\n  strategy: http\n  http:\n    on: {url: 'http://127.0.0.1:9/on?ttl={ttl_seconds}'}\n"
         "    off: {url: 'http://127.0.0.1:9/off'}\n    headers:\n      - {name: Authorization, value_env: " + UNSET +
         "}\n  flag_path:")
 
