@@ -46,7 +46,8 @@ def probe(lab: SshLab, hosts: list[FakeHost], marks: Path, failing: set[str]):  
 def test_ctrl_c_starts_no_further_host() -> None:
     """Ctrl-C during a rollout: the hosts already running finish, no queued host starts, and the
     interrupt reaches the caller (whose finally-path lifts maintenance)."""
-    import _thread
+    import os
+    import signal
     import threading
     import time
 
@@ -58,13 +59,17 @@ def test_ctrl_c_starts_no_further_host() -> None:
             started.append(host)
             first = len(started) == 1
         if first:
-            _thread.interrupt_main()  # what the terminal's Ctrl-C does
+            os.kill(os.getpid(), signal.SIGINT)  # what the terminal's Ctrl-C does
         time.sleep(0.3)
         return HostResult(host=host, status=Status.SUCCEEDED)
 
     hosts = [f"h{i}" for i in range(12)]
-    with pytest.raises(KeyboardInterrupt):
-        fan_out(hosts, work, FleetConfig(max_concurrency=2))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever an earlier test installed
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fan_out(hosts, work, FleetConfig(max_concurrency=2))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert 1 <= len(started) <= 3, started  # Executor.map cancels the queued hosts
 
 
