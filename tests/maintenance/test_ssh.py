@@ -277,3 +277,37 @@ def test_one_connection_per_host_across_stages(tmp_path: Path, lab: tuple[SshLab
     res = execute(str(env), str(rb))
     assert res.status.value == "succeeded", res.report().get("failure")
     assert logins() - before == len(hosts)  # four stages, five steps, the dead-man: one login per host
+
+
+def test_sigkill_in_maintenance_over_ssh_is_lifted_by_the_ttl(tmp_path: Path, lab: tuple[SshLab, list[Any]],
+                                                              pg_data_dir: Path) -> None:
+    """A real `pitstop run` over SSH, killed with SIGKILL while its hosts are in maintenance: the
+    watchers it armed on the hosts (through SSH, in sessions of their own) lift it after the TTL."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = _env(tmp_path, lab, pg_data_dir, maintenance={"deadman": {"ttl": "3s", "renew": False}})
+    rb = write_runbook(tmp_path, [
+        {"name": "maintenance-on", "steps": [{"uses": "maintenance.on"}]},
+        {"name": "server-tuning", "steps": [{"uses": "host.command", "name": "long work", "targets": "web-1",
+                                             "with": {"argv": ["sleep", "60.5"], "timeout_s": 120}}]},
+        {"name": "maintenance-off", "steps": [{"uses": "maintenance.off"}]},
+    ])
+    flags = [tmp_path / f"roots/{h}/var/www/maintenance.flag" for h in ("web-1", "web-2")]
+    proc = subprocess.Popen([sys.executable, "-m", "pitstop.cli", "run", "--env", str(env), "--runbook", str(rb),
+                             "--engine", "local", "--json"], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: all(f.exists() for f in flags) or proc.poll() is not None, deadline_s=60,
+                 what="maintenance on over SSH")
+        assert proc.poll() is None
+        wait_for(lambda: subprocess.run(["pgrep", "-f", "sleep 60.5"], capture_output=True).returncode == 0,
+                 deadline_s=30, what="the long step running on the host")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert all(f.exists() for f in flags), "killed inside the window"
+    wait_for(lambda: not any(f.exists() for f in flags), deadline_s=60, what="the hosts' TTL to lift maintenance")
+    subprocess.run(["pkill", "-f", "sleep 60.5"], check=False)  # the remote step itself outlives the client
