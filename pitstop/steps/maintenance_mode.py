@@ -134,6 +134,8 @@ def renew_deadman(ctx: RunContext) -> list[str]:
         try:
             old = handles.get(host)
             target = strategy.deadman_target(ctx, host)
+            if target is not None and old is None:
+                continue  # its first watcher is being armed right now (maintenance.on is still running)
             conn = ctx.host(host)
             armed = None
             if target is not None:
