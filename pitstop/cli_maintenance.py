@@ -7,7 +7,7 @@ lifted — act now"), on-call needs one command, not a hunt for flag files and t
   endpoint) whether maintenance is on, for which run and until when. Changes nothing.
 * ``off`` lifts it on every target host where it is on, through the same strategy a run uses.
   It needs a ``--reason`` and records who lifted it, why and where in a folder of its own
-  (``<reports dir>/<id>-maintenance-off-<n>/``: ``audit.jsonl``, hash-chained like a run's, and
+  (``<reports dir>/<time>-<env>-maintenance-off-<id>/``: ``audit.jsonl``, hash-chained like a run's, and
   ``record.json``, both sealed in ``manifest.json``). It refuses while a run holds
   the environment (that run is still working behind the maintenance page) unless ``--force``.
   A dead-man watcher left on a host finds its marker gone and exits without acting.
