@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -26,14 +27,19 @@ def _emit(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def _select(env: str, group: str) -> tuple[Any, list[str]]:
+def select_hosts(env: str, group: str | None, default: Callable[[Any], str] = lambda cfg: "all"
+                 ) -> tuple[Any, list[str]]:
+    """The environment's config and the hosts of ``group`` (``default(cfg)`` when unset); an unknown
+    group is an input error (exit 2)."""
     from .config import load_config
 
     cfg = load_config(env)
     try:
-        return cfg, cfg.group_hosts(group)
+        return cfg, cfg.group_hosts(group or default(cfg))
     except ValueError as exc:
         raise InputError(str(exc)) from None
+
+
 
 
 def _target(cfg: Any, name: str) -> Any:
@@ -49,7 +55,7 @@ def hosts_list(
     """Hosts with their resolved address (inventory and ~/.ssh/config applied) and pinned key."""
     from .hostkeys import entry_name, fingerprint, known_hosts
 
-    cfg, names = _select(env, group)
+    cfg, names = select_hosts(env, group)
     keys = known_hosts(cfg.ssh.known_hosts)
     rows = []
     for name in names:
@@ -143,7 +149,7 @@ def hosts_trust(
 
     from .hostkeys import known_hosts, pin
 
-    cfg, names = _select(env, group)
+    cfg, names = select_hosts(env, group)
     names = [n for n in names if cfg.hosts[n].transport == "ssh"]
     if not names:
         raise InputError(f"no SSH hosts in {group!r}: nothing to trust")
@@ -235,7 +241,7 @@ def hosts_check(
 
     group = group_opt or group
 
-    cfg, names = _select(env, group)
+    cfg, names = select_hosts(env, group)
 
     def one(name: str) -> HostResult:
         import time

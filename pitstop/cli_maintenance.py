@@ -40,27 +40,18 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON on 
 
 
 def _context(cfg: Any, name: str, run_dir: Path | None = None, reason: str = "") -> Any:
-    from .audit import AuditLog
-    from .context import Redactor, RunContext, RunOptions, secret_values
+    from .context import RunContext, RunOptions
     from .runbook import Runbook
 
     runbook = Runbook(name=name, kind="custom", stages=[])
-    options = RunOptions(reason=reason)
-    if run_dir is None:
-        return RunContext.create(cfg, runbook, options)
-    redact = Redactor(secret_values(cfg))
-    return RunContext(run_id=name, cfg=cfg, runbook=runbook, options=options, run_dir=run_dir,
-                      audit=AuditLog(run_dir / "audit.jsonl", redact), redact=redact)
+    return RunContext.create(cfg, runbook, RunOptions(reason=reason), run_id=name if run_dir else None,
+                             run_dir=run_dir)
 
 
 def _select(env: str, group: str | None) -> tuple[Any, list[str]]:
-    from .config import load_config
+    from .cli_hosts import select_hosts
 
-    cfg = load_config(env)
-    try:
-        return cfg, cfg.group_hosts(group or cfg.maintenance.targets)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+    return select_hosts(env, group, default=lambda cfg: cfg.maintenance.targets)
 
 
 def _status(ctx: Any, names: list[str]) -> list[dict[str, Any]]:

@@ -90,9 +90,10 @@ class RunContext:
 
     @classmethod
     def create(cls, cfg: EnvironmentConfig, runbook: Runbook, options: RunOptions,
-               run_id: str | None = None) -> RunContext:
+               run_id: str | None = None, run_dir: Path | None = None) -> RunContext:
+        """A run's context; its folder is ``<reports dir>/<run id>`` unless ``run_dir`` is given."""
         run_id = run_id or new_run_id(cfg.name, runbook.name)
-        run_dir = cfg.resolve(cfg.reports.dir) / run_id
+        run_dir = run_dir or cfg.resolve(cfg.reports.dir) / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
         redact = Redactor(secret_values(cfg))
         return cls(run_id=run_id, cfg=cfg, runbook=runbook, options=options, run_dir=run_dir,

@@ -48,11 +48,11 @@ class CommandStrategy(Strategy):
     def on(self, ctx: RunContext, host: str, record: MaintenanceRecord) -> bool:
         was_on = self._status_on(ctx, host)
         self._run(ctx, host, self._argv(self.c.on, record.placeholders(host)))
-        ctx.host(host).put(self.c.marker_path, (record.model_dump_json() + "\n").encode(), mode=0o600,
-                           sudo=self.cfg.sudo)
+        self.renew(ctx, host, record)
         return was_on is not True
 
     def renew(self, ctx: RunContext, host: str, record: MaintenanceRecord) -> None:
+        """Write the record (``on`` and every dead-man renewal)."""
         ctx.host(host).put(self.c.marker_path, (record.model_dump_json() + "\n").encode(), mode=0o600,
                            sudo=self.cfg.sudo)
 

@@ -31,10 +31,11 @@ class FlagFile(Strategy):
 
     def on(self, ctx: RunContext, host: str, record: MaintenanceRecord) -> bool:
         before = self._read(ctx, host)
-        ctx.host(host).put(self.cfg.flag_path, (record.model_dump_json() + "\n").encode(), sudo=self.cfg.sudo)
+        self.renew(ctx, host, record)
         return before is None or before.get("run_id") != record.run_id
 
     def renew(self, ctx: RunContext, host: str, record: MaintenanceRecord) -> None:
+        """Write the record (``on`` and every dead-man renewal)."""
         ctx.host(host).put(self.cfg.flag_path, (record.model_dump_json() + "\n").encode(), sudo=self.cfg.sudo)
 
     def off(self, ctx: RunContext, host: str) -> bool:

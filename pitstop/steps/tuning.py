@@ -53,15 +53,18 @@ def _names(pattern: str) -> list[str]:
     return ["(", "-name", f"{pattern}.gz", "-o", "-name", f"{pattern}.*.gz", ")"]
 
 
-def _work(conn: Connection, p: LogParams) -> LogWork:
+def _work(conn: Connection, p: LogParams, list_deletions: bool = True) -> LogWork:
+    """What the step would do. The run deletes with find -delete itself, so it passes
+    ``list_deletions=False`` and skips listing the old archives."""
     w = LogWork()
     for path in p.paths:
         too_old = {f for _, f in find_files(conn, path, "-name", p.pattern, "-mtime", f"+{p.delete_after_days}")}
         old = {f for _, f in find_files(conn, path, "-name", p.pattern, "-mtime", f"+{p.compress_after_days}")}
-        archives = {f for _, f in find_files(conn, path, *_names(p.pattern), "-mtime", f"+{p.delete_after_days}")}
         if p.compress:
             w.compress += sorted(old - too_old)
-        w.delete += sorted(archives | too_old)
+        if list_deletions:
+            archives = find_files(conn, path, *_names(p.pattern), "-mtime", f"+{p.delete_after_days}")
+            w.delete += sorted({f for _, f in archives} | too_old)
         if p.max_size_mb:
             big = find_files(conn, path, "-name", p.pattern, "-size", f"+{int(p.max_size_mb * 1024)}k")
             w.rotate += [f for _, f in big if f not in old and f not in too_old]
@@ -99,7 +102,7 @@ def _rotate(conn: Connection, path: str, stamp: str, sudo: bool) -> None:
 def tuning_logs(ctx: RunContext, params: LogParams, host: str) -> StepOutcome:
     """Rotate logs: compress old logs, rotate oversized ones, delete old archives, vacuum the journal."""
     conn = ctx.host(host)
-    w = _work(conn, params)
+    w = _work(conn, params, list_deletions=False)
     deleted = 0
     for path in params.paths:  # in one pass per kind: a directory swapped for a symlink is never followed
         for tests in (("-name", params.pattern), tuple(_names(params.pattern))):
