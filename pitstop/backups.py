@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
 import tarfile
-import threading
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -78,10 +79,6 @@ class PgServer:
 
 
 # -- reading a stored dump -------------------------------------------------------------------------------
-def _drain(stream: IO[bytes], sink: list[bytes]) -> None:
-    sink.append(stream.read())
-
-
 def check_header(head: bytes, fmt: str) -> None:
     """Refuse an empty object or one that is not a pg_dump archive of the expected format."""
     if not head:
@@ -105,60 +102,6 @@ class StreamResult:
     code: int
     stderr: str
     stdout: str = ""
-
-
-def _feed(storage: Storage, key: str, proc: subprocess.Popen[bytes], progress: Progress | None,
-          stop_early: bool, fmt: str) -> tuple[int, str]:
-    """Copy ``key`` into ``proc``'s stdin, hashing; keep hashing to the end if the reader quits."""
-    assert proc.stdin is not None
-    digest, size, reading = hashlib.sha256(), 0, True
-    with storage.open(key) as src:
-        first = True
-        for chunk in iter(lambda: src.read(CHUNK), b""):
-            if first:
-                check_header(chunk, fmt)
-                first = False
-            digest.update(chunk)
-            size += len(chunk)
-            if progress:
-                progress(len(chunk))
-            if reading:
-                try:
-                    proc.stdin.write(chunk)
-                except BrokenPipeError:
-                    reading = False
-                    if stop_early:
-                        break
-        if first:
-            check_header(b"", fmt)
-    try:
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass
-    return size, digest.hexdigest()
-
-
-def pipe_into(argv: list[str], env: dict[str, str], storage: Storage, key: str, *, fmt: str = "custom",
-              progress: Progress | None = None, stop_early: bool = False) -> StreamResult:
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    assert proc.stdout is not None and proc.stderr is not None
-    out: list[bytes] = []
-    err: list[bytes] = []
-    readers = [threading.Thread(target=_drain, args=(proc.stdout, out), daemon=True),
-               threading.Thread(target=_drain, args=(proc.stderr, err), daemon=True)]
-    for r in readers:
-        r.start()
-    try:
-        size, sha = _feed(storage, key, proc, progress, stop_early, fmt)
-    except BaseException:
-        proc.kill()
-        raise
-    finally:
-        code = proc.wait()
-        for r in readers:
-            r.join()
-    return StreamResult(size, sha, code, b"".join(err).decode(errors="replace").strip(),
-                        b"".join(out).decode(errors="replace"))
 
 
 def hash_object(storage: Storage, key: str) -> tuple[int, str]:
@@ -190,20 +133,28 @@ def judge(key: str, seen: StreamResult, expected: dict[str, Any] | None) -> None
         raise BackupError(f"pg_restore of {key} failed (exit {seen.code}): {detail}")
 
 
-TOC_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA (\S+) (\S+) ", re.M)
+TOC_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA ", re.M)
 
 
 def toc_sanity(listing: str, expected_tables: list[str]) -> dict[str, Any]:
-    """``pg_restore --list`` output: every table of the manifest must have a TABLE DATA entry."""
+    """``pg_restore --list`` output: every table of the manifest must have a TABLE DATA entry.
+
+    The manifest names tables ``schema.table`` (leaf tables only: a partitioned parent has no data of
+    its own). A TOC line reads ``<id>; <oid> <oid> TABLE DATA <schema> <table> <owner>`` with names
+    unquoted, so names holding spaces are matched as a whole rather than split on blanks."""
     entries = [ln for ln in listing.splitlines() if ln and not ln.startswith(";")]
-    data = {f"{s}.{t}" for s, t in TOC_DATA.findall(listing)}
-    missing = sorted(t for t in expected_tables if t not in data and " " not in t)
+    data_lines = [ln[m.end():] + " " for ln in entries if (m := TOC_DATA.match(ln))]
     if not entries:
         raise BackupError("pg_restore --list found no entries in the archive's table of contents")
+    missing = []
+    for name in expected_tables:
+        schema, _, table = name.partition(".")
+        if not any(ln.startswith(f"{schema} {table} ") for ln in data_lines):
+            missing.append(name)
     if missing:
         raise BackupError(f"the archive's table of contents lacks data for {len(missing)} table(s): "
-                          + ", ".join(missing[:5]))
-    return {"toc_entries": len(entries), "toc_table_data": len(data)}
+                          + ", ".join(sorted(missing)[:5]))
+    return {"toc_entries": len(entries), "toc_table_data": len(data_lines)}
 
 
 def restore_argv(db: Database, dbname: str, *, jobs: int = 1, no_owner: bool = True, source: str | None = None,
@@ -227,22 +178,49 @@ def restore(server: PgServer, storage: Storage, manifest: dict[str, Any], dbname
             no_owner: bool = True) -> dict[str, Any]:
     """Restore the dump a manifest describes into ``dbname`` (which exists and is empty).
 
+    The stored object is first copied to a private staging file while it is hashed; only when its size
+    and SHA-256 match the manifest does ``pg_restore`` read it (an archive swapped in storage is refused
+    before any of its SQL can run, and the bytes checked are the bytes restored: no second download).
     Returns evidence: the TOC sanity figures. Raises :class:`BackupError` naming what is wrong.
     """
     key, fmt = manifest["key"], manifest.get("format", "custom")
     db, env = server.tools, server.env(dbname)
     if fmt == "directory":
         return _restore_directory(server, storage, manifest, dbname, bcfg, staging, progress, no_owner)
-    listing = pipe_into(restore_argv(db, dbname, list_only=True), env, storage, key, stop_early=True)
-    if listing.code != 0:
-        size, sha = hash_object(storage, key)  # the most specific reason first: size, then checksum
-        judge(key, StreamResult(size, sha, 0, ""), manifest)
-        tail = listing.stderr.splitlines()[-1:] or ["no message"]
-        raise BackupError(f"pg_restore --list cannot read the table of contents of {key}: {tail[0]}")
-    evidence = toc_sanity(listing.stdout, list(manifest.get("row_counts", {})))
-    seen = pipe_into(restore_argv(db, dbname, no_owner=no_owner), env, storage, key, progress=progress)
-    judge(key, seen, manifest)
-    return evidence
+    private_dir(staging)
+    fd, name = tempfile.mkstemp(prefix="restore-", suffix=".dump", dir=staging)
+    local = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out, storage.open(key) as raw:
+            src = _Hashing(raw, progress)
+            first = True
+            for chunk in iter(lambda: src.read(CHUNK), b""):
+                if first:
+                    check_header(chunk, fmt)
+                    first = False
+                out.write(chunk)
+            if first:
+                check_header(b"", fmt)
+        judge(key, StreamResult(src.size, src.digest.hexdigest(), 0, ""), manifest)
+        listing = subprocess.run(restore_argv(db, dbname, list_only=True, source=str(local)), capture_output=True,
+                                 text=True, env=env)
+        if listing.returncode != 0:
+            tail = listing.stderr.strip().splitlines()[-1:] or ["no message"]
+            raise BackupError(f"pg_restore --list cannot read the table of contents of {key}: {tail[0]}")
+        evidence = toc_sanity(listing.stdout, list(manifest.get("row_counts", {})))
+        done = subprocess.run(restore_argv(db, dbname, jobs=bcfg.jobs, no_owner=no_owner, source=str(local)),
+                              capture_output=True, text=True, env=env)
+        judge(key, StreamResult(src.size, src.digest.hexdigest(), done.returncode, done.stderr.strip()), None)
+        return evidence
+    finally:
+        local.unlink(missing_ok=True)
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only its owner can enter (created 0700 whatever the umask)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+    return path
 
 
 class _Hashing:
@@ -265,7 +243,8 @@ def _restore_directory(server: PgServer, storage: Storage, manifest: dict[str, A
     db = server.tools
     target = staging / f"restore-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
     shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
+    private_dir(staging)
+    target.mkdir(mode=0o700)
     try:
         with storage.open(key) as raw:
             src = _Hashing(raw, progress)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from .errors import BackupError
+from .errors import BackupError, InputError
 
 backups_app = typer.Typer(no_args_is_help=True, help="List and prune the pre-backups of an environment.")
 out = Console(highlight=False)
@@ -76,59 +76,102 @@ def backups_prune(env: EnvOpt, dry_run: Annotated[bool, typer.Option("--dry-run"
         out.print(f"{verb} {len(doomed)} backup(s)" + "".join(f"\n  {b.run_id} ({b.kind})" for b in doomed))
 
 
-def _prepare_target(server: Any, dbname: str) -> bool:
-    """Create ``dbname`` if missing; refuse a database that already holds tables. True if created."""
+PROTECTED_DATABASES = ("template0", "template1", "postgres")
+
+
+def _prepare_target(server: Any, dbname: str, *, source: tuple[str, str], replace: bool) -> bool:
+    """Create ``dbname`` for a restore; True when this command created it (and may drop it again).
+
+    Refused: the template and maintenance databases (every later CREATE DATABASE would inherit the
+    restored rows), the environment's own database, and any existing database unless ``--replace``."""
     from psycopg import sql  # here, not at the top: every CLI command would pay psycopg's import
 
-    from .steps.backup import COUNT_TABLES
-
+    if dbname in PROTECTED_DATABASES:
+        raise InputError(f"refusing to restore into {dbname!r}: template and maintenance databases are never "
+                         "restore targets (name a new database with --into)")
+    if (server.describe(dbname), dbname) == source:
+        raise InputError(f"refusing to restore into {dbname!r}: it is the environment's own database "
+                         "(name a new database with --into)")
     with server.connect("postgres", autocommit=True) as admin:
         exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
-        if not exists:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-            return True
-    with server.connect(dbname) as conn:
-        if conn.execute(COUNT_TABLES).fetchone():
-            raise BackupError(f"database {dbname!r} already exists and has tables: restore into a new "
-                              "database (pitstop never overwrites one)")
-    return False
+        if exists and not replace:
+            raise InputError(f"database {dbname!r} already exists: restore into a new database, or pass "
+                             "--replace --reason '...' to drop and recreate it")
+        if exists:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    return True
+
+
+def _drop_created(server: Any, dbname: str) -> None:
+    from psycopg import sql
+
+    try:
+        with server.connect("postgres", autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+    except Exception as exc:  # noqa: BLE001 - the restore's own error is the one to report
+        err.print(f"[yellow]warning:[/yellow] could not drop the half-restored database {dbname!r}: {exc}")
 
 
 def restore_cmd(env: EnvOpt,
                 run: Annotated[str, typer.Option("--run", help="run id whose backup to restore")],
                 into: Annotated[str, typer.Option("--into", help="new database name on the configured server, "
                                                   "or a conninfo/URI naming the database")],
-                keep_owner: Annotated[bool, typer.Option(help="restore ownership and privileges too")] = False,
+                keep_owner: Annotated[bool, typer.Option(help="restore ownership and privileges too (the roles "
+                                                         "must exist on the target server)")] = False,
+                replace: Annotated[bool, typer.Option("--replace", help="drop and recreate an existing target "
+                                                      "database (needs --reason)")] = False,
+                reason: Annotated[str | None, typer.Option("--reason", help="why an existing database is "
+                                                           "replaced")] = None,
                 as_json: JsonOpt = False) -> None:
-    """Restore a run's backup into a new database, with progress; compares row counts at the end."""
+    """Restore a run's backup into a new database, with progress; compares row counts at the end.
+
+    The dump's size and SHA-256 are checked against its manifest before pg_restore reads it. A restore
+    that fails drops the database it created."""
     from .backups import PgServer, load_manifest, restore
     from .connectors.postgres import Database
+    from .ids import check_run_id
     from .steps.backup import count_rows
 
+    check_run_id(run, "--run")
+    if replace and not (reason and reason.strip()):
+        raise InputError("--replace needs --reason '...': it drops an existing database")
     cfg, storage = _open(env)
-    manifest = load_manifest(storage, cfg.name, run)
+    try:
+        manifest = load_manifest(storage, cfg.name, run)
+    except BackupError as exc:
+        raise InputError(str(exc)) from None
     db = Database(cfg)
     if "=" in into or "://" in into:
         server, dbname = PgServer.from_dsn(into, db)
     else:
         server, dbname = PgServer.configured(db), into
-    created = _prepare_target(server, dbname)
+    source = PgServer.configured(db)
+    created = _prepare_target(server, dbname, source=(source.describe(db.dbname), db.dbname), replace=replace)
+    if replace:
+        err.print(f"replacing database {dbname!r} ({reason})")
     staging = cfg.resolve(cfg.backup.staging_dir)
-    if as_json:
-        restore(server, storage, manifest, dbname, bcfg=cfg.backup, staging=staging, no_owner=not keep_owner)
-    else:
-        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+    try:
+        if as_json:
+            restore(server, storage, manifest, dbname, bcfg=cfg.backup, staging=staging, no_owner=not keep_owner)
+        else:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
-        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                      TransferSpeedColumn(), TimeRemainingColumn(), console=err) as bar:
-            task = bar.add_task(f"restoring {run}", total=manifest["size"])
-            restore(server, storage, manifest, dbname, bcfg=cfg.backup, staging=staging, no_owner=not keep_owner,
-                    progress=lambda n: bar.advance(task, n))
-    with server.connect(dbname) as conn:
-        counts = count_rows(conn)
+            with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                          TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
+                task = bar.add_task(f"restoring {run}", total=manifest["size"])
+                restore(server, storage, manifest, dbname, bcfg=cfg.backup, staging=staging,
+                        no_owner=not keep_owner, progress=lambda n: bar.advance(task, n))
+        with server.connect(dbname) as conn:
+            counts = count_rows(conn)
+    except BaseException:
+        if created:
+            _drop_created(server, dbname)
+        raise
     expected = manifest.get("row_counts", {})
     diffs = sorted(t for t in set(expected) | set(counts) if expected.get(t) != counts.get(t))
     result = {"run_id": run, "database": dbname, "target": server.describe(dbname), "created": created,
+              "replaced": replace, "reason": reason, "owner": "kept" if keep_owner else "the restoring role",
               "tables": len(counts), "rows": sum(counts.values()), "row_counts": counts, "differences": diffs,
               "sha256": manifest["sha256"]}
     if as_json:

@@ -38,10 +38,14 @@ from ..model import StepOutcome, Trigger
 from ..pgretry import PgUnavailable, call, connect_failure_is_transient, is_transient
 from ..registry import Placement, Target, planner, step
 
+# Tables that hold rows: plain tables and leaf partitions (relkind 'r', partitions included). A
+# partitioned parent (relkind 'p') has no storage and no TABLE DATA entry in a dump: counting it would
+# count its leaves twice and make every dump of a partitioned database look incomplete. Views, foreign
+# tables and materialized views (restored by their REFRESH) hold no dumped rows either.
 COUNT_TABLES = """
 SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND n.nspname NOT LIKE 'pg_toast%' AND NOT c.relispartition
+WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
 ORDER BY 1, 2
 """
 

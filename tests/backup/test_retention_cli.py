@@ -115,7 +115,7 @@ def test_s3_run_then_restore_into_a_new_database(make_env: Any, tmp_path: Path, 
         with psycopg.connect(host=pg_socket, dbname=target, user="postgres") as conn:
             assert conn.execute("SELECT count(*) FROM users").fetchone() == (200,)
         again = run_cli("restore", "--env", str(env), "--run", report["run_id"], "--into", target)
-        assert again.returncode == 1 and "already exists and has tables" in again.stderr
+        assert again.returncode == 2 and "already exists" in again.stderr
     finally:
         with psycopg.connect(host=pg_socket, dbname="postgres", user="postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
