@@ -7,16 +7,17 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
 
 from ..audit import read_events
 from ..runbook import STAGE_ORDER
 from ..units import human_seconds
-from .builder import build_report
+from . import fallback
 
 if TYPE_CHECKING:
     from ..context import RunContext
@@ -25,8 +26,28 @@ REPORT_FILES = ("report.json", "report.md", "report.html")
 MANIFEST = "manifest.json"
 
 
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _get(d: Any, key: str) -> Any:
+    return d.get(key) if isinstance(d, dict) else None
+
+
 def _dur(s: Any) -> str:
-    return "—" if s is None else human_seconds(float(s))
+    """Seconds as a human duration; anything that is not a number is shown as it is (never raises)."""
+    if s is None or isinstance(s, Undefined):
+        return "—"
+    try:
+        return human_seconds(float(s))
+    except (TypeError, ValueError, OverflowError):
+        return str(s)
+
+
+def _num(v: Any) -> str:
+    if v is None or isinstance(v, Undefined):
+        return "—"
+    return f"{v:,}" if _is_num(v) else str(v)
 
 
 @functools.cache
@@ -35,28 +56,33 @@ def _env() -> Environment:
     env = Environment(loader=PackageLoader("pitstop", "report/templates"),
                       autoescape=select_autoescape(["html", "html.j2"]), trim_blocks=True, lstrip_blocks=True)
     env.filters["dur"] = _dur
-    env.filters["kib"] = lambda n: "—" if n is None else f"{n / 1024:,.1f} KiB"
+    env.filters["kib"] = lambda n: "—" if not _is_num(n) else f"{n / 1024:,.1f} KiB"
     env.filters["ts"] = lambda t: "—" if not t else str(t).replace("T", " ")[:19] + " UTC"
     env.filters["hms"] = lambda t: "—" if not t else str(t)[11:19]
-    env.filters["pct"] = lambda v: "—" if v is None else f"{v}%"
-    env.filters["num"] = lambda v: "—" if v is None else f"{v:,}"
+    env.filters["pct"] = lambda v: "—" if v is None or isinstance(v, Undefined) else f"{v}%"
+    env.filters["num"] = _num
     env.filters["short"] = lambda v, n=80: (str(v)[: n - 1] + "…") if v is not None and len(str(v)) > n else (
-        "" if v is None else str(v))
-    env.filters["timeline_style"] = lambda s, r: _bar(s.get("started_at"), s.get("finished_at"), r)
-    env.filters["window_style"] = lambda w, r: _bar(w.get("started_at"), w.get("ended_at"), r)
+        "" if v is None or isinstance(v, Undefined) else str(v))
+    env.filters["timeline_style"] = lambda s, r: _bar(_get(s, "started_at"), _get(s, "finished_at"), r)
+    env.filters["window_style"] = lambda w, r: _bar(_get(w, "started_at"), _get(w, "ended_at"), r)
     env.filters["planned_style"] = _planned_bar
     env.filters["js"] = lambda v: v if isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False)
     env.filters["md_cell"] = lambda v: "" if v is None else str(v).replace("|", "\\|").replace("\n", " ")
     return env
 
 
-def _t(x: str | None) -> float | None:
-    return datetime.fromisoformat(x).timestamp() if x else None
+def _t(x: Any) -> float | None:
+    if not x or not isinstance(x, str):
+        return None
+    try:
+        return datetime.fromisoformat(x).timestamp()
+    except ValueError:
+        return None
 
 
 def _span(r: dict[str, Any]) -> tuple[float | None, float | None]:
     """The timeline's extent: the run itself (a planned window longer than the run is clipped)."""
-    return _t(r["started_at"]), _t(r["finished_at"])
+    return _t(_get(r, "started_at")), _t(_get(r, "finished_at"))
 
 
 def _style(s0: float | None, s1: float | None, r: dict[str, Any]) -> str:
@@ -76,20 +102,30 @@ def _bar(start: str | None, end: str | None, r: dict[str, Any]) -> str:
 
 def _planned_bar(w: dict[str, Any], r: dict[str, Any]) -> str:
     """The planned window: from its planned start (or the actual opening) for the announced downtime."""
-    start = _t(w.get("planned_start")) or _t(w.get("started_at"))
-    if start is None or not w.get("downtime_announced_s"):
+    start = _t(_get(w, "planned_start")) or _t(_get(w, "started_at"))
+    announced = _get(w, "downtime_announced_s")
+    if start is None or not _is_num(announced) or not announced:
         return "display:none"
-    end = _t(w.get("planned_end")) or start + float(w["downtime_announced_s"])
+    end = _t(_get(w, "planned_end")) or start + float(announced)
     return _style(start, end, r)
 
 
 def render(report: dict[str, Any]) -> dict[str, str]:
+    """The three renderings. A renderer that fails on odd data gives way to a minimal rendering of the
+    same format that says what could not be rendered: a run never ends without its report files."""
     env = _env()
-    return {
-        "report.json": json.dumps(report, indent=2, sort_keys=False, default=str) + "\n",
-        "report.md": env.get_template("report.md.j2").render(r=report),
-        "report.html": env.get_template("report.html.j2").render(r=report),
+    renderers = {
+        "report.json": lambda: json.dumps(report, indent=2, sort_keys=False, default=str) + "\n",
+        "report.md": lambda: env.get_template("report.md.j2").render(r=report),
+        "report.html": lambda: env.get_template("report.html.j2").render(r=report),
     }
+    out = {}
+    for name, make in renderers.items():
+        try:
+            out[name] = make()
+        except Exception as exc:  # noqa: BLE001 - any rendering fault: fall back, never lose the report
+            out[name] = fallback.render(name, report, exc)
+    return out
 
 
 def manifest_text(manifest: dict[str, Any]) -> str:
@@ -134,19 +170,31 @@ def copy_to_storage(ctx: RunContext) -> list[dict[str, Any]]:
     return copied
 
 
-def write_report(ctx: RunContext) -> dict[str, Any]:
-    events = read_events(ctx.run_dir / "audit.jsonl")
-    report = build_report(events, [s.value for s in STAGE_ORDER])
-    texts = {name: ctx.redact(text) for name, text in render(report).items()}
+def render_run_folder(run_dir: Path, redact: Callable[[str], str] = str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Build the report from the folder's audit log, write the three files and seal the folder.
+
+    Never raises on what the audit log holds (pitstop.report.fallback): only a disk that refuses the
+    writes stops it. Returns the report and the texts written."""
+    events = fallback.readable_events(run_dir / "audit.jsonl")
+    report = fallback.build(events, [s.value for s in STAGE_ORDER])
+    texts = {name: redact(text) for name, text in render(report).items()}
     for name, text in texts.items():
-        (ctx.run_dir / name).write_text(text, encoding="utf-8")
-    seal(ctx.run_dir)
-    out: dict[str, Any] = {"dir": str(ctx.run_dir), "status": report["status"]}
+        (run_dir / name).write_text(text, encoding="utf-8")
+    seal(run_dir)
+    return report, texts
+
+
+def write_report(ctx: RunContext) -> dict[str, Any]:
+    report, texts = render_run_folder(ctx.run_dir, ctx.redact)
+    out: dict[str, Any] = {"dir": str(ctx.run_dir), "status": report.get("status")}
     try:
         out["storage"] = copy_to_storage(ctx)
     except Exception as exc:  # noqa: BLE001 - the local copy is the record; storage copy is best effort
         out["storage_error"] = ctx.redact(str(exc))
     from .artifacts import publish
 
-    out["artifacts"] = publish(report, texts["report.md"])
+    try:
+        out["artifacts"] = publish(report, texts["report.md"])
+    except Exception as exc:  # noqa: BLE001 - the Prefect UI copy is a convenience, the run folder the record
+        out["artifacts_error"] = ctx.redact(str(exc))
     return out
