@@ -74,6 +74,16 @@ class RulePurge:
         self.ep: Episode | None = None
         self.monitor: Monitor | None = None
         self.dropped: list[dict[str, Any]] = []
+        self.refused: list[dict[str, Any]] = []
+        self.fresh_cutoff: Any = None
+
+    @property
+    def safe_cutoff(self) -> Any:
+        """The cutoff partitions are judged by: the episode's, never later than one computed now."""
+        assert self.ep is not None
+        if self.fresh_cutoff is None:
+            return self.ep.cutoff
+        return min(self.ep.cutoff, self.fresh_cutoff)
 
     # -- orchestration ------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -126,12 +136,21 @@ class RulePurge:
             self.ctx.event("cleanup.started", table=rule.qualified, cutoff=cutoff.isoformat(), rows_before=total,
                            expired=expired, profile=self.opts.profile_name, episode=ep.id)
         else:
+            fresh = fix_cutoff(conn, rule)
+            conn.commit()
+            if ep.cutoff > fresh:
+                raise StepFailed(f"{rule.qualified}: the running cleanup episode {ep.id} in the progress table has "
+                                 f"cutoff {ep.cutoff.isoformat()}, later than now - {rule.older_than} "
+                                 f"({fresh.isoformat()}): a progress row pitstop did not write; nothing was "
+                                 "deleted (inspect the row, then rerun with restart: true)")
             self._check_share(ep.rows_before, ep.expired)
             self.progress.join(conn, ep, self.ctx.run_id)
             self.ctx.event("cleanup.resumed", table=rule.qualified, cutoff=ep.cutoff.isoformat(),
                            already_deleted=ep.deleted, episode=ep.id, first_run=ep.runs[0])
         if self._base_deleted is None:
             self._base_deleted = ep.deleted
+        self.fresh_cutoff = fix_cutoff(conn, rule)
+        conn.commit()
         return ep
 
     def _check_share(self, total: int, expired: int) -> None:
@@ -144,10 +163,12 @@ class RulePurge:
     def _targets(self, facts: TableFacts) -> list[TableFacts]:
         if facts.kind != "p":
             return [facts]
-        if self.rule.partitions == "drop":
+        if self.rule.partitions in ("drop", "drop_only"):
             self.dropped = partitions.drop_expired(self, facts)
             facts = table_facts(self.conn, facts.schema, facts.name)
             self.conn.commit()
+        if self.rule.partitions == "drop_only":
+            return []  # the "keep N months" policy: rows of a partition that stays are never deleted
         return [table_facts(self.conn, p.schema, p.name) for p in facts.partitions]
 
     # -- one batch ----------------------------------------------------------------------------------
@@ -174,6 +195,14 @@ class RulePurge:
             self.stats.aborted((time.monotonic() - t0) * 1000)
             self._backoff(target, "statement_timeout")
             return False
+        except pg_errors.ForeignKeyViolation as exc:
+            diag = exc.diag
+            raise StepFailed(
+                f"{target.qualified}: expired rows are still referenced by {diag.table_name or 'another table'} "
+                f"(foreign key {diag.constraint_name or '?'}, ON DELETE RESTRICT/NO ACTION); this batch was rolled "
+                f"back, {self.ep.deleted if self.ep else 0} row(s) deleted before it stay deleted. Purge the "
+                "referencing rows first (a retention rule on that table, listed before this one) or change "
+                "the key to ON DELETE CASCADE / SET NULL") from None
         ms = (time.monotonic() - t0) * 1000
         self.stats.record(ms, deleted)
         self._consecutive = 0
@@ -349,6 +378,6 @@ class RulePurge:
             "throttled_s": round(self.throttle.waited_s, 3), "throttle_reasons": self.throttle.reasons,
             "paused_s": round(s.paused_s, 3), "duration_s": round(elapsed, 3),
             "rows_per_s": round(s.deleted / elapsed, 1) if elapsed > 0 else None,
-            "partitions_dropped": self.dropped, "archive": manifest,
+            "partitions_dropped": self.dropped, "partitions_refused": self.refused, "archive": manifest,
             "metrics_before": before, "metrics_after": after,
         }

@@ -89,6 +89,7 @@ class TableFacts:
     partition_key: list[str] = field(default_factory=list)
     partitions: list[Partition] = field(default_factory=list)
     has_default: bool = False
+    oid: int = 0
 
     @property
     def qualified(self) -> str:
@@ -102,7 +103,7 @@ def table_facts(conn: Any, schema: str, table: str) -> TableFacts:
     if row is None:
         raise StepFailed(f"retention rule names {schema}.{table}, which does not exist")
     oid, kind = row
-    facts = TableFacts(schema=schema, name=table, kind=kind, pk=_int_pk(conn, oid))
+    facts = TableFacts(schema=schema, name=table, kind=kind, pk=_int_pk(conn, oid), oid=oid)
     if kind == "p":
         facts.partition_key = [r[0] for r in conn.execute(
             "SELECT a.attname FROM pg_partitioned_table p, unnest(p.partattrs) WITH ORDINALITY k(attnum, i) "

@@ -6,7 +6,11 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
+# A PostgreSQL identifier exactly as named in the catalog: mixed case, spaces, '$' and '-' included
+# (pitstop quotes every identifier through psycopg.sql). Quotes, semicolons, operators, path separators
+# and control characters are refused: such a name is far likelier an injection attempt than a table,
+# and names also become storage keys of row archives.
+Identifier = Annotated[str, Field(pattern=r"^[^\W\d][\w $-]{0,62}$")]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 
 

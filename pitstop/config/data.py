@@ -93,8 +93,10 @@ class RetentionRule(Strict):
     max_share: float = Field(0.5, gt=0, le=1, description="refuse to purge more than this share of the table")
     batch_size: int | None = Field(None, ge=1, description="initial batch size (default: the profile's)")
     profile: Name | None = Field(None, description="cleanup profile for this rule (default: cleanup.profile)")
-    partitions: Literal["drop", "rows"] = Field(
-        "drop", description="partitioned tables: drop partitions entirely past the cutoff, or delete rows only")
+    partitions: Literal["drop", "drop_only", "rows"] = Field(
+        "drop", description="partitioned tables: `drop` leaf partitions entirely past the cutoff, then delete the "
+        "remaining expired rows; `drop_only` drop those leaves and delete no row of a partition that stays (the "
+        "'keep N months' policy); `rows` delete rows only")
 
     @property
     def qualified(self) -> str:

@@ -109,13 +109,29 @@ def plan_retention(ctx: RunContext, params: RetentionParams) -> list[str]:
                 line += f" — REFUSED: above max_share {rule.max_share:.0%}"
             lines.append(line)
             facts = table_facts(conn, rule.schema_, rule.table)
-            if facts.kind == "p" and rule.partitions == "drop":
-                for part in partitions.expired_partitions(conn, facts, rule.column, bool(rule.where), cutoff):
-                    rows = count(conn, part.schema, part.name)
-                    lines.append(f"  drop partition {part.qualified} ({rows} rows"
-                                 + (", archived first)" if rule.archive else ")"))
+            if facts.kind == "p" and rule.partitions in ("drop", "drop_only"):
+                going = partitions.expired_leaves(conn, facts, rule.column, bool(rule.where), cutoff)
+                for leaf in going:
+                    rows = count(conn, leaf.node.schema, leaf.node.name)
+                    lines.append(f"  drop partition {leaf.qualified} ({rows} rows, upper bound "
+                                 f"{min(leaf.uppers)}" + (", archived first)" if rule.archive else ")"))
+                if rule.partitions == "drop_only":
+                    dropped_rows = sum(count(conn, lf.node.schema, lf.node.name) for lf in going)
+                    lines.append(f"  drop_only: {expired - dropped_rows} expired row(s) in partitions that stay "
+                                 "are kept")
+            lines += _fk_lines(conn, facts)
         conn.rollback()
     return lines
+
+
+def _fk_lines(conn: Any, facts: Any) -> list[str]:
+    """Foreign keys that point at the rule's table: what a purge does to the rows that reference it."""
+    actions = {"a": "NO ACTION (blocks the purge of referenced rows)", "r": "RESTRICT (blocks the purge of "
+               "referenced rows)", "c": "CASCADE (referencing rows are deleted too)", "n": "SET NULL",
+               "d": "SET DEFAULT"}
+    rows = conn.execute("SELECT conrelid::regclass::text, conname, confdeltype FROM pg_constraint WHERE contype = 'f' "
+                        "AND confrelid = %s AND conparentid = 0 ORDER BY 1, 2", [facts.oid]).fetchall()
+    return [f"  referenced by {t} ({name}): ON DELETE {actions.get(k, k)}" for t, name, k in rows]
 
 
 @step("database.vacuum_analyze", params=VacuumParams, placement=Placement.OUTSIDE, target=Target.DATABASE)

@@ -129,7 +129,7 @@ def test_dry_run_plan_shows_exact_rows_and_partitions_and_changes_nothing(conn, 
     (step,) = [s for s in plan["steps"] if s["uses"] == "cleanup.retention"]
     text = "\n".join(step["would"])
     assert f"public.ev: purge {EXPIRED} of {ROWS} rows" in text
-    assert f"drop partition public.metrics_old1 ({counts['metrics_old1']} rows)" in text
+    assert f"drop partition public.metrics_old1 ({counts['metrics_old1']} rows, upper bound" in text
     assert "drop partition public.metrics_old2" in text and "metrics_mixed" not in text
     mixed = counts["metrics_old1"] + counts["metrics_old2"] + counts["mixed_expired"]
     assert f"public.metrics: purge {mixed} of 3900 rows" in text
