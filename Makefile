@@ -34,6 +34,7 @@ demo: install bytecode
 
 system-deps:
 	scripts/ensure-system-deps.sh
+	scripts/ensure-pg-versions.sh
 
 lint: install-test
 	$(BIN)/ruff check pitstop flows checks tests

@@ -69,7 +69,10 @@ def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: s
 
     skip = None if resume_events is not None else check_blackout(cfg, options.trigger.value,
                                                                   options.override_blackout, options.reason)
-    lock = EnvironmentLock(Database(cfg), cfg.name, run_id)
+    db = Database(cfg)
+    if any(step.uses.startswith("backup.") for stage in rb.stages for step in stage.steps):
+        db.clients()  # ClientTooOld (exit 2): no pg_dump new enough for this server, before anything changes
+    lock = EnvironmentLock(db, cfg.name, run_id)
     lock.acquire(wait_s=wait_s)  # RunLocked (exit 3) before anything of this run exists
     try:
         from .abandoned import alert_abandoned

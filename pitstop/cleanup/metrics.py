@@ -52,7 +52,8 @@ def relations(conn: Any, schema: str, table: str) -> list[int]:
 
 def table_stats(conn: Any, schema: str, table: str) -> dict[str, Any]:
     """Statistics of a table now (flushes this backend's pending counters first)."""
-    conn.execute("SELECT pg_stat_force_next_flush()")
+    if conn.info.server_version >= 150000:  # PostgreSQL 15+; older servers flush at transaction end
+        conn.execute("SELECT pg_stat_force_next_flush()")
     conn.commit()
     conn.execute("SELECT pg_stat_clear_snapshot()")
     oids = relations(conn, schema, table)

@@ -41,7 +41,8 @@ WITH RECURSIVE tree(relid, parent, path) AS (
   UNION ALL
     SELECT i.inhrelid, i.inhparent, t.path || i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.relid
 )
-SELECT t.relid, t.parent, n.nspname, c.relname, c.relkind, pg_get_expr(c.relpartbound, c.oid), i.inhdetachpending,
+SELECT t.relid, t.parent, n.nspname, c.relname, c.relkind, pg_get_expr(c.relpartbound, c.oid),
+       coalesce((to_jsonb(i) ->> 'inhdetachpending')::boolean, false),
        t.path, pn.nspname, pc.relname,
        (SELECT p.partstrat = 'r' AND p.partnatts = 1 AND a.attname = %(column)s
           FROM pg_partitioned_table p JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
@@ -242,16 +243,18 @@ def _detach(purge: RulePurge, leaf: Leaf, entry: dict[str, Any], child: sql.Iden
                            [f"{purge.p.lock_timeout_ms}ms", f"{max(purge.p.statement_timeout_ms, 60000)}ms"])
                 ac.execute(statement(mode))
             return mode
-        except pg_errors.FeatureNotSupported:
+        except (pg_errors.FeatureNotSupported, pg_errors.SyntaxError):
             if mode != "concurrently":
                 raise
-            mode = "plain"  # e.g. a parent that gained a DEFAULT partition meanwhile
+            mode = "plain"  # PostgreSQL 13 (no CONCURRENTLY), or a parent that gained a DEFAULT partition
         except (pg_errors.LockNotAvailable, pg_errors.QueryCanceled) as exc:
             why = "lock_timeout" if isinstance(exc, pg_errors.LockNotAvailable) else "statement_timeout"
             purge._backoff(facts, why)
             if mode == "concurrently":  # a cancelled concurrent detach leaves it pending: finish it instead
-                if purge.conn.execute("SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = %s "
-                                      "AND inhdetachpending)", [node.oid]).fetchone()[0]:
+                pending_now = purge.conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = %s AND "
+                    "coalesce((to_jsonb(pg_inherits) ->> 'inhdetachpending')::boolean, false))", [node.oid]).fetchone()
+                if pending_now[0]:
                     mode = "finalize"
                 purge.conn.commit()
 

@@ -126,7 +126,8 @@ def _int_pk(conn: Any, oid: int) -> str | None:
 def _partitions(conn: Any, oid: int) -> tuple[list[Partition], bool]:
     """Leaf partitions (recursively) with their range upper bound, read from the catalog."""
     rows = conn.execute(
-        "SELECT n.nspname, c.relname, pg_get_expr(c.relpartbound, c.oid), i.inhdetachpending "
+        "SELECT n.nspname, c.relname, pg_get_expr(c.relpartbound, c.oid), "
+        "coalesce((to_jsonb(i) ->> 'inhdetachpending')::boolean, false) "
         "FROM pg_partition_tree(%s::regclass) t JOIN pg_class c ON c.oid = t.relid "
         "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_inherits i ON i.inhrelid = c.oid "
         "WHERE t.isleaf ORDER BY c.relname", [oid]).fetchall()

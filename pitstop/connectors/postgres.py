@@ -7,9 +7,6 @@ Passwords come from the environment variable named in config and are handed to p
 from __future__ import annotations
 
 import os
-import re
-import shutil
-import subprocess
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ import psycopg
 
 from ..config import EnvironmentConfig
 from ..errors import ConfigError, ConnectorError
+from .pgtools import ClientDir
 
 
 class Database:
@@ -28,6 +26,7 @@ class Database:
         self._host: str | None = self.cfg.host
         self._port = self.cfg.port
         self._bin_dir: Path | None = Path(self.cfg.pg_bin_dir).expanduser() if self.cfg.pg_bin_dir else None
+        self._clients: ClientDir | None = None
         if self.cfg.embedded:
             self._start_embedded()
 
@@ -113,28 +112,21 @@ class Database:
         return f"{self.cfg.user}@{self._host}:{self._port}/{self.cfg.dbname}"
 
     # -- tools --------------------------------------------------------------------------------------
+    def clients(self) -> ClientDir:
+        """The client tools matching this server (pitstop.connectors.pgtools); asks the server once."""
+        if self._clients is None:
+            from .pgtools import choose
+
+            major, version = self.server_version()
+            self._clients = choose(major, version, self._bin_dir, self.env.source)
+        return self._clients
+
     def tool(self, name: str) -> str:
-        """Path of a PostgreSQL client tool: ``pg_bin_dir`` first, then the newest one installed."""
-        if self._bin_dir is not None:
-            p = self._bin_dir / name
-            if not p.exists():
-                raise ConfigError(f"{self.env.source}: {name} not found in pg_bin_dir {self._bin_dir}")
-            return str(p)
-        candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
-                            key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
-        if candidates:
-            return str(candidates[-1])
-        found = shutil.which(name)
-        if not found:
-            raise ConfigError(f"{name} not found: install the PostgreSQL client or set database.pg_bin_dir")
-        return found
+        """Path of a PostgreSQL client tool new enough for this server."""
+        return self.clients().tool(name)
 
     def tool_major(self, name: str) -> int:
-        out = subprocess.run([self.tool(name), "--version"], capture_output=True, text=True, check=True).stdout
-        m = re.search(r"(\d+)(?:\.\d+)?", out)
-        if not m:
-            raise ConnectorError(f"cannot read the version of {name}: {out.strip()!r}")
-        return int(m.group(1))
+        return self.clients().major
 
     def server_version(self) -> tuple[int, str]:
         from ..pgretry import call

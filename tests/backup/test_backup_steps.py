@@ -110,11 +110,24 @@ def test_corrupted_backup_fails_verification(make_env: Any, ctx_for: Any, damage
 def test_old_pg_dump_is_refused(make_env: Any, ctx_for: Any) -> None:
     old = "/usr/lib/postgresql/15/bin"
     ctx = ctx_for(make_env(lambda c: c["database"].update(pg_bin_dir=old)))
-    with pytest.raises(BackupError) as exc:
+    from pitstop.connectors.pgtools import ClientTooOld
+
+    with pytest.raises(ClientTooOld) as exc:
         backup_postgres(ctx, BackupParams())
     msg = str(exc.value)
     assert "pg_dump 15" in msg and "PostgreSQL 16" in msg and "database.pg_bin_dir" in msg and old in msg
     assert ctx.storage.list() == []
+
+
+def test_a_run_without_a_new_enough_pg_dump_is_refused_before_it_starts(make_env: Any, tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    env = make_env(lambda c: c["database"].update(pg_bin_dir="/usr/lib/postgresql/15/bin"))
+    res = run_cli("run", "--env", str(env), "--runbook", "monthly", "--engine", "local")
+    assert res.returncode == 2, res.stdout + res.stderr
+    flat = " ".join(res.stderr.split())
+    assert "pg_dump 15" in flat and "PostgreSQL 16" in flat and "Traceback" not in res.stderr
+    assert not list((tmp_path / "state").glob("runs/*"))  # no run folder: nothing of the run exists
 
 
 def test_directory_format_with_jobs_through_s3(make_env: Any, ctx_for: Any, moto_endpoint: str,

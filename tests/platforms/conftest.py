@@ -1,0 +1,71 @@
+"""One real PostgreSQL server per version of the matrix (13-18), from the server builds that
+``scripts/ensure-pg-versions.sh`` unpacks (``make system-deps`` runs it), started once per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import ROOT
+
+BUILDS = Path(os.environ.get("PITSTOP_PG_BUILDS", ROOT / ".pitstop" / "pg-builds"))
+VERSIONS = [13, 14, 15, 16, 17, 18]
+
+
+@dataclass
+class PgServer:
+    major: int
+    sockdir: str
+    port: int
+
+    def connect(self, dbname: str = "postgres") -> psycopg.Connection:
+        return psycopg.connect(host=self.sockdir, port=self.port, dbname=dbname, user="postgres", autocommit=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _as_server_user(argv: list[str]) -> list[str]:
+    return ["runuser", "-u", "pitstop-pg", "--", *argv] if os.geteuid() == 0 else argv
+
+
+@pytest.fixture(scope="session", params=VERSIONS, ids=[f"pg{v}" for v in VERSIONS])
+def pg_version_server(request: pytest.FixtureRequest) -> Iterator[PgServer]:
+    major = request.param
+    bin_dir = BUILDS / str(major) / "bin"
+    if not (bin_dir / "postgres").is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL {major} build missing in {BUILDS}: run scripts/ensure-pg-versions.sh")
+        pytest.skip(f"PostgreSQL {major} server build not installed (scripts/ensure-pg-versions.sh)")
+    base = Path(tempfile.mkdtemp(prefix=f"pitstop-pg{major}-"))
+    base.chmod(0o777)
+    data, sock = base / "data", base / "sock"
+    sock.mkdir(mode=0o777)
+    sock.chmod(0o777)
+    if os.geteuid() == 0:
+        shutil.chown(base, "pitstop-pg")
+        shutil.chown(sock, "pitstop-pg")
+    subprocess.run(_as_server_user([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
+                                    "--no-sync", "-E", "UTF8", "--locale", "C"]), check=True, capture_output=True)
+    port = _free_port()
+    opts = f"-p {port} -k {sock} -c listen_addresses='' -c fsync=off -c full_page_writes=off"
+    subprocess.run(_as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", opts, "-w", "-l",
+                                    str(base / "log"), "start"]), check=True, capture_output=True)
+    try:
+        yield PgServer(major, str(sock), port)
+    finally:
+        subprocess.run(_as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+                       capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
