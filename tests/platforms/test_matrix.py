@@ -43,7 +43,8 @@ SURVIVORS = {
     "orders": "created_at >= now() - interval '90 days'",
     "raw_log": "at >= now() - interval '30 days'",
 }
-LEAF_TABLES = """SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEAF_TABLES = """SELECT format('%I.%I', n.nspname, c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
   AND c.relname NOT LIKE 'pitstop%' ORDER BY 1"""
 RUNBOOK = {"name": "matrix", "kind": "monthly", "stages": [
