@@ -54,7 +54,12 @@ class AuditLog:
 
     def emit(self, kind: str, /, **data: Any) -> dict[str, Any]:
         with self._lock:
-            clean = json.loads(self._redact(json.dumps(data, default=str)))
+            # raw values first (a secret holding '"', '\\' or non-ASCII is not in its JSON-escaped text as
+            # itself), then the serialised text once more for anything a str() of an object produced
+            from .redact import redact_value
+
+            raw = json.loads(json.dumps(redact_value(data, self._redact), default=str))
+            clean = json.loads(self._redact(json.dumps(raw, ensure_ascii=False, default=str)))
             event = {"seq": len(self.events) + 1, "ts": now_iso(), "kind": kind, "data": clean, "prev": self._prev}
             event["hash"] = event_hash(event)
             with self.path.open("a", encoding="utf-8") as fh:

@@ -52,8 +52,16 @@ def secret_values(cfg: EnvironmentConfig) -> list[str]:
 
 
 class Redactor:
+    """Replaces a run's secrets, in every encoded form that can reach an output (pitstop.redact)."""
+
     def __init__(self, secrets: list[str]):
-        self.secrets = sorted(set(secrets), key=len, reverse=True)
+        from .redact import encoded_forms, fragments
+
+        forms: set[str] = set()
+        for secret in secrets:
+            for f in fragments(secret) | {secret}:
+                forms |= encoded_forms(f) | {f}
+        self.secrets = sorted(forms, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for s in self.secrets:

@@ -9,11 +9,15 @@ record factory replaces any of them, and the sensitive parts of secret URLs and 
 
 from __future__ import annotations
 
+import base64
+import html
+import json
 import logging
 import os
+import shlex
 import threading
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
 if TYPE_CHECKING:
     from .config import EnvironmentConfig
@@ -43,6 +47,36 @@ def fragments(value: str) -> set[str]:
     return {f for f in out if f}
 
 
+MIN_FORM = 6  # an encoded form shorter than this is not matched on its own (too many false hits)
+
+
+def _b64_forms(raw: bytes) -> set[str]:
+    """Base64 of ``raw`` wherever it sits in a longer stream: each of the 3 byte alignments gives a run
+    of characters that depends on the secret's bytes alone (the partial groups at either end do not)."""
+    out = set()
+    for enc in (base64.b64encode, base64.urlsafe_b64encode):
+        whole = enc(raw).decode()
+        out |= {whole, whole.rstrip("=")}
+        for offset, skip in ((0, 0), (1, 2), (2, 3)):
+            data = b"\0" * offset + raw
+            full = len(data) // 3 * 3
+            out.add(enc(data[:full]).decode()[skip:])
+    return out
+
+
+def encoded_forms(value: str) -> set[str]:
+    """Every form in which ``value`` can reach an output: raw, JSON-escaped (ASCII and not), URL-encoded,
+    shell-quoted, HTML-escaped, Python repr, base64 (standard and URL-safe, any alignment)."""
+    out = {value}
+    for ascii_only in (True, False):
+        out.add(json.dumps(value, ensure_ascii=ascii_only)[1:-1])
+        out.add(json.dumps(json.dumps(value, ensure_ascii=ascii_only))[3:-3])  # JSON inside JSON
+    out |= {quote(value, safe=""), quote(value), quote_plus(value), html.escape(value), html.escape(value, False),
+            repr(value)[1:-1], shlex.quote(value)}
+    out |= _b64_forms(value.encode())
+    return {f for f in out if len(f) >= MIN_FORM}
+
+
 def secret_names(cfg: EnvironmentConfig) -> list[str]:
     from .input_guards import secret_slots
 
@@ -54,7 +88,8 @@ def install(cfg: EnvironmentConfig) -> None:
     values = set()
     for var in secret_names(cfg):
         if v := os.environ.get(var):
-            values |= fragments(v)
+            for f in fragments(v):
+                values |= encoded_forms(f) | {f}
     if not values:
         return
     with _lock:
@@ -68,6 +103,18 @@ def redact(text: str) -> str:
         if s in text:
             text = text.replace(s, MASK)
     return text
+
+
+def redact_value(value: Any, scrub: Any) -> Any:
+    """``value`` (a JSON-like structure) with ``scrub`` applied to every string in it, keys included:
+    secrets are removed from the raw values before anything is serialised."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {(scrub(k) if isinstance(k, str) else k): redact_value(v, scrub) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact_value(v, scrub) for v in value]
+    return value
 
 
 def _factory(*args: Any, **kwargs: Any) -> logging.LogRecord:

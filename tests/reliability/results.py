@@ -10,7 +10,8 @@ import json
 import os
 
 FIELDS = ("kill_points", "left_in_maintenance", "repeated_destructive", "lost_rows", "transient_faults",
-          "recovered", "bad_inputs", "clear_errors", "injections", "executed", "secret_leaks")
+          "recovered", "bad_inputs", "clear_errors", "injections", "executed", "secret_leaks",
+          "symlink_races", "followed", "modes_checked", "world_readable", "secret_forms", "forged_inputs", "trusted")
 
 
 def full() -> bool:
