@@ -206,14 +206,10 @@ def resume(run_id: Annotated[str, typer.Argument(help="the run to resume")], env
            engine: Annotated[Engine, typer.Option()] = Engine.prefect, wait: WaitOpt = 0.0,
            as_json: JsonOpt = False) -> None:
     """Resume a crashed or failed run: every step its audit log records as done is skipped."""
-    from .resume import prior_run
-    from .runner import load_config
+    from .runner import load_config, resumable
 
     cfg = load_config(env)
-    run_dir = cfg.resolve(cfg.reports.dir) / run_id
-    if not (run_dir / "audit.jsonl").is_file():
-        raise InputError(f"no run {run_id!r} in {run_dir.parent}")
-    started, _ = prior_run(run_dir)
+    started, _ = resumable(cfg, run_id)  # exit 2: not a run, a broken audit chain, or already finished
     _run(env, started.get("runbook_source") or started["runbook"], started["trigger"], started.get("reason", ""),
          bool(started.get("accept_unverified_backup")), engine, as_json, run_id=run_id, wait_s=wait)
 

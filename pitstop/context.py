@@ -78,6 +78,24 @@ class RunOptions:
     override_blackout: bool = False
     expected_downtime: timedelta | None = None  # given for this run (pitstop emergency --expected-downtime)
 
+    def to_record(self) -> dict[str, Any]:
+        """Every option, as the audit log's first event carries it (what ``resume`` restores)."""
+        return {"trigger": self.trigger.value, "reason": self.reason, "dry_run": self.dry_run,
+                "accept_unverified_backup": self.accept_unverified_backup,
+                "override_blackout": self.override_blackout,
+                "expected_downtime_s": self.expected_downtime.total_seconds() if self.expected_downtime else None}
+
+    @classmethod
+    def from_record(cls, started: dict[str, Any]) -> RunOptions:
+        """The options of a run from its ``run.started`` data (older logs: the flat fields)."""
+        opts = started.get("options")
+        rec: dict[str, Any] = opts if isinstance(opts, dict) else started
+        given = rec.get("expected_downtime_s")
+        return cls(trigger=Trigger(rec.get("trigger") or started["trigger"]), reason=rec.get("reason") or "",
+                   dry_run=bool(rec.get("dry_run")), accept_unverified_backup=bool(rec.get("accept_unverified_backup")),
+                   override_blackout=bool(rec.get("override_blackout")),
+                   expected_downtime=timedelta(seconds=float(given)) if given else None)
+
 
 @dataclass
 class RunContext:

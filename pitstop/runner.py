@@ -120,17 +120,41 @@ def execute(env: str, runbook: str, *, trigger: str = Trigger.MANUAL.value, reas
     return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, None)
 
 
+FINISHED = {"succeeded", "skipped", "not-approved"}
+
+
 def resume(env: str, run_id: str, *, unit_runner: UnitRunner = direct, listener: Listener | None = None,
            wait_s: float = 0.0) -> RunResult:
-    """Resume a crashed or failed run: skip every step its audit log records as completed."""
+    """Resume a crashed or failed run: skip every step its audit log records as completed.
+
+    Refused (bad input, exit 2, nothing appended or sent): a run id that is not one, a run whose audit
+    chain is broken (what it says cannot be trusted to skip or gate anything), and a run that already
+    finished successfully."""
+    cfg = load_config(env)
+    started, events = resumable(cfg, run_id)
+    rb = load_runbook(started.get("runbook_source") or started["runbook"], cfg)
+    options = RunOptions.from_record(started)
+    if options.expected_downtime is not None:
+        rb = rb.model_copy(update={"expected_downtime": options.expected_downtime})
+    return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, events)
+
+
+def resumable(cfg: EnvironmentConfig, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The first event's data and all events of a run that may be resumed; InputError (exit 2) if not."""
+    from .audit import verify_chain
+    from .ids import check_run_id
     from .resume import prior_run
 
-    cfg = load_config(env)
+    check_run_id(run_id)
     run_dir = cfg.resolve(cfg.reports.dir) / run_id
     if not (run_dir / "audit.jsonl").is_file():
         raise InputError(f"no run {run_id!r} under {run_dir.parent}")
+    if broken := verify_chain(run_dir / "audit.jsonl"):
+        raise InputError(f"run {run_id} cannot be resumed: its audit log is not intact ({broken}); "
+                         f"`pitstop report verify {run_dir}` says more")
     started, events = prior_run(run_dir)
-    rb = load_runbook(started.get("runbook_source") or started["runbook"], cfg)
-    options = RunOptions(trigger=Trigger(started["trigger"]), reason=started.get("reason", ""),
-                         accept_unverified_backup=bool(started.get("accept_unverified_backup")))
-    return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, events)
+    last = next((e for e in reversed(events) if e["kind"] in ("run.started", "run.resumed", "run.finished")), None)
+    if last is not None and last["kind"] == "run.finished" and last["data"].get("status") in FINISHED:
+        raise InputError(f"run {run_id} already finished ({last['data'].get('status')} at {last['ts']}): nothing "
+                         f"to resume; its report is {run_dir / 'report.html'}")
+    return started, events
