@@ -43,10 +43,20 @@ def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "
     Without a ``run_id`` the id derives from the Prefect flow run, so when Prefect retries or
     reschedules this flow run after a crash, the retry finds the run folder and *resumes* it.
     """
+    from prefect.runtime import deployment
+
+    from pitstop.fsmodes import private_umask
+    from pitstop.input_guards import flow_parameters
+
+    # the same guards as the CLI: a Prefect UI or API user is not trusted with paths or overrides
+    flow_parameters(env=env, runbook=runbook, run_id=run_id, reason=reason,
+                    accept_unverified_backup=accept_unverified_backup,
+                    deployment_parameters=dict(deployment.parameters or {}) if deployment.id else None)
     listener = ConsoleView() if console else None
     run_id = run_id or _flow_run_id(env, runbook)
-    result = runner.execute(env, runbook, trigger=trigger, reason=reason,
-                            accept_unverified_backup=accept_unverified_backup, run_id=run_id,
-                            unit_runner=prefect_unit, listener=listener, wait_s=wait_s,
-                            override_blackout=override_blackout, expected_downtime=expected_downtime)
+    with private_umask():
+        result = runner.execute(env, runbook, trigger=trigger, reason=reason,
+                                accept_unverified_backup=accept_unverified_backup, run_id=run_id,
+                                unit_runner=prefect_unit, listener=listener, wait_s=wait_s,
+                                override_blackout=override_blackout, expected_downtime=expected_downtime)
     return {"run_id": result.run_id, "status": result.status.value, "run_dir": str(result.run_dir)}

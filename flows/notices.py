@@ -22,10 +22,12 @@ from pitstop.notify import notices as notices_mod
 def notices(env: str, now: str | None = None) -> dict[str, Any]:
     """Send the notices of ``env`` due now (``now``: ISO time, for rehearsals)."""
     from pitstop.cli_notices import parse_now
+    from pitstop.fsmodes import private_umask
 
     cfg = load_config(env)
     when = parse_now(now)
-    results = notices_mod.send_due(cfg, when, clock=(lambda: when) if now else notices_mod.system_clock)
+    with private_umask():
+        results = notices_mod.send_due(cfg, when, clock=(lambda: when) if now else notices_mod.system_clock)
     return {"environment": cfg.name, "sent": sum(r.status == "sent" for r in results),
             "failed": sum(r.status == "failed" for r in results),
             "results": [r.model_dump(mode="json") for r in results]}

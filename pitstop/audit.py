@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -62,7 +63,8 @@ class AuditLog:
             clean = json.loads(self._redact(json.dumps(raw, ensure_ascii=False, default=str)))
             event = {"seq": len(self.events) + 1, "ts": now_iso(), "kind": kind, "data": clean, "prev": self._prev}
             event["hash"] = event_hash(event)
-            with self.path.open("a", encoding="utf-8") as fh:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(event, sort_keys=True, default=str) + "\n")
                 fh.flush()
             self._prev = event["hash"]

@@ -257,8 +257,11 @@ def schema(kind: Annotated[str, typer.Argument(help="config | runbook")] = "runb
 
 
 def main() -> None:
+    from .fsmodes import private_umask
+
     try:
-        rc = app(standalone_mode=False)  # click returns typer.Exit codes instead of raising here
+        with private_umask():  # every file of this command: run folders, reports, dumps, archives
+            rc = app(standalone_mode=False)  # click returns typer.Exit codes instead of raising here
         sys.exit(rc if isinstance(rc, int) else 0)
     except InputError as exc:
         err.print("[bold red]error:[/bold red] invalid input — nothing was executed")

@@ -52,6 +52,10 @@ def _from_storage(env: str, run: str, into: Path) -> Path | None:
 
 def resolve_run(env: str | None, run: str, scratch: Path | None = None) -> Path:
     """The run folder named by a path, a ``file://`` URL or a run id (with ``--env``)."""
+    if env and not run.startswith("file://"):
+        from .ids import check_run_id
+
+        check_run_id(run, "with --env, the run")  # an id under the reports directory, never a path out of it
     if run.startswith("file://"):
         run = unquote(urlparse(run).path)
     p = Path(run)

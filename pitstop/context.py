@@ -120,7 +120,9 @@ class RunContext:
         """A run's context; its folder is ``<reports dir>/<run id>`` unless ``run_dir`` is given."""
         run_id = run_id or new_run_id(cfg.name, runbook.name)
         run_dir = run_dir or cfg.resolve(cfg.reports.dir) / run_id
-        run_dir.mkdir(parents=True, exist_ok=True)
+        from .fsmodes import private_dir
+
+        private_dir(run_dir)
         redact = Redactor(secret_values(cfg))
         return cls(run_id=run_id, cfg=cfg, runbook=runbook, options=options, run_dir=run_dir,
                    audit=AuditLog(run_dir / "audit.jsonl", redact), redact=redact)

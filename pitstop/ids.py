@@ -11,11 +11,11 @@ import re
 
 from .errors import InputError
 
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,159}$")
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,159}")
 
 
 def check_run_id(run_id: str, what: str = "run id") -> str:
-    if not RUN_ID.match(run_id) or ".." in run_id:
+    if not RUN_ID.fullmatch(run_id) or ".." in run_id:
         raise InputError(f"{what} {run_id!r} is not a run id (letters, digits, '.', '_' and '-', as "
                          "`pitstop report list` prints them; never a path)")
     return run_id

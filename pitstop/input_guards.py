@@ -84,3 +84,32 @@ def secret_problems(cfg: EnvironmentConfig) -> list[Problem]:
     doc = yamlfile.load(Path(cfg.source), ConfigError)
     return [doc.problem(loc, f"secret ${var} is not set in the environment (needed before the run starts)")
             for loc, var in missing]
+
+
+def flow_parameters(*, env: str, runbook: str, run_id: str | None, reason: str, accept_unverified_backup: bool,
+                    deployment_parameters: dict[str, object] | None) -> None:
+    """The flow entry point's guards, as strict as the CLI's: an InputError before anything runs.
+
+    * ``run_id``: a run id, never a path (``../../outside`` once wrote a run folder outside reports);
+    * ``env`` / ``runbook``: a name (``config/<name>.yaml``, ``runbooks/<name>.yaml``); a path only when
+      it is the very value the deployment was created with (``pitstop deploy`` writes a path for a
+      config outside ``config/``), so a Prefect UI or API user cannot point a run at any YAML file;
+    * ``accept_unverified_backup`` needs a reason, as on the CLI.
+    """
+    import re
+
+    from .ids import check_run_id
+
+    if run_id is not None:
+        check_run_id(run_id, "run_id")
+    name = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+    for key, value in (("env", env), ("runbook", runbook)):
+        if name.fullmatch(value) and not value.endswith((".yaml", ".yml")):
+            continue
+        if deployment_parameters is None:
+            continue  # called in-process (pitstop run --engine prefect): the CLI validated its arguments
+        if deployment_parameters.get(key) != value:
+            raise ConfigError(f"flow parameter {key}={value!r} is not a name and not the deployment's own "
+                              f"{key}: pass an environment/runbook name (paths are refused)")
+    if accept_unverified_backup and not reason.strip():
+        raise ConfigError("accept_unverified_backup needs a reason explaining why")

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from ..config import EnvironmentConfig
 from ..errors import ConnectorError
+from ..fsmodes import private_dir
 
 CHUNK = 1024 * 1024
 
@@ -63,7 +64,7 @@ class Storage(abc.ABC):
 class LocalStorage(Storage):
     def __init__(self, root: Path):
         self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
 
     def _path(self, key: str) -> Path:
         p = (self.root / key).resolve()
@@ -76,12 +77,13 @@ class LocalStorage(Storage):
 
     def put_stream(self, key: str, stream: BinaryIO, size_hint: int | None = None) -> StoredObject:
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(target.parent)
         tmp = target.with_name(f".{target.name}.partial")
         digest = hashlib.sha256()
         size = 0
         try:
-            with tmp.open("wb") as out:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as out:
                 for chunk in iter(lambda: stream.read(CHUNK), b""):
                     digest.update(chunk)
                     size += len(chunk)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
 
 from ..audit import read_events
+from ..fsmodes import write_private
 from ..runbook import STAGE_ORDER
 from ..units import human_seconds
 from . import fallback
@@ -143,7 +144,7 @@ def seal(run_dir: Path) -> Path:
         events = read_events(audit)
         manifest["audit"] = {"events": len(events), "last_hash": events[-1]["hash"] if events else None}
     path = run_dir / MANIFEST
-    path.write_text(manifest_text(manifest))
+    write_private(path, manifest_text(manifest))
     return path
 
 
@@ -165,7 +166,7 @@ def copy_to_storage(ctx: RunContext) -> list[dict[str, Any]]:
                 copied.append({"key": key, "location": stored.location, "sha256": stored.sha256})
     if policy:
         receipt = json.dumps({"run_id": ctx.run_id, "object_lock": policy, "objects": copied}, indent=2) + "\n"
-        ctx.run_dir.with_name(f"{ctx.run_id}.receipt.json").write_text(receipt)
+        write_private(ctx.run_dir.with_name(f"{ctx.run_id}.receipt.json"), receipt)
         ctx.storage.put_bytes(f"reports/{ctx.cfg.name}/{ctx.run_id}.receipt.json", receipt.encode())
     return copied
 
@@ -179,7 +180,7 @@ def render_run_folder(run_dir: Path, redact: Callable[[str], str] = str) -> tupl
     report = fallback.build(events, [s.value for s in STAGE_ORDER])
     texts = {name: redact(text) for name, text in render(report).items()}
     for name, text in texts.items():
-        (run_dir / name).write_text(text, encoding="utf-8")
+        write_private(run_dir / name, text)
     seal(run_dir)
     return report, texts
 

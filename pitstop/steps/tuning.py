@@ -17,10 +17,12 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..connectors.base import Cmd, Connection
+from ..connectors.base import Connection
 from ..context import RunContext
+from ..errors import StepFailed
 from ..model import StepOutcome
 from ..registry import Placement, Target, planner, step
+from . import safefile
 from .hostutil import AbsPath, chunks, delete_files, find_files, has_command, is_sandbox
 
 
@@ -92,12 +94,6 @@ def _journal_ok(conn: Connection, p: LogParams) -> bool:
     return bool(wanted) and not is_sandbox(conn) and has_command(conn, "journalctl")
 
 
-def _rotate(conn: Connection, path: str, stamp: str, sudo: bool) -> None:
-    copy = f"{path}.{stamp}"
-    conn.run_batch([Cmd(["cp", "-p", "--", path, copy], sudo=sudo), Cmd(["truncate", "-s", "0", "--", path], sudo=sudo),
-                    Cmd(["gzip", "-f", "--", copy], sudo=sudo)])  # one session; stops at the first failure
-
-
 @step("tuning.logs", params=LogParams, placement=Placement.OUTSIDE, target=Target.HOSTS)
 def tuning_logs(ctx: RunContext, params: LogParams, host: str) -> StepOutcome:
     """Rotate logs: compress old logs, rotate oversized ones, delete old archives, vacuum the journal."""
@@ -108,22 +104,32 @@ def tuning_logs(ctx: RunContext, params: LogParams, host: str) -> StepOutcome:
         for tests in (("-name", params.pattern), tuple(_names(params.pattern))):
             deleted += len(delete_files(conn, path, *tests, "-mtime", f"+{params.delete_after_days}",
                                         sudo=params.sudo)[0])
-    for chunk in chunks(w.compress):
-        conn.run(["gzip", "-f", "--", *chunk], sudo=params.sudo)
+    # compress and rotate never follow a link and act with the privileges of whoever controls the
+    # log's directory (pitstop.steps.safefile): a file swapped for a symlink cannot aim root elsewhere
+    done = safefile.Outcome()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    for path in w.rotate:
-        _rotate(conn, path, stamp, params.sudo)
+    for op, files in (("compress", w.compress), ("rotate", w.rotate)):
+        for chunk in chunks(files):
+            got = safefile.apply(conn, op, chunk, stamp, params.sudo)
+            done.done += got.done
+            done.refused += got.refused
+            done.failed += got.failed
+    if done.failed:
+        raise StepFailed(f"{host}: log rotation failed for {len(done.failed)} file(s): " + "; ".join(done.failed[:3]))
     freed = _vacuum(conn, w.journal, params.sudo)
     changed = not w.empty or freed
     data: dict[str, object] = {"compressed": len(w.compress), "rotated": len(w.rotate), "deleted": deleted,
                                "journal_freed": freed}
     if w.still_open:
         data["still_open"] = w.still_open
+    if done.refused:
+        data["refused"] = done.refused
     ctx.event("tuning.logs", host=host, **data)
     return StepOutcome(changed=bool(changed or deleted), data=data,
                        summary=f"{len(w.compress)} compressed, {len(w.rotate)} rotated, {deleted} deleted"
                        + (f", journal freed {freed}" if freed else "")
-                       + (f"; {len(w.still_open)} old log(s) still open, left as they are" if w.still_open else ""))
+                       + (f"; {len(w.still_open)} old log(s) still open, left as they are" if w.still_open else "")
+                       + (f"; {len(done.refused)} refused (not safe to touch)" if done.refused else ""))
 
 
 def _vacuum(conn: Connection, args: list[str], sudo: bool) -> str | None:

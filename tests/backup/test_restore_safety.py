@@ -22,6 +22,7 @@ import pytest
 from backup_helpers import write_runbook
 
 from tests.conftest import report_of, run_cli
+from tests.reliability.results import record
 
 SHAPES = """
 CREATE SCHEMA archive;
@@ -135,6 +136,7 @@ def test_a_dump_swapped_in_storage_is_refused_before_any_of_it_runs(shaped_env: 
     target = f"restored_{uuid.uuid4().hex[:8]}"
     try:
         out = run_cli("restore", "--env", str(env), "--run", report["run_id"], "--into", target)
+        record("swapped_dump", forged_inputs=1, trusted=int(out.returncode == 0 or marker.exists()))
         assert out.returncode == 1, out.stderr + out.stdout
         assert "SHA-256" in out.stderr and "manifest" in out.stderr
         assert "Traceback" not in out.stderr

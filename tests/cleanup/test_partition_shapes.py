@@ -13,6 +13,7 @@ import pytest
 
 from pitstop.errors import StepFailed
 from pitstop.steps.cleanup import RetentionParams, cleanup_retention
+from tests.reliability.results import record
 
 from .conftest import events, fingerprint, rule
 
@@ -199,6 +200,8 @@ def test_forged_progress_rows_drop_nothing(conn: psycopg.Connection, cleanup_ctx
                   "state) VALUES (%s, 'public.metrics', now() - interval '90 days', 3000, 10, ARRAY['forged'], %s)",
                   [rule_key(r), json.dumps({"partitions": forged})])
     (res,) = cleanup_retention(ctx, RetentionParams()).data["cleanup"]
+    damaged = {t for t in before if fingerprint(conn, t) != before[t]}
+    record("forged_progress_row", forged_inputs=1, trusted=int(bool(damaged)))
     assert {t: fingerprint(conn, t) for t in ("orders", "metrics_young", "other_part_old")} == before
     assert [x["partition"] for x in res["partitions_refused"]] == [f"public.{victim}"]
     assert [e["partition"] for e in events(ctx, "cleanup.partition_refused")] == [f"public.{victim}"]
@@ -222,6 +225,7 @@ def test_a_forged_episode_cutoff_in_the_future_deletes_nothing(ev: psycopg.Conne
     before = fingerprint(ev, "ev")
     with pytest.raises(StepFailed, match="progress row pitstop did not write"):
         cleanup_retention(ctx, RetentionParams())
+    record("forged_cutoff", forged_inputs=1, trusted=int(fingerprint(ev, "ev") != before))
     assert fingerprint(ev, "ev") == before
 
 

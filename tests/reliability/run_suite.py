@@ -22,6 +22,10 @@ sys.path.insert(0, str(ROOT))
 
 from tests.reliability.results import FIELDS  # noqa: E402
 
+# the reliability package, and the security tests elsewhere whose figures belong on its line
+SUITE = ["reliability", "security", "cleanup/test_partition_shapes.py", "runs/test_resume_guards.py",
+         "backup/test_restore_safety.py"]
+
 
 def main(argv: list[str]) -> int:
     fast = "--fast" in argv
@@ -33,7 +37,7 @@ def main(argv: list[str]) -> int:
         env = {**os.environ, "PITSTOP_RELIABILITY_OUT": str(out), "PYTEST_DEBUG_TEMPROOT": str(temproot),
                "PITSTOP_RELIABILITY_FULL": "0" if fast else "1"}
         rc = subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                              str(ROOT / "tests" / "reliability"), *extra], env=env, cwd=ROOT)
+                              *(str(ROOT / "tests" / p) for p in SUITE), *extra], env=env, cwd=ROOT)
         totals = dict.fromkeys(FIELDS, 0)
         if out.exists():
             for line in out.read_text().splitlines():

@@ -16,6 +16,7 @@ import yaml
 
 from pitstop.audit import read_events
 from tests.conftest import run_cli
+from tests.reliability.results import record
 
 
 def _runbook(path: Path, stages: list[dict[str, Any]], kind: str = "monthly") -> Path:
@@ -67,10 +68,12 @@ def test_a_tampered_audit_log_is_not_trusted_by_resume(make_env: Any, tmp_path: 
     with db_conn(seeded_db) as conn:
         before = conn.execute("SELECT count(*) FROM events").fetchone()[0]
     again = run_cli("resume", info["run_id"], "--env", str(env), "--engine", "local")
+    with db_conn(seeded_db) as conn:
+        after = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    record("tampered_log_resume", forged_inputs=1, trusted=int(again.returncode != 2 or after != before))
     assert again.returncode == 2, again.stdout + again.stderr
     assert "not intact" in again.stderr and "Traceback" not in again.stderr
-    with db_conn(seeded_db) as conn:
-        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == before
+    assert after == before
 
 
 def test_resume_restores_every_option_of_the_first_attempt(make_env: Any, tmp_path: Path) -> None:
