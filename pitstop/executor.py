@@ -212,7 +212,7 @@ class Executor:
         t0 = time.monotonic()
         hosts: list[HostResult] = []
         try:
-            if info.destructive:
+            if planned.destructive:  # the step's own declaration, or the runbook's for a generic step
                 self._gate(planned)
             if info.target == Target.HOSTS:
                 hosts = self._on_hosts(planned, info.func, params)

@@ -108,7 +108,8 @@ def build_plan(cfg: EnvironmentConfig, runbook: Runbook) -> Plan:
             placement, phase, why = placement_of(stage_spec.name, spec, info)
             hosts = cfg.group_hosts(host_group(info, spec.targets, cfg)) if info.target == Target.HOSTS else []
             steps.append(PlannedStep(index=i, stage=stage_spec.name, uses=spec.uses, label=spec.label,
-                                     placement=placement, phase=phase, why=why, destructive=info.destructive,
+                                     placement=placement, phase=phase, why=why,
+                                     destructive=info.destructive or bool(spec.destructive),
                                      target=info.target, hosts=hosts, id=spec.id or f"{stage_spec.name.value}/{i}",
                                      estimate_s=spec.estimate.total_seconds() if spec.estimate else None))
     steps.sort(key=lambda s: (ORDER[s.phase], WINDOW_RANK.get(s.stage, 1) if s.phase == Phase.WINDOW else 0))

@@ -53,6 +53,7 @@ class StepInfo:
     plan: PlanFunc | None = None
     default_group: str | Callable[[EnvironmentConfig], str] = "all"
     extra: dict[str, Any] = field(default_factory=dict)
+    generic: bool = False  # runs what the runbook says: the runbook must declare `destructive:` for it
 
 
 STEPS: dict[str, StepInfo] = {}
@@ -86,6 +87,7 @@ def step(
     target: Target = Target.NONE,
     destructive: bool = False,
     default_group: str | Callable[[EnvironmentConfig], str] = "all",
+    generic: bool = False,
 ) -> Callable[[StepFunc], StepFunc]:
     """Register a step function under ``name``.
 
@@ -105,6 +107,7 @@ def step(
             destructive=destructive,
             description=(func.__doc__ or "").strip().splitlines()[0] if func.__doc__ else "",
             default_group=default_group,
+            generic=generic,
         )
         return func
 

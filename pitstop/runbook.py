@@ -46,6 +46,8 @@ class StepSpec(BaseModel):
     targets: str | None = Field(None, description="host group for host steps (default: the step's own)")
     window: Placement | None = Field(None, description="override the step's declared placement")
     continue_on_error: bool = False
+    destructive: bool | None = Field(None, description="generic steps (host.command, host.script) must say whether "
+                                     "they destroy data: `true` puts them under the verified-backup gate")
     estimate: Duration | None = Field(None, description="expected duration, used for window admission "
                                                          "until history exists")
     id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
@@ -126,6 +128,13 @@ def check_runbook(rb: Runbook, doc: yamlfile.YamlDoc, cfg: EnvironmentConfig | N
             except ValidationError as exc:
                 for e in exc.errors():
                     problems.append(doc.problem([*loc, "with", *e["loc"]], yamlfile.describe(dict(e))))
+            if info.generic and spec.destructive is None:
+                problems.append(doc.problem(loc, f"step {spec.uses!r} runs whatever the runbook says: declare "
+                                                 "`destructive: true` (it needs this run's verified backup) or "
+                                                 "`destructive: false`"))
+            elif spec.destructive is False and info.destructive:
+                problems.append(doc.problem([*loc, "destructive"], f"step {spec.uses!r} is destructive; "
+                                                                   "it cannot be declared otherwise"))
             if spec.targets is not None and info.target != Target.HOSTS:
                 problems.append(doc.problem([*loc, "targets"], f"step {spec.uses!r} does not run on hosts"))
             elif cfg is not None and info.target == Target.HOSTS:

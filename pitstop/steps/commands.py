@@ -60,7 +60,7 @@ def _finish(ctx: RunContext, host: str, argv: list[str], res: CommandResult, g: 
                        data={"exit_code": res.exit_code, "stdout_tail": res.stdout[-500:]})
 
 
-@step("host.command", params=CommandParams, placement=Placement.INSIDE, target=Target.HOSTS)
+@step("host.command", params=CommandParams, placement=Placement.INSIDE, target=Target.HOSTS, generic=True)
 def host_command(ctx: RunContext, params: CommandParams, host: str) -> StepOutcome:
     """Run a command (argument list) on each host; fail on an unexpected exit code."""
     conn = ctx.host(host)
@@ -76,7 +76,7 @@ def _script_path(ctx: RunContext, params: ScriptParams) -> str:
     return f"{params.remote_dir.rstrip('/')}/pitstop-{ctx.run_id}-{digest}.script"
 
 
-@step("host.script", params=ScriptParams, placement=Placement.INSIDE, target=Target.HOSTS)
+@step("host.script", params=ScriptParams, placement=Placement.INSIDE, target=Target.HOSTS, generic=True)
 def host_script(ctx: RunContext, params: ScriptParams, host: str) -> StepOutcome:
     """Upload a script, run it with its interpreter on each host, remove it; check the exit code."""
     conn = ctx.host(host)

@@ -22,7 +22,7 @@ from ..model import StepOutcome
 from ..registry import Placement, Target, planner, step
 from .hostutil import AbsPath, is_sandbox
 
-SysctlKey = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]+([./][A-Za-z0-9_:@-]+)+$", max_length=200)]
+SysctlKey = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_][a-z0-9_-]*([./][A-Za-z0-9_:@-]+)+$", max_length=200)]
 SysctlValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9 \t._:,/+-]{1,200}$")]
 HEADER = "# Managed by pitstop (tuning.sysctl): values set, verified and persisted by maintenance runs.\n"
 

@@ -122,7 +122,7 @@ def test_failing_step_still_lifts_maintenance_and_writes_report(make_env: Any, s
 
     rb = yaml.safe_load((ROOT / "runbooks" / "monthly.yaml").read_text())
     tuning = next(s for s in rb["stages"] if s["name"] == "server-tuning")
-    tuning["steps"].append({"uses": "host.command", "name": "broken restart", "targets": "web",
+    tuning["steps"].append({"uses": "host.command", "destructive": False, "name": "broken restart", "targets": "web",
                             "with": {"argv": ["sh", "-c", "echo restart failed >&2; exit 3"]}})
     rb_path = tmp_path / "failing.yaml"
     rb_path.write_text(yaml.safe_dump(rb, sort_keys=False))

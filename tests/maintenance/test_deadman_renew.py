@@ -19,9 +19,9 @@ def _runbook(tmp: Path, sleep_s: float) -> Path:
     return write_runbook(tmp, [
         {"name": "maintenance-on", "steps": [{"uses": "maintenance.on"}]},
         {"name": "server-tuning", "steps": [
-            {"uses": "host.command", "name": "one step longer than the TTL", "targets": "web",
+            {"uses": "host.command", "destructive": False, "name": "one step longer than the TTL", "targets": "web",
              "with": {"argv": ["sleep", str(sleep_s)], "timeout_s": 60}},
-            {"uses": "host.command", "name": "still in maintenance", "targets": "web",
+            {"uses": "host.command", "destructive": False, "name": "still in maintenance", "targets": "web",
              "with": {"argv": ["test", "-e", FLAG]}}]},  # the sandbox root is the command's cwd
         {"name": "maintenance-off", "steps": [{"uses": "maintenance.off"}]},
     ])

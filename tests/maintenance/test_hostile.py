@@ -24,8 +24,8 @@ def hostile_steps(bad: list[str], base: str = "") -> list[dict[str, Any]]:
     steps: list[dict[str, Any]] = []
     for b in bad:
         steps += [
-            {"uses": "host.command", "with": {"argv": ["echo", b], "unless": ["test", "-e", b]}},
-            {"uses": "host.script", "with": {"script": 'printf "%s" "$1" > /dev/null\n', "args": [b, "x"],
+            {"uses": "host.command", "destructive": False, "with": {"argv": ["echo", b], "unless": ["test", "-e", b]}},
+            {"uses": "host.script", "destructive": False, "with": {"script": 'printf "%s" "$1" > /dev/null\n', "args": [b, "x"],
                                              "remote_dir": f"{base}/var/tmp" if base else "/var/tmp"}},
             {"uses": "service.restart", "with": {"services": ["app"], "manager": "command",
                                                  "restart": ["echo", "{service}", b], "restart_if": ["echo", b],
@@ -87,7 +87,7 @@ def test_hostile_values_through_the_deadman_watcher(tmp_path: Path) -> None:
 ])
 def test_values_that_cannot_be_safe_are_refused_with_file_and_line(tmp_path: Path, step: dict[str, Any]) -> None:
     env = write_env(tmp_path)
-    rb = write_runbook(tmp_path, [{"name": "server-tuning", "steps": [{"uses": "host.command",
+    rb = write_runbook(tmp_path, [{"name": "server-tuning", "steps": [{"uses": "host.command", "destructive": False,
                                                                        "with": {"argv": ["true"]}}, step]}])
     with pytest.raises(RunbookError, match=r"rb\.yaml:\d+ at stages\.0\.steps\.1\.with"):
         load_runbook(str(rb), load_config(str(env)))

@@ -21,7 +21,7 @@ def test_sigkill_in_maintenance_is_lifted_by_the_ttl(tmp_path: Path, pg_data_dir
     rb = write_runbook(tmp_path, [
         {"name": "maintenance-on", "steps": [{"uses": "maintenance.on"}]},
         {"name": "server-tuning", "steps": [
-            {"uses": "host.command", "name": "long work", "targets": "web-1",
+            {"uses": "host.command", "destructive": False, "name": "long work", "targets": "web-1",
              "with": {"argv": ["sleep", "60"], "timeout_s": 120}}]},
         {"name": "maintenance-off", "steps": [{"uses": "maintenance.off"}]},
     ])

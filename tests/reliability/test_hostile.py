@@ -57,7 +57,7 @@ def test_payloads_in_argv_paths_filters_and_snapshots(ssh_env: Any, tmp_path: Pa
         {"name": "pre-backup", "steps": [{"uses": "backup.postgres"}, {"uses": "backup.verify"}]},
         {"name": "database-cleanup", "steps": [{"uses": "cleanup.retention", "name": "purge"}]},
         {"name": "server-tuning", "steps": [
-            {"uses": "host.command", "name": "hostile argv", "targets": "all",
+            {"uses": "host.command", "destructive": False, "name": "hostile argv", "targets": "all",
              "with": {"argv": ["printf", "%s\\n", *p]}},
             {"uses": "tuning.logs", "name": "hostile paths", "targets": "all",
              "with": {"paths": [f"/var/log/app/{x}" for x in one_line], "pattern": "*.log"}}]},

@@ -71,7 +71,7 @@ def test_hostile_secrets_never_reach_an_output(tmp_path: Path, pg_data_dir: Path
     rb = tmp_path / "leak.yaml"
     rb.write_text(yaml.safe_dump({"name": "leak", "kind": "custom", "stages": [
         {"name": "preflight", "steps": [{"uses": "check.postgres_connect"}]},
-        {"name": "server-tuning", "steps": [{"uses": "host.command", "targets": "app",
+        {"name": "server-tuning", "steps": [{"uses": "host.command", "destructive": False, "targets": "app",
                                              "with": {"argv": ["python3", "-c", PRINT_FORMS]}}]}]}))
     res = cli("run", "--env", str(env_path), "--runbook", str(rb), "--engine", "local", "--json",
               env={"PITSTOP_H_PW": secret})

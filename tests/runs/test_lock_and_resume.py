@@ -22,7 +22,7 @@ def blocking_runbook(tmp_path: Path) -> Path:
     """The monthly runbook plus an in-window step that waits until a `release` file exists."""
     rb = yaml.safe_load((ROOT / "runbooks" / "monthly.yaml").read_text())
     tuning = next(s for s in rb["stages"] if s["name"] == "server-tuning")
-    tuning["steps"].append({"uses": "host.command", "name": "wait for release", "targets": "app",
+    tuning["steps"].append({"uses": "host.command", "destructive": False, "name": "wait for release", "targets": "app",
                             "with": {"argv": WAIT_FOR_RELEASE}})
     path = tmp_path / "blocking.yaml"
     path.write_text(yaml.safe_dump(rb, sort_keys=False))

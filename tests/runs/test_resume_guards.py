@@ -45,7 +45,7 @@ def test_a_tampered_audit_log_is_not_trusted_by_resume(make_env: Any, tmp_path: 
     rb = _runbook(tmp_path / "gated.yaml", [
         {"name": "pre-backup", "steps": [
             {"uses": "backup.postgres"},
-            {"uses": "host.command", "name": "damage the stored dump", "targets": "app", "window": "outside",
+            {"uses": "host.command", "destructive": False, "name": "damage the stored dump", "targets": "app", "window": "outside",
              "with": {"argv": ["sh", "-c", f"for f in {state}/storage/backups/*/*/*.dump; do "
                                            "truncate -s 64 \"$f\"; done"]}},
             {"uses": "backup.verify"}]},
@@ -80,7 +80,7 @@ def test_resume_restores_every_option_of_the_first_attempt(make_env: Any, tmp_pa
     env = make_env()
     rb = _runbook(tmp_path / "flaky.yaml", [
         {"name": "server-tuning", "steps": [
-            {"uses": "host.command", "targets": "app",
+            {"uses": "host.command", "destructive": False, "targets": "app",
              "with": {"argv": ["sh", "-c", f"test -e {tmp_path}/ok || {{ touch {tmp_path}/ok; exit 1; }}"]}}]}],
         kind="custom")
     res = run_cli("emergency", "--env", str(env), "--runbook", str(rb), "--reason", "disk at 97%",
