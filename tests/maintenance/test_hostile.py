@@ -25,7 +25,8 @@ def hostile_steps(bad: list[str], base: str = "") -> list[dict[str, Any]]:
     for b in bad:
         steps += [
             {"uses": "host.command", "destructive": False, "with": {"argv": ["echo", b], "unless": ["test", "-e", b]}},
-            {"uses": "host.script", "destructive": False, "with": {"script": 'printf "%s" "$1" > /dev/null\n', "args": [b, "x"],
+            {"uses": "host.script", "destructive": False,
+             "with": {"script": 'printf "%s" "$1" > /dev/null\n', "args": [b, "x"],
                                              "remote_dir": f"{base}/var/tmp" if base else "/var/tmp"}},
             {"uses": "service.restart", "with": {"services": ["app"], "manager": "command",
                                                  "restart": ["echo", "{service}", b], "restart_if": ["echo", b],

@@ -260,11 +260,14 @@ def test_one_connection_per_host_across_stages(tmp_path: Path, lab: tuple[SshLab
     _, hosts = lab
     env = _env(tmp_path, lab, pg_data_dir)
     rb = write_runbook(tmp_path, [
-        {"name": "preflight", "steps": [{"uses": "host.command", "destructive": False, "targets": "web", "with": {"argv": ["true"]}}]},
+        {"name": "preflight", "steps": [{"uses": "host.command", "destructive": False,
+                                         "targets": "web", "with": {"argv": ["true"]}}]},
         {"name": "maintenance-on", "steps": [{"uses": "maintenance.on"}]},
         {"name": "server-tuning", "steps": [
-            {"uses": "host.command", "destructive": False, "name": "a", "targets": "web", "with": {"argv": ["echo", "a"]}},
-            {"uses": "host.command", "destructive": False, "name": "b", "targets": "web", "with": {"argv": ["echo", "b"]}}]},
+            {"uses": "host.command", "destructive": False,
+             "name": "a", "targets": "web", "with": {"argv": ["echo", "a"]}},
+            {"uses": "host.command", "destructive": False,
+             "name": "b", "targets": "web", "with": {"argv": ["echo", "b"]}}]},
         {"name": "maintenance-off", "steps": [{"uses": "maintenance.off"}]},
     ])
 
@@ -291,7 +294,8 @@ def test_sigkill_in_maintenance_over_ssh_is_lifted_by_the_ttl(tmp_path: Path, la
     env = _env(tmp_path, lab, pg_data_dir, maintenance={"deadman": {"ttl": "3s", "renew": False}})
     rb = write_runbook(tmp_path, [
         {"name": "maintenance-on", "steps": [{"uses": "maintenance.on"}]},
-        {"name": "server-tuning", "steps": [{"uses": "host.command", "destructive": False, "name": "long work", "targets": "web-1",
+        {"name": "server-tuning", "steps": [{"uses": "host.command", "destructive": False,
+                                             "name": "long work", "targets": "web-1",
                                              "with": {"argv": ["sleep", "60.5"], "timeout_s": 120}}]},
         {"name": "maintenance-off", "steps": [{"uses": "maintenance.off"}]},
     ])

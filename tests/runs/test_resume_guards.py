@@ -45,7 +45,8 @@ def test_a_tampered_audit_log_is_not_trusted_by_resume(make_env: Any, tmp_path: 
     rb = _runbook(tmp_path / "gated.yaml", [
         {"name": "pre-backup", "steps": [
             {"uses": "backup.postgres"},
-            {"uses": "host.command", "destructive": False, "name": "damage the stored dump", "targets": "app", "window": "outside",
+            {"uses": "host.command", "destructive": False,
+             "name": "damage the stored dump", "targets": "app", "window": "outside",
              "with": {"argv": ["sh", "-c", f"for f in {state}/storage/backups/*/*/*.dump; do "
                                            "truncate -s 64 \"$f\"; done"]}},
             {"uses": "backup.verify"}]},

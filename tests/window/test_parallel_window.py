@@ -19,7 +19,8 @@ from tests.conftest import run_cli
 
 
 def _cmd(name: str, argv: list[str], **extra: Any) -> dict[str, Any]:
-    return {"uses": "host.command", "destructive": False, "name": name, "targets": "app", "with": {"argv": argv}, **extra}
+    return {"uses": "host.command", "destructive": False,
+            "name": name, "targets": "app", "with": {"argv": argv}, **extra}
 
 
 def _runbook(tmp_path: Path, tuning: list[dict[str, Any]], name: str = "par.yaml") -> Path:

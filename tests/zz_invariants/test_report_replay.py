@@ -57,7 +57,8 @@ def own_runs(make_env: Any, tmp_path: Path) -> list[Path]:
     corrupt = _write_runbook(tmp_path / "corrupt.yaml", [
         {"name": "pre-backup", "steps": [
             {"uses": "backup.postgres"},
-            {"uses": "host.command", "destructive": False, "name": "damage the stored dump", "targets": "app", "window": "outside",
+            {"uses": "host.command", "destructive": False,
+             "name": "damage the stored dump", "targets": "app", "window": "outside",
              "with": {"argv": ["sh", "-c", f"for f in {state}/storage/backups/*/*/*.dump; do "
                                            "truncate -s 64 \"$f\"; done"]}},
             {"uses": "backup.verify"}]},
