@@ -27,7 +27,7 @@ def notices(env: str, now: str | None = None) -> dict[str, Any]:
     cfg = load_config(env)
     when = parse_now(now)
     with private_umask():
-        results = notices_mod.send_due(cfg, when, clock=(lambda: when) if now else notices_mod.system_clock)
+        results = notices_mod.send_due(cfg, when, clock=notices_mod.system_clock)
     return {"environment": cfg.name, "sent": sum(r.status == "sent" for r in results),
             "failed": sum(r.status == "failed" for r in results),
             "results": [r.model_dump(mode="json") for r in results]}

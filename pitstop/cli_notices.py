@@ -65,7 +65,8 @@ def send_due(env: EnvOpt, now: NowOpt = None, as_json: JsonOpt = False) -> None:
 
     cfg = load_config(env)
     when = parse_now(now)
-    results = notices.send_due(cfg, when, clock=(lambda: when) if now else notices.system_clock)
+    # --now decides what is due; the ledger records when it was really sent (and the pretended time beside it)
+    results = notices.send_due(cfg, when, clock=notices.system_clock)
     if as_json:
         sys.stdout.write(json.dumps([r.model_dump(mode="json") for r in results], indent=2) + "\n")
     else:

@@ -237,8 +237,12 @@ def send_due(cfg: EnvironmentConfig, now: datetime | None = None, clock: Clock =
         d = deliver(ch, msg, redact, cfg.notifications.attempts, cfg.notifications.wait_max, sleep)
         if after_send:
             after_send(p.key)
-        ledger.finish(p.key, attempt, clock(), d.status, channel=ch.name, kind=ch.cfg.kind, audience=p.audience,
-                      attempts=d.attempts, error=d.error, subject=d.subject, event=p.event)
+        sent_at = clock()
+        # a rehearsal (--now) records the real send time and, beside it, the time it pretended: a pretended
+        # time never becomes an audit fact
+        pretended = {"simulated_at": now.isoformat()} if abs((sent_at - now).total_seconds()) > 60 else {}
+        ledger.finish(p.key, attempt, sent_at, d.status, channel=ch.name, kind=ch.cfg.kind, audience=p.audience,
+                      attempts=d.attempts, error=d.error, subject=d.subject, event=p.event, **pretended)
         outcomes.append(SendOutcome(key=p.key, channel=ch.name, notice=p.notice, window_id=w.id, status=d.status,
                                     attempts=d.attempts, error=d.error))
     try:

@@ -141,3 +141,25 @@ def test_real_process_killed_after_send_is_recovered_at_once(hook_env: Any) -> N
     out = send_due(cfg, T, clock=lambda: T, sleep=NO_SLEEP)
     assert sorted(r.channel for r in out if r.status == "sent") == ["a", "b"]
     assert all(n >= 1 for n in received(recv).values()) and len(received(recv)) == 2
+
+
+def test_a_rehearsal_time_never_becomes_the_recorded_send_time(hook_env: Any) -> None:
+    """``send-due --now`` decides what is due; the ledger records the real send time, the pretended one beside."""
+    import json as _json
+    from datetime import UTC, datetime
+
+    from pitstop.notify.ledger import open_ledger
+
+    make, recv = hook_env
+    cfg = make()
+    before = datetime.now(UTC)
+    res = run_cli("notices", "send-due", "--env", cfg.source, "--now", T.isoformat(), "--json")
+    assert res.returncode == 0, res.stderr
+    assert [r["status"] for r in _json.loads(res.stdout)] == ["sent", "sent"]
+    ledger = open_ledger(cfg)
+    done = [_json.loads(ledger.store.read(n)) for n in ledger.store.list() if "/done-" in n]
+    assert len(done) == 2
+    for rec in done:
+        sent = datetime.fromisoformat(rec["at"])
+        assert abs((sent - before).total_seconds()) < 300, rec  # the real time, not T
+        assert datetime.fromisoformat(rec["simulated_at"]) == T
