@@ -36,6 +36,8 @@ class AudienceConfig(Strict):
     timezone: Annotated[str | None, AfterValidator(_check_tz)] = None
     events: list[str] = Field(default_factory=lambda: ["*"], description="event patterns (fnmatch), e.g. notice.*")
     emergency: bool = Field(False, description="receives emergency notices whatever `events` says")
+    internal: bool | None = Field(None, description="sees internal detail (step names, errors, hosts); default: "
+                                  "only the `ops` audience. Others get plain-language messages")
 
 
 class NoticesConfig(Strict):

@@ -38,6 +38,11 @@ class Audience:
     cfg: AudienceConfig
     timezone: str
 
+    @property
+    def internal(self) -> bool:
+        """Whether messages may carry internal detail: step names, error text, hosts."""
+        return self.cfg.internal if self.cfg.internal is not None else self.name == "ops"
+
     def wants(self, event: str) -> bool:
         if self.cfg.emergency and event.split(".", 1)[0] == EMERGENCY_FAMILY:
             return True
@@ -109,6 +114,8 @@ def render(cfg: EnvironmentConfig, event: str, audience: Audience, style: str,
                        str(cfg.resolve(tdir)) if tdir else None)
     tmpl = env.select_template(template_names(event, audience.name, style))
     tz = audience.timezone
+    if not audience.internal:  # customers: what is affected and the outcome, never steps, errors or hosts
+        context = {**context, "body": "", "failure": None}
     text = tmpl.render(**context, event=event, audience=audience.name, style=style, tz=tz,
                        local=lambda v, fmt="%a %d %b %Y %H:%M %Z": fmt_local(v, tz, fmt))
     lines = text.strip().splitlines() or [event]

@@ -93,3 +93,30 @@ def test_lead_time_needs_the_48h_notice_delivered_48h_ahead(notices_env: Any, tm
         assert [r.status for r in send_due(cfg, t, clock=lambda t=t: t)] == ["sent"]
         res = check_lead_time(cfg, "monthly", run_at)
         assert res.ok is ok and res.window_id == "monthly@20261206T010000Z"
+
+
+def test_customers_emergency_notices_carry_no_internal_detail(make_env: Any, tmp_path: Path) -> None:
+    """Step names, error text and hosts reach the ops audiences, never the customers'."""
+    import json as _json
+
+    import yaml as _yaml
+
+    from tests.conftest import run_cli
+
+    env = make_env()
+    rb = tmp_path / "broken.yaml"
+    rb.write_text(_yaml.safe_dump({"name": "broken", "kind": "emergency", "stages": [
+        {"name": "server-tuning", "steps": [
+            {"uses": "host.command", "destructive": False, "name": "restart-app-xyz", "targets": "app",
+             "with": {"argv": ["sh", "-c", "echo kaboom-internal >&2; exit 4"]}}]}]}))
+    res = run_cli("emergency", "--env", str(env), "--runbook", str(rb), "--reason", "disk full",
+                  "--engine", "local")
+    assert res.returncode == 1, res.stdout + res.stderr
+    state = tmp_path / "state"
+    customers = [_json.loads(x) for x in (state / "customers.jsonl").read_text().splitlines()]
+    ops = (state / "notifications.jsonl").read_text()
+    assert customers, "the customers heard nothing"
+    text = _json.dumps(customers)
+    for internal in ("restart-app-xyz", "kaboom-internal", "app-1", "exit 4", "server-tuning"):
+        assert internal not in text, internal
+    assert "restart-app-xyz" in ops  # the ops audience keeps the detail
