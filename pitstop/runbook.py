@@ -96,6 +96,7 @@ def find_runbook(name: str) -> Path:
 def load_runbook(name: str, cfg: EnvironmentConfig | None = None) -> Runbook:
     """Load and fully validate a runbook; with ``cfg``, host groups are checked against it too."""
     path = find_runbook(name)
+    yamlfile.announce("runbook", path)
     doc = yamlfile.load(path, RunbookError)
     rb = yamlfile.validate(doc, Runbook, RunbookError)
     problems = check_runbook(rb, doc, cfg)

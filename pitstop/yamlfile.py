@@ -7,7 +7,7 @@ problem an operator sees points at the line to fix.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -110,3 +110,21 @@ def _clean_loc(loc: Sequence[Any]) -> list[Any]:
             continue
         out.append(part)
     return out
+
+
+_announce: Callable[[str, Path], None] | None = None
+_announced: set[tuple[str, Path]] = set()
+
+
+def on_load(hook: Callable[[str, Path], None] | None) -> None:
+    """Tell ``hook(kind, absolute path)`` about every config and runbook file loaded (the CLI prints it:
+    ``./config`` in the working directory is searched before the project's, so the operator sees which)."""
+    global _announce
+    _announce = hook
+
+
+def announce(kind: str, path: Path) -> None:
+    key = (kind, path.resolve())
+    if _announce is not None and key not in _announced:
+        _announced.add(key)
+        _announce(kind, key[1])

@@ -112,6 +112,7 @@ def default_search_dirs(sub: str) -> list[Path]:
 
 def load_config(env: str) -> EnvironmentConfig:
     path = find_config(env)
+    yamlfile.announce("config", path)
     doc = yamlfile.load(path, ConfigError)
     cfg = yamlfile.validate(doc, EnvironmentConfig, ConfigError)
     if cfg.inventory:

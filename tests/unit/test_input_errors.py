@@ -124,3 +124,18 @@ def test_cli_usage_errors_exit_2_without_a_traceback(args: list[str], expected: 
     assert expected in res.stderr
     assert "Usage: " in res.stderr and "--help" in res.stderr
     assert "Traceback" not in res.stderr + res.stdout
+
+
+def test_every_command_says_which_config_and_runbook_it_loaded(tmp_path: Path) -> None:
+    """``./config`` in the working directory is searched before the project's: the first lines say which."""
+    import shutil
+
+    from tests.conftest import ROOT
+
+    (tmp_path / "config").mkdir()
+    shutil.copy(ROOT / "config" / "demo.yaml", tmp_path / "config" / "demo.yaml")
+    res = run_cli("validate", "--env", "demo", "--runbook", "monthly", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.splitlines()
+    assert lines[0] == f"config: {(tmp_path / 'config' / 'demo.yaml').resolve()}"
+    assert lines[1] == f"runbook: {(ROOT / 'runbooks' / 'monthly.yaml').resolve()}"
