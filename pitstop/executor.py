@@ -61,6 +61,7 @@ class Executor:
             self._notify("run.started", f"{rb.name} maintenance started", self._start_body())
         if ctx.options.override_blackout:
             ctx.event("blackout.overridden", reason=ctx.options.reason)
+        self._database_transport()
         try:
             if self.skip_reason:
                 self.status = Status.SKIPPED
@@ -284,6 +285,19 @@ class Executor:
     def _skip(self, steps: list[PlannedStep], why: str) -> None:
         for s in steps:
             self.ctx.event("step.skipped", stage=s.stage.value, step=s.label, uses=s.uses, reason=why)
+
+    def _database_transport(self) -> None:
+        """Record how the database connection travels; one leaving the machine without TLS is a deviation."""
+        try:
+            t = self.ctx.db.transport()
+        except Exception as exc:  # noqa: BLE001 - preflight checks report an unreachable database
+            self.ctx.event("database.transport", error=self.ctx.redact(str(exc))[:300])
+            return
+        self.ctx.event("database.transport", **t)
+        if not t["tls"] and not t["loopback"]:
+            self.ctx.event("database.unencrypted", host=t["host"], sslmode=t["sslmode"],
+                           reason=f"the database connection to {t['host']} leaves this machine without TLS "
+                                  f"(sslmode {t['sslmode']}): set database.sslmode: require (or verify-full)")
 
     def _notify(self, event: str, subject: str, body: str = "", severity: str = "info", **data: Any) -> None:
         if self.ctx.notifier is not None:

@@ -112,6 +112,15 @@ class Database:
         return f"{self.cfg.user}@{self._host}:{self._port}/{self.cfg.dbname}"
 
     # -- tools --------------------------------------------------------------------------------------
+    def transport(self) -> dict[str, Any]:
+        """How this connection travels: host, whether it is loopback (or a Unix socket) and whether TLS
+        protects it (``pg_stat_ssl`` of this session, not what sslmode asked for)."""
+        with self.connect() as conn:
+            row = conn.execute("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
+            host = conn.info.host
+        return {"host": host, "loopback": is_loopback(host), "tls": bool(row and row[0]),
+                "tls_version": row[1] if row else None, "sslmode": self.cfg.sslmode}
+
     def clients(self) -> ClientDir:
         """The client tools matching this server (pitstop.connectors.pgtools); asks the server once."""
         if self._clients is None:
@@ -139,3 +148,15 @@ class Database:
             return int(row[0]) // 10000, str(row[1])
 
         return call(None, "server_version", ask)
+
+
+def is_loopback(host: str | None) -> bool:
+    """A Unix socket directory, ``localhost`` or a loopback address: traffic never leaves the machine."""
+    import ipaddress
+
+    if not host or host.startswith("/") or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
