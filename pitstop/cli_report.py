@@ -140,6 +140,10 @@ def report_show(run: Annotated[str, typer.Argument(help="run id, run folder or f
     """Print a run's report (Markdown; JSON with --json)."""
     with tempfile.TemporaryDirectory(prefix="pitstop-report-") as tmp:
         d = resolve_run(env, run, Path(tmp))
+        if not (d / "report.json").is_file():
+            from .report.verify import unfinished
+
+            raise InputError(unfinished(d) or f"{d} has no report (report.json is missing)")
         if html:
             out.print(str(d / "report.html"))
         elif as_json:
@@ -154,16 +158,33 @@ def report_show(run: Annotated[str, typer.Argument(help="run id, run folder or f
 def report_verify(run: Annotated[str, typer.Argument(help="run folder, file:// URL, or run id with --env")],
                   env: EnvOpt = None, as_json: JsonOpt = False) -> None:
     """Recompute the audit hash chain and the manifest; exit 1 naming the first bad event or file."""
-    from .report.verify import verify_run_dir
+    from .report.verify import unfinished, verify_run_dir
 
+    anchors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="pitstop-verify-") as tmp:
         d = resolve_run(env, run, Path(tmp))
+        if (pending := unfinished(d)) is not None:
+            if as_json:
+                _emit_json({"run": run, "ok": False, "unfinished": True, "problem": pending})
+            else:
+                err.print(f"[bold yellow]UNFINISHED[/bold yellow]: {escape(pending)}")
+            raise typer.Exit(1)
         problem = verify_run_dir(d)
+        if env and problem is None and not str(d).startswith(tmp):  # a storage copy is no anchor of itself
+            from .config import load_config
+            from .connectors.storage import open_storage
+            from .report.anchor import check_storage
+
+            cfg = load_config(env)
+            where, problem = check_storage(open_storage(cfg), cfg.name, d)
+            anchors.append(where)
     if as_json:
-        _emit_json({"run": run, "ok": problem is None, "problem": problem})
+        _emit_json({"run": run, "ok": problem is None, "problem": problem, "anchors_checked": anchors})
     elif problem:
         err.print(f"[bold red]TAMPERED[/bold red]: {escape(problem)}")
     else:
-        out.print("[green]✓[/green] audit chain and manifest intact")
+        out.print("[green]✓[/green] audit chain and manifest intact"
+                  + (f"; chain head matches the anchor at {anchors[0]}" if anchors else
+                     " (pass --env to check the anchor published in storage too)"))
     if problem:
         raise typer.Exit(1)

@@ -286,6 +286,11 @@ class Executor:
         for s in steps:
             self.ctx.event("step.skipped", stage=s.stage.value, step=s.label, uses=s.uses, reason=why)
 
+    def _chain_head(self) -> str:
+        """The audit chain as it stands at the run's end: an anchor outside the run folder (pitstop.report.anchor)."""
+        events = self.ctx.audit.events
+        return f"audit chain head: event {len(events)}, hash {events[-1]['hash'] if events else '-'}"
+
     def _database_transport(self) -> None:
         """Record how the database connection travels; one leaving the machine without TLS is a deviation."""
         try:
@@ -315,14 +320,15 @@ class Executor:
         if self.status == Status.SKIPPED:
             pass  # already announced as run.skipped
         elif self.status == Status.SUCCEEDED:
-            self._notify("run.completed", f"{ctx.runbook.name} maintenance completed", severity="success")
+            self._notify("run.completed", f"{ctx.runbook.name} maintenance completed", self._chain_head(),
+                         severity="success")
         else:
             err = self.failure or {}
             body = f"failed step: {err.get('step')} ({err.get('stage')}): {err.get('error')}"
             if self.status == Status.FAILED_VERIFICATION:  # every difference, not just the first
                 body += "\n" + "\n".join(f"- {m}" for m in ctx.state.get("failed_checks", []))
-            self._notify("run.failed", f"{ctx.runbook.name} maintenance {self.status.value}", body,
-                         severity="failure")
+            self._notify("run.failed", f"{ctx.runbook.name} maintenance {self.status.value}",
+                         body + "\n" + self._chain_head(), severity="failure")
         ctx.event("run.finished", status=self.status.value, failure=self.failure)
         # The report stage: rendered from the audit log above, sealed by manifest.json.
         ctx.event("stage.started", stage=Stage.REPORT.value, phase=Phase.AFTER.value, steps=["write report"])

@@ -43,7 +43,9 @@ def publish(report: dict[str, Any], markdown: str) -> dict[str, str] | None:
             return None
         from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-        desc = f"pitstop {report['runbook']} on {report['environment']}: {report['status']} ({report['run_id']})"
+        audit = report.get("audit") or {}
+        desc = (f"pitstop {report['runbook']} on {report['environment']}: {report['status']} ({report['run_id']}); "
+                f"audit chain head: {audit.get('events')} events, last hash {audit.get('last_hash')}")
         md_id = create_markdown_artifact(markdown=markdown, key=artifact_key(report, "report"), description=desc)
         table_id = create_table_artifact(table=table_rows(report), key=artifact_key(report, "results"),
                                          description=desc)

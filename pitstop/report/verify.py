@@ -95,3 +95,16 @@ def verify_run_dir(run_dir: Path) -> str | None:
         chain = verify_chain(audit) if audit.is_file() else None
         return chain or problem
     return _check_audit(run_dir, manifest) or _check_files(run_dir, manifest["files"])
+
+
+def unfinished(run_dir: Path) -> str | None:
+    """A message when ``run_dir`` is a run that never finished (intact chain, no ``run.finished``, no
+    manifest): it is not tampered with, it has no report yet. None otherwise."""
+    audit = run_dir / "audit.jsonl"
+    if (run_dir / MANIFEST).is_file() or not audit.is_file() or verify_chain(audit):
+        return None
+    events = read_events(audit)
+    if any(e.get("kind") == "run.finished" for e in events):
+        return None
+    return (f"run {run_dir.name} is unfinished ({len(events)} events, no report yet): finish it with "
+            f"`pitstop resume {run_dir.name} --env ENV`")

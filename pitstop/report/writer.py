@@ -164,6 +164,9 @@ def copy_to_storage(ctx: RunContext) -> list[dict[str, Any]]:
             else:
                 stored = ctx.storage.put_bytes(key, p.read_bytes())
                 copied.append({"key": key, "location": stored.location, "sha256": stored.sha256})
+    from .anchor import publish as publish_anchor
+
+    publish_anchor(ctx.storage, ctx.cfg.name, ctx.run_dir, policy)
     if policy:
         receipt = json.dumps({"run_id": ctx.run_id, "object_lock": policy, "objects": copied}, indent=2) + "\n"
         write_private(ctx.run_dir.with_name(f"{ctx.run_id}.receipt.json"), receipt)
