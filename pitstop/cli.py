@@ -19,10 +19,10 @@ for _k, _v in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
     os.environ.setdefault(_k, _v)
 
 import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
 from . import cli_backup, cli_deploy, cli_hosts, cli_maintenance, cli_notices, cli_report  # noqa: E402
+from .console import safe_console  # noqa: E402
 from .errors import InputError, PitstopError  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
@@ -34,8 +34,8 @@ app.add_typer(cli_maintenance.maintenance_app, name="maintenance")  # status | o
 cli_backup.register(app)  # backups list | prune, restore
 cli_deploy.register(app)  # deploy
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = safe_console()
+err = safe_console(stderr=True)
 
 EnvOpt = Annotated[str, typer.Option("--env", "-e", help="environment name (config/<env>.yaml) or a path")]
 RunbookOpt = Annotated[str, typer.Option("--runbook", "-r", help="runbook name (runbooks/<name>.yaml) or a path")]

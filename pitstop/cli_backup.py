@@ -10,13 +10,13 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from .console import safe_console
 from .errors import BackupError, InputError
 
 backups_app = typer.Typer(no_args_is_help=True, help="List and prune the pre-backups of an environment.")
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = safe_console()
+err = safe_console(stderr=True)
 
 EnvOpt = Annotated[str, typer.Option("--env", "-e", help="environment name (config/<env>.yaml) or a path")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout")]

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from .console import safe_console
 from .errors import InputError
 
-out = Console(highlight=False)
+out = safe_console()
 
 
 def register(app: typer.Typer) -> None:

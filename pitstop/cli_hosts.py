@@ -8,14 +8,14 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from .console import safe_console
 from .errors import InputError
 
 hosts_app = typer.Typer(no_args_is_help=True, help="The fleet: inventory, host keys, connectivity.")
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = safe_console()
+err = safe_console(stderr=True)
 
 EnvOpt = Annotated[str, typer.Option("--env", "-e", help="environment name (config/<env>.yaml) or a path")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout")]

@@ -23,15 +23,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from .console import safe_console
 from .errors import InputError, PitstopError
 
 maintenance_app = typer.Typer(no_args_is_help=True,
                               help="Maintenance mode by hand: see where it is on, lift it when a run could not.")
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = safe_console()
+err = safe_console(stderr=True)
 
 EnvOpt = Annotated[str, typer.Option("--env", "-e", help="environment name (config/<env>.yaml) or a path")]
 GroupOpt = Annotated[str | None, typer.Option("--group", "-g",

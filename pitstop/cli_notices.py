@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from .console import safe_console
 from .errors import InputError
 
 app = typer.Typer(no_args_is_help=True, help="Advance notices of scheduled maintenance windows.")
-out = Console(highlight=False)
+out = safe_console()
 
 EnvOpt = Annotated[str, typer.Option("--env", "-e", help="environment name (config/<env>.yaml) or a path")]
 NowOpt = Annotated[str | None, typer.Option("--now", help="pretend it is this ISO time (default: now)")]

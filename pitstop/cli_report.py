@@ -14,14 +14,14 @@ from typing import Annotated, Any
 from urllib.parse import unquote, urlparse
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from .console import safe_console
 from .errors import InputError
 
 report_app = typer.Typer(no_args_is_help=True, help="Read and verify run reports.")
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = safe_console()
+err = safe_console(stderr=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout")]
 EnvOpt = Annotated[str | None, typer.Option("--env", "-e", help="environment (to look a run id up)")]

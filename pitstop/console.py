@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from rich.console import Console
@@ -12,9 +13,43 @@ from .units import human_seconds
 ICONS = {"succeeded": "[green]✓[/green]", "failed": "[bold red]✗[/bold red]", "skipped": "[yellow]–[/yellow]"}
 
 
+class SafeConsole(Console):
+    """A console that is only a viewer: a closed pipe (``| head``), EIO, a full disk on stdout or a vanished
+    terminal switch it off for the rest of the process, and never change what the process does.
+
+    rich's own ``on_broken_pipe`` raises ``SystemExit(1)``, which, inside a Prefect flow run, crashed the
+    run in the middle of its maintenance window; here the stream is pointed at /dev/null instead (so the
+    interpreter's final flush is silent too) and the run goes on.
+    """
+
+    def on_broken_pipe(self) -> None:
+        self._switch_off()
+
+    def _check_buffer(self) -> None:
+        try:
+            super()._check_buffer()
+        except OSError:  # EIO (terminal gone), ENOSPC (stdout on a full disk), EBADF ...
+            self._switch_off()
+
+    def _switch_off(self) -> None:
+        self.quiet = True
+        del self._buffer[:]
+        try:
+            fd = self.file.fileno()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
+def safe_console(*, stderr: bool = False, **kwargs: Any) -> SafeConsole:
+    return SafeConsole(stderr=stderr, highlight=False, **kwargs)
+
+
 class ConsoleView:
     def __init__(self, console: Console | None = None):
-        self.console = console or Console(highlight=False)
+        self.console = console or safe_console()
 
     def __call__(self, ev: dict[str, Any]) -> None:
         d, kind, c = ev["data"], ev["kind"], self.console

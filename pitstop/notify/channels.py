@@ -21,9 +21,9 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import BaseModel, Field
-from rich.console import Console
 
 from ..config import ChannelConfig, EnvironmentConfig
+from ..console import safe_console
 from ..errors import ConfigError, ConnectorError
 
 EMAIL_SCHEMES = ("mailto", "mailtos")
@@ -70,7 +70,7 @@ class Channel(abc.ABC):
 
 
 class ConsoleChannel(Channel):
-    console = Console(stderr=True, highlight=False)  # stdout stays clean for --json
+    console = safe_console(stderr=True)  # stdout stays clean for --json; a closed pipe never stops a run
     STYLE = {"info": "cyan", "warning": "yellow", "failure": "bold red", "success": "bold green"}
 
     def send(self, message: Message) -> None:
