@@ -43,7 +43,9 @@ class StorageConfig(Strict):
     region: str | None = None
     access_key_env: str | None = None
     secret_key_env: str | None = None
-    server_side_encryption: Literal["AES256", "aws:kms"] | None = None
+    server_side_encryption: Literal["AES256", "aws:kms", "none"] = Field(
+        "AES256", description="server-side encryption of every object (default AES256; `none` for an endpoint "
+        "without it)")
     kms_key_id: str | None = Field(None, description="KMS key id/ARN when server_side_encryption is aws:kms")
     storage_class: str | None = None
     part_size: int | None = Field(None, ge=5 * 1024**2, le=5 * 1024**3,

@@ -178,7 +178,7 @@ class S3Storage(Storage):
 
     def _extra(self) -> dict[str, str]:
         extra: dict[str, str] = {}
-        if self.cfg.server_side_encryption:
+        if self.cfg.server_side_encryption != "none":
             extra["ServerSideEncryption"] = self.cfg.server_side_encryption
             if self.cfg.kms_key_id:
                 extra["SSEKMSKeyId"] = self.cfg.kms_key_id

@@ -130,3 +130,13 @@ def test_local_storage_is_atomic(tmp_path: Path) -> None:
     assert st.get_bytes("b/x.dump") == b"hello" and obj.size == 5 and st.size("b/x.dump") == 5
     with pytest.raises(ConnectorError, match="escapes"):
         st.put_bytes("../evil", b"x")
+
+
+def test_objects_are_encrypted_server_side_by_default(moto_endpoint: str, bucket: str, s3_client: Any) -> None:
+    st = store(moto_endpoint, bucket)
+    st.put_bytes("backups/x/y.dump", b"production rows")
+    head = s3_client.head_object(Bucket=bucket, Key="backups/x/y.dump")
+    assert head["ServerSideEncryption"] == "AES256"
+    plain = store(moto_endpoint, bucket, server_side_encryption="none")
+    plain.put_bytes("backups/x/z.dump", b"rows")
+    assert "ServerSideEncryption" not in s3_client.head_object(Bucket=bucket, Key="backups/x/z.dump")
