@@ -103,6 +103,26 @@ def _prepare_target(server: Any, dbname: str, *, source: tuple[str, str], replac
     return True
 
 
+def _cross_check_manifest(cfg: Any, run: str, manifest: dict[str, Any]) -> None:
+    """The manifest sits in storage next to the dump: whoever can swap one can rewrite the other. The run's
+    hash-chained audit log recorded the dump's size and SHA-256 when it was taken; they must agree."""
+    from .audit import read_events, verify_chain
+
+    log = cfg.resolve(cfg.reports.dir) / run / "audit.jsonl"
+    if not log.is_file():
+        err.print(f"[yellow]note:[/yellow] no run folder for {run} here: the manifest's checksum cannot be "
+                  "cross-checked against the run's audit log")
+        return
+    if broken := verify_chain(log):
+        raise BackupError(f"the audit log of run {run} is not intact ({broken}): its backup is not trusted")
+    created = [e["data"] for e in read_events(log) if e["kind"] == "backup.created"]
+    if created and (created[-1].get("sha256"), created[-1].get("size")) != (manifest.get("sha256"),
+                                                                            manifest.get("size")):
+        raise BackupError(f"the backup manifest of run {run} in storage does not match what the run recorded "
+                          f"(SHA-256 {str(created[-1].get('sha256'))[:16]}…, {created[-1].get('size')} bytes): "
+                          "the dump or its manifest was replaced; nothing was restored")
+
+
 def _drop_created(server: Any, dbname: str) -> None:
     from psycopg import sql
 
@@ -141,6 +161,7 @@ def restore_cmd(env: EnvOpt,
         manifest = load_manifest(storage, cfg.name, run)
     except BackupError as exc:
         raise InputError(str(exc)) from None
+    _cross_check_manifest(cfg, run, manifest)
     db = Database(cfg)
     if "=" in into or "://" in into:
         server, dbname = PgServer.from_dsn(into, db)

@@ -186,3 +186,34 @@ def test_restore_of_an_unknown_or_malformed_run_is_bad_input(make_env: Any, run_
     out = run_cli("restore", "--env", str(env), "--run", run_id, "--into", "whatever_db")
     assert out.returncode == 2, out.stderr + out.stdout
     assert "Traceback" not in out.stderr
+
+
+def test_a_dump_swapped_together_with_its_manifest_is_refused(shaped_env: tuple[Path, Path], tmp_path: Path,
+                                                              pg_socket: str) -> None:
+    """The manifest is in storage too: the run's hash-chained audit log is what it is checked against."""
+    import hashlib
+
+    env, rb = shaped_env
+    res = run_cli("run", "--env", str(env), "--runbook", str(rb), "--engine", "local", "--json")
+    assert res.returncode == 0, res.stderr + res.stdout
+    report = report_of(res.stdout)
+    marker = Path("/tmp") / f"pitstop-evil-{uuid.uuid4().hex[:8]}"
+    evil = tmp_path / "evil.dump"
+    _evil_dump(pg_socket, marker, evil)
+    stored = Path(report["backup"]["location"].removeprefix("file://"))
+    data = evil.read_bytes()
+    stored.write_bytes(data)
+    manifest_path = stored.with_name(stored.name.removesuffix(".dump") + ".manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    manifest.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    manifest_path.write_text(json.dumps(manifest))
+    target = f"restored_{uuid.uuid4().hex[:8]}"
+    try:
+        out = run_cli("restore", "--env", str(env), "--run", report["run_id"], "--into", target)
+        record("swapped_dump_and_manifest", forged_inputs=1, trusted=int(out.returncode == 0 or marker.exists()))
+        assert out.returncode == 1, out.stderr + out.stdout
+        assert "does not match what the run recorded" in " ".join(out.stderr.split())
+        assert not marker.exists()
+    finally:
+        marker.unlink(missing_ok=True)
+        _drop(pg_socket, target)

@@ -18,7 +18,9 @@ import pytest
 from tests.conftest import ROOT
 
 BUILDS = Path(os.environ.get("PITSTOP_PG_BUILDS", ROOT / ".pitstop" / "pg-builds"))
-VERSIONS = [13, 14, 15, 16, 17, 18]
+# (label, major, bin dir): the npm server builds 13-18, and Debian's own PostgreSQL 15 server package
+SERVERS = [(f"pg{v}", v, BUILDS / str(v) / "bin") for v in (13, 14, 15, 16, 17, 18)]
+SERVERS.append(("debian15", 15, Path("/usr/lib/postgresql/15/bin")))
 
 
 @dataclass
@@ -41,15 +43,14 @@ def _as_server_user(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "pitstop-pg", "--", *argv] if os.geteuid() == 0 else argv
 
 
-@pytest.fixture(scope="session", params=VERSIONS, ids=[f"pg{v}" for v in VERSIONS])
+@pytest.fixture(scope="session", params=SERVERS, ids=[s[0] for s in SERVERS])
 def pg_version_server(request: pytest.FixtureRequest) -> Iterator[PgServer]:
-    major = request.param
-    bin_dir = BUILDS / str(major) / "bin"
+    label, major, bin_dir = request.param
     if not (bin_dir / "postgres").is_file():
         if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL {major} build missing in {BUILDS}: run scripts/ensure-pg-versions.sh")
-        pytest.skip(f"PostgreSQL {major} server build not installed (scripts/ensure-pg-versions.sh)")
-    base = Path(tempfile.mkdtemp(prefix=f"pitstop-pg{major}-"))
+            pytest.fail(f"{label}: no PostgreSQL server in {bin_dir}: run make system-deps")
+        pytest.skip(f"{label}: no PostgreSQL server in {bin_dir} (make system-deps installs it)")
+    base = Path(tempfile.mkdtemp(prefix=f"pitstop-{label}-"))
     base.chmod(0o777)
     data, sock = base / "data", base / "sock"
     sock.mkdir(mode=0o777)
