@@ -34,6 +34,20 @@ app.add_typer(cli_maintenance.maintenance_app, name="maintenance")  # status | o
 cli_backup.register(app)  # backups list | prune, restore
 cli_deploy.register(app)  # deploy
 
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        sys.stdout.write(f"pitstop {version('pitstop')}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="print pitstop's version and exit")] = False) -> None:
+    """pitstop — maintenance orchestrator and runbook engine (Prefect 3)."""
+
 out = safe_console()
 err = safe_console(stderr=True)
 
@@ -59,8 +73,15 @@ def validate(env: EnvOpt, runbook: Annotated[str | None, typer.Option("--runbook
     from .config import load_config
     from .runbook import load_runbook
 
-    cfg = load_config(env)
-    rb = load_runbook(runbook, cfg) if runbook else None
+    try:
+        cfg = load_config(env)
+        rb = load_runbook(runbook, cfg) if runbook else None
+    except InputError as exc:
+        if not as_json:
+            raise
+        _emit_json({"ok": False, "problems": [{"file": p.file, "line": p.line, "at": p.where, "message": p.message}
+                                              for p in exc.problems]})
+        raise typer.Exit(2) from None
     if as_json:
         _emit_json({"ok": True, "config": cfg.source, "runbook": rb.source if rb else None})
     else:

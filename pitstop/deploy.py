@@ -68,11 +68,13 @@ def deployment_specs(cfg: EnvironmentConfig) -> list[DeploymentSpec]:
             parameters={"env": ref, "runbook": runbook, "trigger": "scheduled"},
             rrule=rrule_text(spec) if spec.rrule else None, cron=spec.cron, timezone=spec.timezone or cfg.timezone,
             description=f"{runbook} maintenance of {cfg.name} on schedule {name!r}", tags=[*tags, f"schedule:{name}"]))
-    specs.append(DeploymentSpec(
-        name=f"{cfg.name}-emergency", flow=MAINTENANCE_FLOW, entrypoint=MAINTENANCE_ENTRYPOINT,
-        parameters={"env": ref, "runbook": "monthly", "trigger": "emergency"},
-        description=f"emergency maintenance of {cfg.name} (triggered by `pitstop emergency`)",
-        tags=[*tags, "emergency"]))
+    if cfg.schedules.emergency_runbook:  # started from the Prefect UI, it must run the configured runbook
+        specs.append(DeploymentSpec(
+            name=f"{cfg.name}-emergency", flow=MAINTENANCE_FLOW, entrypoint=MAINTENANCE_ENTRYPOINT,
+            parameters={"env": ref, "runbook": cfg.schedules.emergency_runbook, "trigger": "emergency"},
+            description=f"emergency maintenance of {cfg.name}: runbook {cfg.schedules.emergency_runbook} "
+                        "(triggered by `pitstop emergency`)",
+            tags=[*tags, "emergency"]))
     specs.append(DeploymentSpec(
         name=f"{cfg.name}-notices", flow="pitstop-notices", entrypoint=NOTICES_ENTRYPOINT,
         parameters={"env": ref}, cron=NOTICES_CRON, timezone=cfg.timezone,

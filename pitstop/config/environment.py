@@ -123,6 +123,10 @@ def load_config(env: str) -> EnvironmentConfig:
     if problems:
         raise ConfigError(problems)
     cfg.source = str(path)
+    # like every other path of a config: relative to the state directory, never to the working directory
+    cfg.ssh.known_hosts = [str(cfg.resolve(p)) for p in cfg.ssh.known_hosts]
+    if cfg.ssh.identity_file:
+        cfg.ssh.identity_file = str(cfg.resolve(cfg.ssh.identity_file))
     return cfg
 
 

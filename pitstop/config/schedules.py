@@ -93,6 +93,9 @@ class SchedulesConfig(Strict):
     __pydantic_extra__: dict[str, ScheduleSpec] = Field(init=False)  # type: ignore[assignment]
 
     blackouts: list[Blackout] = Field(default_factory=list)
+    emergency_runbook: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+                                          description="runbook of the `<env>-emergency` deployment (none: no "
+                                                      "such deployment is created)")
 
     @model_validator(mode="after")
     def _names(self) -> SchedulesConfig:

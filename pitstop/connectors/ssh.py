@@ -106,31 +106,32 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class SshConnection(Connection):
+    target: SshTarget
+    history: collections.deque[dict[str, Any]]
+    _client: paramiko.SSHClient | None
+    _jump: SshConnection | None
+    _sftp: paramiko.SFTPClient | None
+    on_retry: Callable[..., None] | None
+
     def __init__(self, name: str, host: HostConfig, settings: SshSettings, hosts: dict[str, HostConfig] | None = None):
-        self.name = name
-        self.settings = settings
-        self.target: SshTarget = resolve_target(name, host, settings, hosts)
-        self.history: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
-        self._client: paramiko.SSHClient | None = None
-        self._jump: SshConnection | None = None
-        self._sftp: paramiko.SFTPClient | None = None
-        self._lock = threading.RLock()
-        self.connects = 0
-        self.on_retry: Callable[..., None] | None = None  # the run's audit: one `retry` event per retry
+        self._init_state(name, settings, resolve_target(name, host, settings, hosts))
 
     @classmethod
     def for_target(cls, target: SshTarget, settings: SshSettings) -> SshConnection:
+        """A connection to an already resolved target (a jump host): the same state as __init__ builds."""
         conn = cls.__new__(cls)
-        conn.name, conn.settings, conn.target = target.label, settings, target
-        conn.history = collections.deque(maxlen=50)
-        conn._client, conn._jump, conn._sftp, conn._lock, conn.connects = (
-            None,
-            None,
-            None,
-            threading.RLock(),
-            0,
-        )
+        conn._init_state(target.label, settings, target)
         return conn
+
+    def _init_state(self, name: str, settings: SshSettings, target: SshTarget) -> None:
+        self.name, self.settings, self.target = name, settings, target
+        self.history = collections.deque(maxlen=50)
+        self._client = None
+        self._jump = None
+        self._sftp = None
+        self._lock = threading.RLock()
+        self.connects = 0
+        self.on_retry = None  # the run's audit: one `retry` event per retry
 
     # -- connection -------------------------------------------------------------------------------------
     def _transport(self) -> paramiko.Transport:

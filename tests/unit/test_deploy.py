@@ -23,6 +23,7 @@ def test_deployments_carry_names_only_and_the_right_kinds() -> None:
     specs = {s.name: s for s in deployment_specs(load_config("demo"))}
     assert set(specs) == {"demo-monthly", "demo-quarterly", "demo-emergency", "demo-notices"}
     assert specs["demo-emergency"].rrule is None and specs["demo-emergency"].cron is None
+    assert specs["demo-emergency"].parameters["runbook"] == "emergency-disk"  # from the config, not "monthly"
     assert specs["demo-notices"].cron == "0 * * * *"
     for s in specs.values():
         assert set(s.parameters) <= {"env", "runbook", "trigger"}  # never a secret or a DSN
@@ -48,3 +49,9 @@ def test_prefect_schedules_match_pitstop_windows_across_dst() -> None:
     # 02:00 Berlin is 01:00 UTC in winter and 00:00 UTC in summer: the schedule follows the wall clock.
     assert {d.hour for d in ours["monthly"]} == {0, 1}
     CronSchedule(cron="0 * * * *", timezone="Europe/Berlin")  # the notices schedule is valid for Prefect
+
+
+def test_no_emergency_runbook_in_the_config_no_emergency_deployment() -> None:
+    cfg = load_config("demo")
+    cfg.schedules.emergency_runbook = None
+    assert "demo-emergency" not in {s.name for s in deployment_specs(cfg)}
