@@ -46,16 +46,12 @@ def backups_list(env: EnvOpt, as_json: JsonOpt = False) -> None:
     if as_json:
         _emit(rows)
         return
-    from rich.table import Table
+    from .console import print_rows
 
-    t = Table(title=f"backups of {cfg.name} ({storage.location('backups/')})")
-    for col in ("run_id", "kind", "started_at", "size", "format", "verified", "retention"):
-        t.add_column(col)
-    for r in rows:
-        t.add_row(r["run_id"], r["kind"], r["started_at"], f"{r['size'] / 1024**2:.1f} MiB", r["format"],
-                  "[green]yes[/green]" if r["verified"] else "[red]no[/red]",
-                  "[yellow]prune[/yellow]" if r["would_prune"] else "keep")
-    out.print(t)
+    print_rows(out, f"backups of {cfg.name} ({storage.location('backups/')})",
+               ["run_id", "kind", "started_at", "size", "format", "verified", "retention"],
+               [[r["run_id"], r["kind"], str(r["started_at"]).replace("T", " ")[:19], f"{r['size'] / 1024**2:.1f} MiB",
+                 r["format"], "yes" if r["verified"] else "NO", "prune" if r["would_prune"] else "keep"] for r in rows])
 
 
 @backups_app.command("prune")

@@ -89,19 +89,25 @@ def report_list(env: Annotated[str, typer.Option("--env", "-e", help="environmen
             r = json.loads(d.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        rows.append({k: r.get(k) for k in COLUMNS} | {"run_dir": str(d.parent)})
+        resumed = any(isinstance(x, dict) and x.get("kind") == "run.resumed" for x in r.get("deviations") or [])
+        rows.append({k: r.get(k) for k in COLUMNS} | {"run_dir": str(d.parent), "resumed": resumed})
     rows = _with_open_runs(cfg, rows)
     if as_json:
         _emit_json(rows)
         return
-    from rich.table import Table
+    from .console import print_rows
 
-    t = Table(title=f"runs of {cfg.name}")
-    for col in COLUMNS:
-        t.add_column(col)
-    for r in rows:
-        t.add_row(*(str(r[c]) for c in COLUMNS))
-    out.print(t)
+    print_rows(out, f"runs of {cfg.name}", list(COLUMNS),
+               [[_cell(r, c) for c in COLUMNS] for r in rows])
+
+
+def _cell(r: dict[str, Any], c: str) -> str:
+    v = r.get(c)
+    if c in ("started_at", "finished_at") and v:
+        return str(v).replace("T", " ")[:19]
+    if c == "status" and r.get("resumed"):
+        return f"{v} (resumed)"
+    return "" if v is None else str(v)
 
 
 def _with_open_runs(cfg: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

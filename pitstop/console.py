@@ -77,6 +77,26 @@ class ConsoleView:
             c.print(f"[yellow]! lifting maintenance mode on {', '.join(d['hosts'])} (always-finally)[/yellow]")
 
 
+def print_rows(console: Console, title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """A listing whose cells are never cut or wrapped mid-word (ids are copied into other commands).
+
+    A boxed table when it fits the terminal whole; otherwise (a narrow terminal, a pipe) plain aligned
+    columns on one line per row, which a terminal may soft-wrap but which is never truncated."""
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    if console.is_terminal and sum(widths) + 3 * len(columns) + 1 <= console.width:
+        table = Table(title=title)
+        for c in columns:
+            table.add_column(c, no_wrap=True)
+        for r in rows:
+            table.add_row(*r)
+        console.print(table)
+        return
+    console.print(title, soft_wrap=True, markup=False)
+    for r in [columns, *rows]:
+        console.print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip(),
+                      soft_wrap=True, markup=False, highlight=False)
+
+
 def print_summary(console: Console, report: dict[str, Any], run_dir: str) -> None:
     table = Table(title=f"{report['runbook']} on {report['environment']}: {report['status'].upper()}",
                   title_style="bold green" if report["status"] == "succeeded" else "bold red")
@@ -96,8 +116,8 @@ def print_summary(console: Console, report: dict[str, Any], run_dir: str) -> Non
         console.print(f"rows purged: {rows} ({', '.join(f'{t}: {n}' for t, n in report['cleanup']['tables'].items())})")
     if report.get("backup"):
         b = report["backup"]
-        console.print(f"backup: {b['location']} ({'verified' if b['verified'] else 'NOT verified'})")
+        console.print(f"backup: {b['location']} ({'verified' if b['verified'] else 'NOT verified'})", soft_wrap=True)
     if report.get("failure"):
         f = report["failure"]
         console.print(f"[bold red]failed at {f['stage']} / {f['step']}: {f['error']}[/bold red]")
-    console.print(f"report: [bold]{run_dir}/report.html[/bold] (also report.md, report.json)")
+    console.print(f"report: [bold]{run_dir}/report.html[/bold] (also report.md, report.json)", soft_wrap=True)
