@@ -8,11 +8,13 @@ export DO_NOT_TRACK := 1
 .PHONY: bytecode demo test install install-test system-deps lint typecheck clean bench-backup bench-cleanup bench-fleet bench-downtime reliability static
 
 $(BIN)/python:
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	@echo "creating $(VENV)..."
+	@$(PY) -m venv $(VENV)
+	@$(BIN)/pip install -q --upgrade pip > /dev/null 2>&1 || true
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e .
+	@echo "installing pitstop and its dependencies into $(VENV) (the first time takes a minute or two)..."
+	@$(BIN)/pip install -q -e . > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 	$(MAKE) --no-print-directory bytecode
 	touch $@
 
@@ -22,7 +24,8 @@ bytecode: $(BIN)/python
 	$(BIN)/python -m compileall -q pitstop flows checks >/dev/null
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	$(BIN)/pip install -q -e '.[test]'
+	@echo "installing the test tools into $(VENV)..."
+	@$(BIN)/pip install -q -e '.[test]' > $(VENV)/install-test.log 2>&1 || { cat $(VENV)/install-test.log; exit 1; }
 	touch $@
 
 install: $(VENV)/.installed

@@ -139,6 +139,9 @@ def _run(env: str, runbook: str, trigger: str, reason: str, accept_unverified_ba
     if accept_unverified_backup and not reason.strip():
         raise InputError("--accept-unverified-backup needs --reason explaining why")
     if engine == Engine.prefect:
+        if not as_json:  # say what happens from the first second: Prefect's start is the slow part
+            where = os.environ.get("PREFECT_API_URL") or "a local Prefect API server (a few seconds on first start)"
+            err.print(f"[dim]{runbook} on {env}: starting the flow run through {where}…[/dim]", soft_wrap=True)
         from flows.maintenance import maintenance
 
         res = maintenance(env=env, runbook=runbook, trigger=trigger, reason=reason,

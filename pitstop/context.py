@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -67,6 +68,41 @@ class Redactor:
         for s in self.secrets:
             text = text.replace(s, "***")
         return text
+
+
+def provenance(cfg: EnvironmentConfig, runbook: Runbook) -> dict[str, Any]:
+    """Who started the run, where, with which pitstop, and the SHA-256 of the files it read: what an auditor
+    needs to tie a report to a person, a machine and the exact configuration."""
+    import getpass
+    import hashlib
+    import socket
+    from importlib.metadata import PackageNotFoundError, version
+
+    def digest(path: str | None) -> dict[str, str | None]:
+        if not path:
+            return {"path": None, "sha256": None}
+        try:
+            return {"path": str(Path(path).resolve()), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
+        except OSError:
+            return {"path": path, "sha256": None}
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    try:
+        pitstop_version = version("pitstop")
+    except PackageNotFoundError:
+        pitstop_version = "unknown"
+    flow_run = os.environ.get("PREFECT__FLOW_RUN_ID")
+    if flow_run is None and "prefect" in sys.modules:  # in-process flow run (pitstop run --engine prefect)
+        from prefect.runtime import flow_run as current
+
+        flow_run = str(current.id) if current.id else None
+    return {"user": user, "uid": os.getuid(), "host": socket.gethostname(), "pid": os.getpid(),
+            "pitstop_version": pitstop_version, "prefect_flow_run": flow_run,
+            "prefect_deployment": os.environ.get("PREFECT__DEPLOYMENT_ID"),
+            "config": digest(cfg.source), "runbook": digest(runbook.source)}
 
 
 @dataclass

@@ -14,7 +14,7 @@ from itertools import groupby
 from typing import Any, TypeVar
 
 from .audit import now_iso
-from .context import RunContext
+from .context import RunContext, provenance
 from .errors import CheckFailed, GateRefused, PitstopError
 from .model import HostResult, Status, StepOutcome
 from .plan import Phase, Plan, PlannedStep, build_plan, spec_for
@@ -51,7 +51,7 @@ class Executor:
                   runbook=rb.name, runbook_source=rb.source, completed=sorted(self.completed),
                   trigger=ctx.options.trigger.value, reason=ctx.options.reason, dry_run=ctx.options.dry_run,
                   accept_unverified_backup=ctx.options.accept_unverified_backup,
-                  options=ctx.options.to_record(),
+                  options=ctx.options.to_record(), provenance=provenance(ctx.cfg, rb),
                   plan=[s.model_dump(mode="json") for s in self.plan.steps], window=self.window.describe(),
                   expected_downtime_s=(rb.expected_downtime or ctx.cfg.window.expected_downtime).total_seconds())
         if self.resuming:

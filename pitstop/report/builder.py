@@ -198,6 +198,7 @@ def build_report(events: list[dict[str, Any]], stage_order: list[str]) -> dict[s
         "trigger": s["trigger"],
         "reason": s.get("reason") or None,
         "dry_run": s.get("dry_run", False),
+        "provenance": s.get("provenance"),
         "started_at": start["ts"],
         "finished_at": finish["ts"] if finish else None,
         "duration_s": _secs(start["ts"], finish["ts"] if finish else None),
