@@ -109,26 +109,56 @@ def _with_step(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def _window(events: list[dict[str, Any]], start: dict[str, Any]) -> dict[str, Any]:
+    """The maintenance window as the site saw it: from the first time maintenance went on (or the window
+    opened) to the last time it went off (or closed), across every attempt of the run. A run killed inside
+    its window and resumed later was down all along: each attempt's segment and the gaps between attempts
+    (the dead process's last event to the next attempt's start) are listed too."""
     s = start["data"]
-    opened = next((e for e in events if e["kind"] == "window.opened"), None)
-    closed = next((e for e in events if e["kind"] == "window.closed"), None)
+    opened = [e for e in events if e["kind"] == "window.opened"]
+    closed = [e for e in events if e["kind"] == "window.closed"]
+    ons = [e["ts"] for e in events if e["kind"] == "maintenance.on"]
+    offs = [e["ts"] for e in events if e["kind"] == "maintenance.off"]
     announced = s.get("expected_downtime_s")
     planned = s.get("window") or {}  # the window policy: a schedule's window, or now + announced downtime
-    actual = closed["data"]["duration_s"] if closed else None
+    starts = [t for t in [opened[0]["ts"] if opened else None, ons[0] if ons else None] if t]
+    ends = [t for t in [closed[-1]["data"].get("ended_at") if closed else None, offs[-1] if offs else None] if t]
+    began = min(starts, key=lambda t: _t(t) or 0.0) if starts else None
+    ended = max(ends, key=lambda t: _t(t) or 0.0) if ends and closed else None
+    attempts = _attempts(events)
+    if len(opened) <= 1 and len(attempts) <= 1:
+        actual = closed[-1]["data"]["duration_s"] if closed else None  # one attempt: the executor's own timing
+    else:
+        actual = _secs(began, ended)
     return {
         "planned_start": planned.get("start"),
         "planned_end": planned.get("end"),
         "planned_duration_s": _secs(planned.get("start"), planned.get("end")) or announced,
         "planned_source": planned.get("source"),
-        "started_at": opened["ts"] if opened else None,
-        "ended_at": closed["data"]["ended_at"] if closed else None,
+        "started_at": began,
+        "ended_at": ended,
         "duration_s": actual,
         "downtime_announced_s": announced,
         "downtime_actual_s": actual,
         "overrun_s": round(actual - announced, 3) if actual is not None and announced is not None
         and actual > announced else 0.0,
-        "ok": closed["data"].get("ok") if closed else None,
+        "ok": closed[-1]["data"].get("ok") if closed else None,
+        "attempts": attempts if len(attempts) > 1 else [],
     }
+
+
+def _attempts(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each attempt's span (its first to its last event) and the gap before it."""
+    out: list[dict[str, Any]] = []
+    for e in events:
+        if e["kind"] in ("run.started", "run.resumed"):
+            gap = _secs(out[-1]["last_event_at"], e["ts"]) if out else None
+            out.append({"attempt": len(out) + 1, "started_at": e["ts"], "last_event_at": e["ts"], "gap_before_s": gap,
+                        "window_opened": False})
+        elif out and e["kind"] != "run.abandoned":  # appended later by whoever found the attempt dead
+            out[-1]["last_event_at"] = e["ts"]
+            if e["kind"] == "window.opened":
+                out[-1]["window_opened"] = True
+    return out
 
 
 def _backup(events: list[dict[str, Any]]) -> dict[str, Any] | None:

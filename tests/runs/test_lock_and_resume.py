@@ -125,3 +125,42 @@ def test_resume_after_sigkill_skips_completed_steps(make_env: Any, seeded_db: st
     dumps = list((state_dir(env) / "storage").rglob("*.dump"))
     assert len(dumps) == 1
     assert run_cli("report", "verify", str(run_dir)).returncode == 0
+
+
+def test_the_reported_window_is_the_flags_real_lifetime_across_attempts(make_env: Any, tmp_path: Path) -> None:
+    """SIGKILL inside the window, resume later: the site showed the maintenance page all along, so the report's
+    window runs from maintenance on (first attempt) to maintenance off (resumed attempt), gap included."""
+    import threading
+
+    env = make_env()
+    rb = blocking_runbook(tmp_path)
+    flag = state_dir(env) / "hosts" / "web-1" / "var/www/maintenance.flag"
+    seen: list[float] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            if flag.exists():
+                seen.append(time.time())
+            time.sleep(0.02)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        proc = start("run", "--env", str(env), "--runbook", str(rb), "--engine", "local", "--json")
+        run_dir = wait_for_event(state_dir(env) / "runs", "step.started", "wait for release")
+        time.sleep(1.5)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        time.sleep(2.5)  # nobody runs, the page is still up
+        (state_dir(env) / "hosts" / "app-1" / "release").touch()
+        res = run_cli("resume", run_dir.name, "--env", str(env), "--engine", "local", "--json")
+        assert res.returncode == 0, res.stdout + res.stderr
+    finally:
+        stop.set()
+        poller.join()
+    w = report_of(res.stdout)["maintenance_window"]
+    real = seen[-1] - seen[0]
+    assert real > 4, real
+    assert abs(w["duration_s"] - real) < 1.0, (w, real)
+    assert len(w["attempts"]) == 2 and w["attempts"][1]["gap_before_s"] > 2
