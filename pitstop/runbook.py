@@ -7,6 +7,7 @@ window placement override (``window: inside|outside``).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -74,12 +75,26 @@ class Runbook(BaseModel):
     description: str = ""
     kind: Literal["monthly", "quarterly", "emergency", "custom"] = "custom"
     expected_downtime: Duration | None = None
+    affects: list[str] | None = Field(None, description="features affected during the window (default: the "
+                                      "config's notifications.notices.affects; none without a maintenance step)")
     stages: list[StageSpec]
 
     source: str = Field("", exclude=True)
 
     def stage(self, name: Stage) -> StageSpec | None:
         return next((s for s in self.stages if s.name == name), None)
+
+    @property
+    def opens_window(self) -> bool:
+        """Whether the runbook ever puts the site into maintenance mode (a ``maintenance.on`` step)."""
+        return any(step.uses == "maintenance.on" for stage in self.stages for step in stage.steps)
+
+    def announced_downtime(self, default: timedelta) -> timedelta:
+        """What the run announces: nothing without a maintenance step; else the runbook's own figure (0 is a
+        figure), else ``default`` (the environment's ``window.expected_downtime``)."""
+        if not self.opens_window:
+            return timedelta(0)
+        return self.expected_downtime if self.expected_downtime is not None else default
 
 
 def find_runbook(name: str) -> Path:

@@ -106,6 +106,8 @@ class Notifier:
             given = self.ctx.options.expected_downtime
             if given is not None:  # announced by the operator for this run (--expected-downtime)
                 self._downtime = ExpectedDowntime(seconds=given.total_seconds(), source="operator")
+            elif not rb.opens_window:  # no maintenance step: no downtime, whatever history says
+                self._downtime = ExpectedDowntime(seconds=0, source="config")
             else:
                 self._downtime = expected_downtime(self.ctx.cfg, rb.name, runbook_default=rb.expected_downtime)
         return self._downtime
@@ -128,7 +130,12 @@ class Notifier:
                                         "end": datetime.fromtimestamp(start_dt.timestamp() + expected.seconds, UTC)}
         status = data.get("status") or {"run.completed": "succeeded", "run.failed": "failed",
                                         "verification.failed": "failed_verification"}.get(event)
-        return {**base_context(ctx.cfg, now), **data, "subject": ctx.redact(subject), "body": ctx.redact(body),
+        base = base_context(ctx.cfg, now)
+        if ctx.runbook.affects is not None:
+            base["affects"] = list(ctx.runbook.affects)
+        elif not ctx.runbook.opens_window:
+            base["affects"] = []
+        return {**base, **data, "subject": ctx.redact(subject), "body": ctx.redact(body),
                 "severity": severity, "started_at": started, "status": status, "window": window,
                 "downtime": {"seconds": expected.seconds, "source": expected.source,
                              "source_text": expected.source_text},
