@@ -29,6 +29,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
                   help="pitstop — maintenance orchestrator and runbook engine (Prefect 3).")
 app.add_typer(cli_report.report_app, name="report")  # list | show | verify
 app.add_typer(cli_notices.app, name="notices")  # plan | send-due
+app.add_typer(cli_notices.notify_app, name="notify")  # preview
 app.add_typer(cli_hosts.hosts_app, name="hosts")  # list | trust | check
 app.add_typer(cli_maintenance.maintenance_app, name="maintenance")  # status | off
 cli_backup.register(app)  # backups list | prune, restore
