@@ -53,6 +53,8 @@ out = safe_console()
 err = safe_console(stderr=True)
 
 EnvOpt = Annotated[str, typer.Option("--env", "-e", help="environment name (config/<env>.yaml) or a path")]
+RehearsalOpt = Annotated[bool, typer.Option("--rehearsal", help="a test of the runbook: customer audiences hear "
+                                            "nothing; console, notifications and report say REHEARSAL")]
 RunbookOpt = Annotated[str, typer.Option("--runbook", "-r", help="runbook name (runbooks/<name>.yaml) or a path")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout")]
 
@@ -131,7 +133,7 @@ def _discard_plan_dir(run_dir: Path) -> None:
 
 def _run(env: str, runbook: str, trigger: str, reason: str, accept_unverified_backup: bool, engine: Engine,
          as_json: bool, run_id: str | None = None, wait_s: float = 0.0, override_blackout: bool = False,
-         expected_downtime: str | None = None) -> None:
+         expected_downtime: str | None = None, rehearsal: bool = False) -> None:
     from .runner import load, parse_expected_downtime
 
     load(env, runbook)  # validate first: bad input exits 2 before Prefect or anything else starts
@@ -148,7 +150,7 @@ def _run(env: str, runbook: str, trigger: str, reason: str, accept_unverified_ba
         res = maintenance(env=env, runbook=runbook, trigger=trigger, reason=reason,
                           accept_unverified_backup=accept_unverified_backup, run_id=run_id, wait_s=wait_s,
                           override_blackout=override_blackout, expected_downtime=expected_downtime,
-                          console=not as_json)
+                          console=not as_json, rehearsal=rehearsal)
         run_dir = Path(res["run_dir"])
     else:
         from .console import ConsoleView
@@ -156,7 +158,7 @@ def _run(env: str, runbook: str, trigger: str, reason: str, accept_unverified_ba
 
         result = execute(env, runbook, trigger=trigger, reason=reason, run_id=run_id, wait_s=wait_s,
                          override_blackout=override_blackout, expected_downtime=expected_downtime,
-                         accept_unverified_backup=accept_unverified_backup,
+                         rehearsal=rehearsal, accept_unverified_backup=accept_unverified_backup,
                          listener=None if as_json else ConsoleView(out))
         run_dir = result.run_dir
     _finish_run(run_dir, as_json)
@@ -186,11 +188,11 @@ def run(env: EnvOpt, runbook: RunbookOpt,
         accept_unverified_backup: Annotated[bool, typer.Option(
             help="let destructive steps run without a verified backup (needs --reason)")] = False,
         engine: Annotated[Engine, typer.Option(help="prefect (a flow run) or local (no Prefect)")] = Engine.prefect,
-        wait: WaitOpt = 0.0, as_json: JsonOpt = False) -> None:
+        wait: WaitOpt = 0.0, rehearsal: RehearsalOpt = False, as_json: JsonOpt = False) -> None:
     """Run a runbook as a Prefect flow (ephemeral Prefect API unless PREFECT_API_URL is set)."""
     if trigger not in ("scheduled", "manual"):
         raise InputError(f"--trigger must be scheduled or manual (got {trigger!r}); use `pitstop emergency`")
-    _run(env, runbook, trigger, reason, accept_unverified_backup, engine, as_json, wait_s=wait)
+    _run(env, runbook, trigger, reason, accept_unverified_backup, engine, as_json, wait_s=wait, rehearsal=rehearsal)
 
 
 @app.command()
@@ -202,7 +204,7 @@ def emergency(env: EnvOpt, runbook: RunbookOpt,
               expected_downtime: Annotated[str | None, typer.Option(help="announced downtime, e.g. 20m")] = None,
               no_wait: Annotated[bool, typer.Option("--no-wait", help="with a deployment: print the flow run and "
                                                     "return at once")] = False,
-              as_json: JsonOpt = False) -> None:
+              rehearsal: RehearsalOpt = False, as_json: JsonOpt = False) -> None:
     """Start an emergency run now. Refuses without --reason.
 
     With PREFECT_API_URL set and the environment deployed (`pitstop deploy`), the run goes through
@@ -210,7 +212,7 @@ def emergency(env: EnvOpt, runbook: RunbookOpt,
     """
     if not reason.strip():
         raise InputError("an emergency run needs --reason \"...\" (it is sent to everyone and goes in the report)")
-    if engine == Engine.prefect:
+    if engine == Engine.prefect and not rehearsal:
         from .deploy import find_deployment
         from .runner import load
 
@@ -223,7 +225,7 @@ def emergency(env: EnvOpt, runbook: RunbookOpt,
                 _finish_run(run_dir, as_json)
             return
     _run(env, runbook, "emergency", reason, accept_unverified_backup, engine, as_json, wait_s=wait,
-         override_blackout=override_blackout, expected_downtime=expected_downtime)
+         override_blackout=override_blackout, expected_downtime=expected_downtime, rehearsal=rehearsal)
 
 
 @app.command()

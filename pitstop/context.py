@@ -112,13 +112,14 @@ class RunOptions:
     dry_run: bool = False
     accept_unverified_backup: bool = False
     override_blackout: bool = False
+    rehearsal: bool = False  # a test of the runbook in production: customers hear nothing, everything is labelled
     expected_downtime: timedelta | None = None  # given for this run (pitstop emergency --expected-downtime)
 
     def to_record(self) -> dict[str, Any]:
         """Every option, as the audit log's first event carries it (what ``resume`` restores)."""
         return {"trigger": self.trigger.value, "reason": self.reason, "dry_run": self.dry_run,
                 "accept_unverified_backup": self.accept_unverified_backup,
-                "override_blackout": self.override_blackout,
+                "override_blackout": self.override_blackout, "rehearsal": self.rehearsal,
                 "expected_downtime_s": self.expected_downtime.total_seconds() if self.expected_downtime else None}
 
     @classmethod
@@ -129,7 +130,7 @@ class RunOptions:
         given = rec.get("expected_downtime_s")
         return cls(trigger=Trigger(rec.get("trigger") or started["trigger"]), reason=rec.get("reason") or "",
                    dry_run=bool(rec.get("dry_run")), accept_unverified_backup=bool(rec.get("accept_unverified_backup")),
-                   override_blackout=bool(rec.get("override_blackout")),
+                   override_blackout=bool(rec.get("override_blackout")), rehearsal=bool(rec.get("rehearsal")),
                    expected_downtime=timedelta(seconds=float(given)) if given else None)
 
 

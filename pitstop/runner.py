@@ -104,7 +104,7 @@ def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: s
 def execute(env: str, runbook: str, *, trigger: str = Trigger.MANUAL.value, reason: str = "",
             accept_unverified_backup: bool = False, run_id: str | None = None, unit_runner: UnitRunner = direct,
             listener: Listener | None = None, wait_s: float = 0.0, override_blackout: bool = False,
-            expected_downtime: str | None = None) -> RunResult:
+            expected_downtime: str | None = None, rehearsal: bool = False) -> RunResult:
     """Run a runbook. With a ``run_id`` whose folder already exists, resume that run instead.
 
     ``expected_downtime`` (e.g. ``20m``) overrides the runbook's announced downtime for this run."""
@@ -115,7 +115,7 @@ def execute(env: str, runbook: str, *, trigger: str = Trigger.MANUAL.value, reas
     if run_id and (cfg.resolve(cfg.reports.dir) / run_id / "audit.jsonl").is_file():
         return resume(env, run_id, unit_runner=unit_runner, listener=listener, wait_s=wait_s)
     options = RunOptions(trigger=Trigger(trigger), reason=reason, accept_unverified_backup=accept_unverified_backup,
-                         override_blackout=override_blackout, expected_downtime=given)
+                         override_blackout=override_blackout, expected_downtime=given, rehearsal=rehearsal)
     run_id = run_id or new_run_id(cfg.name, rb.name)
     return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, None)
 

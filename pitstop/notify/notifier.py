@@ -89,7 +89,11 @@ class Notifier:
         event = self._route(event)
         deliveries = []
         for channel, audience in routes(self.ctx.cfg, self.channels, event):
+            if self.ctx.options.rehearsal and not audience.internal:
+                continue  # a rehearsal is no maintenance: customers hear nothing of it
             msg = self._message(event, channel, audience, severity, context, data)
+            if self.ctx.options.rehearsal:
+                msg = msg.model_copy(update={"subject": f"[REHEARSAL] {msg.subject}"})
             d = deliver(channel, msg, self.ctx.redact, self.attempts, self.wait_max)
             for n in range(1, d.attempts):  # each failed attempt that was followed by another one
                 self.ctx.event("retry", what="notify", channel=d.channel, event=d.event, attempt=n)

@@ -228,6 +228,7 @@ def build_report(events: list[dict[str, Any]], stage_order: list[str]) -> dict[s
         "trigger": s["trigger"],
         "reason": s.get("reason") or None,
         "dry_run": s.get("dry_run", False),
+        "rehearsal": bool((s.get("options") or {}).get("rehearsal")) if isinstance(s.get("options"), dict) else False,
         "provenance": s.get("provenance"),
         "started_at": start["ts"],
         "finished_at": finish["ts"] if finish else None,
