@@ -53,7 +53,8 @@ class Executor:
                   accept_unverified_backup=ctx.options.accept_unverified_backup,
                   options=ctx.options.to_record(), provenance=provenance(ctx.cfg, rb),
                   plan=[s.model_dump(mode="json") for s in self.plan.steps], window=self.window.describe(),
-                  expected_downtime_s=rb.announced_downtime(ctx.cfg.window.expected_downtime).total_seconds())
+                  expected_downtime_s=(ctx.options.expected_downtime if ctx.options.expected_downtime is not None
+                                       else rb.announced_downtime(ctx.cfg.window.expected_downtime)).total_seconds())
         if self.resuming:
             self._notify("run.resumed", f"{rb.name} maintenance resumed ({len(self.completed)} steps already done)",
                          self._start_body())
