@@ -134,6 +134,21 @@ def resume(env: str, run_id: str, *, unit_runner: UnitRunner = direct, listener:
     started, events = resumable(cfg, run_id)
     rb = load_runbook(started.get("runbook_source") or started["runbook"], cfg)
     options = RunOptions.from_record(started)
+    last = next((e for e in reversed(events) if e["kind"] in ("run.started", "run.resumed", "run.finished")), None)
+    if last is not None and last["kind"] == "run.finished":
+        # killed after the run finished but before its report was sealed: write the report, nothing else
+        # (no step, no notification runs again)
+        from .report.writer import write_report
+
+        ctx = RunContext.create(cfg, rb, options, run_id=run_id)
+        try:
+            ctx.event("run.resumed", run_id=run_id, environment=cfg.name, runbook=rb.name, report_only=True,
+                      reason="the run had finished but was killed before its report was sealed: report written now",
+                      options=options.to_record())
+            write_report(ctx)
+        finally:
+            ctx.close()
+        return RunResult(run_id=run_id, status=Status(last["data"].get("status")), run_dir=ctx.run_dir)
     if options.expected_downtime is not None:
         rb = rb.model_copy(update={"expected_downtime": options.expected_downtime})
     return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, events)
@@ -154,7 +169,8 @@ def resumable(cfg: EnvironmentConfig, run_id: str) -> tuple[dict[str, Any], list
                          f"`pitstop report verify {run_dir}` says more")
     started, events = prior_run(run_dir)
     last = next((e for e in reversed(events) if e["kind"] in ("run.started", "run.resumed", "run.finished")), None)
-    if last is not None and last["kind"] == "run.finished" and last["data"].get("status") in FINISHED:
+    if (last is not None and last["kind"] == "run.finished" and last["data"].get("status") in FINISHED
+            and (run_dir / "manifest.json").is_file()):
         raise InputError(f"run {run_id} already finished ({last['data'].get('status')} at {last['ts']}): nothing "
                          f"to resume; its report is {run_dir / 'report.html'}")
     return started, events
