@@ -310,7 +310,12 @@ def main() -> None:
         if isinstance(exc, base):
             exc.show()  # type: ignore[attr-defined]
             sys.exit(2 if isinstance(exc, usage) else exc.exit_code)  # type: ignore[attr-defined]
-        raise
+        from .cli_errors import debug_traceback, describe
+
+        if tb := debug_traceback(exc):
+            err.print(tb, markup=False, highlight=False)
+        err.print(f"[bold red]error:[/bold red] {escape(describe(exc))}", soft_wrap=True)
+        sys.exit(1)
 
 
 def _click_errors() -> tuple[type[Exception], type[Exception]]:
