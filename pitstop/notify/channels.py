@@ -68,6 +68,11 @@ class Channel(abc.ABC):
     @abc.abstractmethod
     def send(self, message: Message) -> None: ...
 
+    def recipients(self) -> str:
+        """Who receives this channel's messages, as an auditor can corroborate it (no secret: the caller
+        redacts, and only the non-secret parts of a URL are named)."""
+        return f"{self.cfg.kind} channel {self.name}"
+
 
 class ConsoleChannel(Channel):
     console = safe_console(stderr=True)  # stdout stays clean for --json; a closed pipe never stops a run
@@ -84,6 +89,9 @@ class FileChannel(Channel):
     def __init__(self, name: str, cfg: ChannelConfig, path: Path):
         super().__init__(name, cfg)
         self.path = path
+
+    def recipients(self) -> str:
+        return f"file {self.path}"
 
     def send(self, message: Message) -> None:
         doc = message.model_dump(exclude={"attachments"})
@@ -142,6 +150,17 @@ class AppriseChannel(Channel):
         super().__init__(name, cfg)
         self._resolve = resolve_url
         self._url: str | None = None
+
+    def recipients(self) -> str:
+        from urllib.parse import parse_qs, urlsplit
+
+        try:
+            u = urlsplit(self.url())
+        except (ConfigError, ValueError):
+            return f"apprise channel {self.name}"
+        to = parse_qs(u.query).get("to") or []
+        host = u.hostname or ""
+        return f"{u.scheme}://{host}" + (f" to {', '.join(to)}" if to else "")
 
     def url(self) -> str:
         """The secret URL, resolved on first use (env var, then Prefect Secret block)."""

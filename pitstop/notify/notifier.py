@@ -97,7 +97,8 @@ class Notifier:
             d = deliver(channel, msg, self.ctx.redact, self.attempts, self.wait_max)
             for n in range(1, d.attempts):  # each failed attempt that was followed by another one
                 self.ctx.event("retry", what="notify", channel=d.channel, event=d.event, attempt=n)
-            self.ctx.event("notification", **d.model_dump())
+            self.ctx.event("notification", **d.model_dump(), stage=data.get("stage"),
+                           recipients=self.ctx.redact(channel.recipients()))
             deliveries.append(d)
         return deliveries
 
