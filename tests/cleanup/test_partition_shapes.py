@@ -272,4 +272,4 @@ def test_plan_names_the_keys_that_reference_a_purged_table(conn: psycopg.Connect
     proc = run_cli("plan", "--env", str(make_env(mutate)), "--runbook", "monthly")
     assert proc.returncode == 0, proc.stderr
     flat = " ".join(proc.stdout.split())
-    assert "referenced by child_cascade" in flat and "CASCADE" in flat and "child_null" in flat
+    assert "referenced by public.child_cascade" in flat and "CASCADE" in flat and "child_null" in flat
