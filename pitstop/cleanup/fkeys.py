@@ -154,3 +154,13 @@ def blocked_message(table: str, found: list[Effect]) -> str | None:
     return (f"{table}: rows past retention are still referenced — {named}. Nothing was deleted. Purge the "
             "referencing rows first (a retention rule on that table, listed before this one), or change the key "
             "to ON DELETE CASCADE / SET NULL")
+
+
+def violation_message(where: str, exc: Any, deleted: int) -> str:
+    """A foreign key violation at run time (a referencing row that appeared after the check)."""
+    diag = exc.diag
+    return (f"{where}: rows past retention are still referenced by {diag.table_name or 'another table'} (foreign key "
+            f"{diag.constraint_name or '?'}, ON DELETE RESTRICT/NO ACTION): the statement was rolled back whole, "
+            f"{deleted} row(s) deleted before it stay deleted (the progress row counts them). Purge the referencing "
+            "rows first (a retention rule on that table, listed before this one) or change the key to ON DELETE "
+            "CASCADE / SET NULL")

@@ -209,11 +209,10 @@ class RulePurge:
                                                                 bool(self.rule.where), self.safe_cutoff)]
         found = fkeys.effects(self.conn, facts.oid, self.rule, self.ep.cutoff, only)
         self.conn.commit()
-        self.foreign_keys = [e.as_dict() for e in found]
         if found:
+            self.foreign_keys = [e.as_dict() for e in found]
             self.ctx.event("cleanup.foreign_keys", table=facts.qualified, keys=self.foreign_keys)
-        blocked = fkeys.blocked_message(facts.qualified, found)
-        if blocked:
+        if blocked := fkeys.blocked_message(facts.qualified, found):
             raise StepFailed(blocked)
 
     def empty_leaf(self, schema: str, name: str) -> None:
@@ -225,13 +224,7 @@ class RulePurge:
         self._sweep(target)
 
     def fk_failure(self, where: str, exc: Any) -> StepFailed:
-        diag = exc.diag
-        return StepFailed(
-            f"{where}: rows past retention are still referenced by {diag.table_name or 'another table'} (foreign key "
-            f"{diag.constraint_name or '?'}, ON DELETE RESTRICT/NO ACTION): the statement was rolled back whole, "
-            f"{self.ep.deleted if self.ep else 0} row(s) deleted before it stay deleted (the progress row counts "
-            "them). Purge the referencing rows first (a retention rule on that table, listed before this one) or "
-            "change the key to ON DELETE CASCADE / SET NULL")
+        return StepFailed(fkeys.violation_message(where, exc, self.ep.deleted if self.ep else 0))
 
     # -- one batch ----------------------------------------------------------------------------------
     def _batch(self, target: TableFacts, work: Callable[[Any], tuple[int, Any, bool]]) -> bool:
