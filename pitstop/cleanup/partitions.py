@@ -7,14 +7,15 @@ is first emptied row by row, so that the keys' ON DELETE actions apply (:mod:`.f
 Progress rows are hints, never permission. The episode's recorded partitions say where a crashed run
 stopped, but a row in ``pitstop_cleanup_progress`` can be written by anyone with INSERT on it. So:
 
-* **before a DETACH**, in one transaction holding ``SHARE UPDATE EXCLUSIVE`` locks on the rule's
-  table and every ancestor of the leaf (no concurrent DDL can re-partition them), the catalog must
-  show the table as a leaf (attached, or detach-pending) of the rule's tree, with the recorded OID,
-  that qualifies by its bounds against the *smaller* of the episode's cutoff and a cutoff computed
-  now. In the same transaction pitstop marks the leaf with a comment naming the episode, the rule's
-  table and the leaf's OID (``COMMENT ON`` needs ownership: a role that can only write progress rows
-  cannot forge it). A plain DETACH runs in that very transaction; ``DETACH ... CONCURRENTLY`` cannot
-  run inside one and follows right after it (the parent's DEFAULT partition, or PostgreSQL 13, forces
+* **before a DETACH**, in one transaction holding ``SHARE UPDATE EXCLUSIVE`` locks (``LOCK TABLE
+  ONLY``: DML goes on) on the rule's table and every ancestor of the leaf (no concurrent DDL can
+  re-partition them), the catalog must show the table as a leaf (attached, or detach-pending) of the
+  rule's tree, with the recorded OID, that qualifies by its bounds against the *smaller* of the
+  episode's cutoff and a cutoff computed now. In the same transaction pitstop marks the leaf with a
+  comment naming the episode, the rule's table and the leaf's OID (``COMMENT ON`` needs ownership: a
+  role that can only write progress rows cannot forge it). A plain DETACH runs in that very
+  transaction; ``DETACH ... CONCURRENTLY`` cannot run inside one and follows right after it (the
+  parent's DEFAULT partition, another leaf of the parent left detach-pending, or PostgreSQL 13 force
   the plain form; an interrupted concurrent detach is completed with ``FINALIZE``).
 * **before a DROP**, in the DROP's own transaction and under an ACCESS EXCLUSIVE lock on the table:
   it is an ordinary table with the recorded OID and name, no partition of anything, carrying this
@@ -177,18 +178,19 @@ def _detach(purge: RulePurge, facts: TableFacts, leaf: Leaf, entry: dict[str, An
     assert purge.ep is not None
     conn, node = purge.conn, leaf.node
     child, parent = ident(node.schema, node.name), ident(node.parent_schema, node.parent_name)
+    plain_only = False
     while True:
         try:
             with conn.transaction():
                 conn.execute("SELECT set_config('lock_timeout', %s, true)", [f"{purge.p.lock_timeout_ms}ms"])
                 for table in [ident(facts.schema, facts.name), *(ident(a.schema, a.name) for a in leaf.ancestors)]:
-                    conn.execute(sql.SQL("LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE").format(table))
+                    conn.execute(sql.SQL("LOCK TABLE ONLY {} IN SHARE UPDATE EXCLUSIVE MODE").format(table))
                 now = _find_leaf(purge, facts, entry)
                 if now is None or now.node.parent_oid != node.parent_oid or \
                         not bounds.qualifies(conn, now, purge.safe_cutoff):
                     raise _Refused("at detach time the catalog no longer shows it as a leaf of this table wholly "
                                    "past the cutoff")
-                mode = _mode(purge, now)
+                mode = _mode(purge, now, plain_only)
                 conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(
                     child, sql.Literal(marker(purge.ep.id, facts, node.oid))))
                 if mode == "plain":
@@ -205,14 +207,18 @@ def _detach(purge: RulePurge, facts: TableFacts, leaf: Leaf, entry: dict[str, An
         except (pg_errors.LockNotAvailable, pg_errors.QueryCanceled) as exc:
             why = "lock_timeout" if isinstance(exc, pg_errors.LockNotAvailable) else "statement_timeout"
             purge._backoff(TableFacts(node.schema, node.name, "r", None), why)
+        except pg_errors.ObjectNotInPrerequisiteState:
+            if plain_only:
+                raise
+            plain_only = True  # another leaf of the parent is detach-pending: only the plain form works now
         except pg_errors.ForeignKeyViolation as exc:
             raise purge.fk_failure(node.qualified, exc) from None
 
 
-def _mode(purge: RulePurge, leaf: Leaf) -> str:
+def _mode(purge: RulePurge, leaf: Leaf, plain_only: bool) -> str:
     if leaf.node.pending:
         return "finalize"
-    if purge.conn.info.server_version < 140000:
+    if plain_only or purge.conn.info.server_version < 140000:
         return "plain"  # PostgreSQL 13 has no DETACH ... CONCURRENTLY
     has_default = purge.conn.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s "

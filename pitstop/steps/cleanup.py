@@ -102,13 +102,21 @@ def plan_retention(ctx: RunContext, params: RetentionParams) -> list[str]:
         for rule in _rules(ctx, params.tables):
             name, _ = resolve_profile(ctx.cfg, params.profile, rule.profile)
             episode = None if params.restart else progress.running(conn, rule_key(rule))
-            cutoff = episode.cutoff if episode else fix_cutoff(conn, rule)
+            fresh = fix_cutoff(conn, rule)
+            untrusted = episode is not None and (episode.malformed or episode.cutoff > fresh)
+            cutoff = episode.cutoff if episode and not untrusted else fresh
             total = count(conn, rule.schema_, rule.table)
             expired = count(conn, rule.schema_, rule.table, rule, cutoff)
             share = expired / total if total else 0.0
             line = (f"{rule.qualified}: purge {expired} of {total} rows with {rule.column} before "
                     f"{cutoff:%Y-%m-%d %H:%M %Z} ({share:.0%}; profile {name}; partitions: {rule.partitions}")
             line += f"; resumes episode {episode.id}, {episode.deleted} already deleted)" if episode else ")"
+            if untrusted:
+                line += (" — REFUSED: the running episode in the progress table was not written by pitstop "
+                         "(malformed, or its cutoff is later than now - older_than); the run fails and deletes "
+                         "nothing until it is inspected and the step reruns with restart: true")
+            if episode and episode.rows_before > 0:  # a resumed episode is judged on its recorded counts too
+                share = max(share, episode.expired / episode.rows_before)
             if share > rule.max_share and not params.allow_large_share:
                 line += f" — REFUSED: above max_share {rule.max_share:.0%}"
             lines.append(line)

@@ -17,7 +17,7 @@ from pitstop.cleanup.progress import Progress
 from pitstop.cleanup.rules import rule_key
 from pitstop.config import RetentionRule
 from pitstop.errors import GateRefused, StepFailed
-from pitstop.steps.cleanup import RetentionParams, cleanup_retention
+from pitstop.steps.cleanup import RetentionParams, cleanup_retention, plan_retention
 from tests.reliability.results import record
 
 from .conftest import events, fingerprint, rule
@@ -186,6 +186,8 @@ def test_a_forged_episode_cutoff_in_the_future_deletes_nothing(ev: psycopg.Conne
     ctx = cleanup_ctx([rule("ev")])
     forge(ev, ctx, forger, rule("ev"), {}, cutoff="now() + interval '1 year'", rows_before=20000, expired=1)
     before = fingerprint(ev, "ev")
+    (line,) = plan_retention(ctx, RetentionParams())
+    assert "REFUSED: the running episode in the progress table was not written by pitstop" in line
     with pytest.raises(StepFailed, match="progress row pitstop did not write"):
         cleanup_retention(ctx, RetentionParams())
     record("forged_cutoff", forged_inputs=1, trusted=int(fingerprint(ev, "ev") != before))
