@@ -100,6 +100,13 @@ class RetentionRule(Strict):
         "remaining expired rows; `drop_only` drop those leaves and delete no row of a partition that stays (the "
         "'keep N months' policy); `rows` delete rows only")
 
+    @model_validator(mode="after")
+    def _drop_only_without_filters(self) -> RetentionRule:
+        if self.partitions == "drop_only" and self.where:
+            raise ValueError("`partitions: drop_only` drops whole partitions only, and a rule with `where` filters "
+                             "never drops a whole partition: remove `where`, or use `partitions: drop` or `rows`")
+        return self
+
     @property
     def qualified(self) -> str:
         return f"{self.schema_}.{self.table}"
