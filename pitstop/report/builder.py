@@ -16,7 +16,8 @@ SCHEMA_VERSION = 2
 
 DEVIATION_KINDS = ("gate.overridden", "maintenance.safety_net", "maintenance.lift_failed", "backup.verify_failed",
                    "report.failed", "window.overrun", "cleanup.superuser", "blackout.overridden",
-                   "window.exceeded", "window.extended", "run.skipped", "run.resumed", "database.unencrypted")
+                   "window.exceeded", "window.extended", "run.skipped", "run.resumed", "database.unencrypted",
+                   "cleanup.partition_refused", "cleanup.warning")
 
 
 def _t(ts: str | None) -> float | None:
