@@ -154,8 +154,8 @@ def probe(cfg: EnvironmentConfig, timeout_s: int = 5) -> Probe:
                                "current_setting('server_version')").fetchone()
     except (PitstopError, psycopg.Error) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return Probe(None, None, f"client tools not checked, the database did not answer ({reason}); "
-                                 "the run checks them again before anything changes")
+        return Probe(None, None, f"client tools not checked, the server could not be asked its version "
+                                 f"({reason}); the run checks them again before anything changes")
     assert row is not None
     version = str(row[1])
     clients = choose(int(row[0]) // 10000, version, bin_dir, cfg.source)
