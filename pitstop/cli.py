@@ -79,6 +79,11 @@ def validate(env: EnvOpt, runbook: Annotated[str | None, typer.Option("--runbook
     try:
         cfg = load_config(env)
         rb = load_runbook(runbook, cfg) if runbook else None
+        clients = None
+        if rb is not None and any(step.uses.startswith("backup.") for stage in rb.stages for step in stage.steps):
+            from .connectors.pgtools import probe
+
+            clients = probe(cfg)  # ClientTooOld (exit 2) when the server answers and no pg_dump is new enough
     except InputError as exc:
         if not as_json:
             raise
@@ -86,9 +91,12 @@ def validate(env: EnvOpt, runbook: Annotated[str | None, typer.Option("--runbook
                                               for p in exc.problems]})
         raise typer.Exit(2) from None
     if as_json:
-        _emit_json({"ok": True, "config": cfg.source, "runbook": rb.source if rb else None})
+        _emit_json({"ok": True, "config": cfg.source, "runbook": rb.source if rb else None,
+                    "pg_clients": clients.as_json() if clients else None})
     else:
         out.print(f"[green]✓[/green] {cfg.source} is valid" + (f"; {rb.source} is valid" if rb else ""))
+        if clients is not None:
+            out.print(f"  client tools: {clients.note}", markup=False)
 
 
 @app.command()

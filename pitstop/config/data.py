@@ -23,7 +23,8 @@ class DatabaseConfig(Strict):
     user: str = "postgres"
     password_env: str | None = None
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
-    pg_bin_dir: str | None = None
+    pg_bin_dir: str | None = Field(None, description="bin directory of pg_dump/pg_restore/psql at least as new as "
+                                   "the server (default: chosen by the server's version, docs/platforms.md)")
     connect_timeout: int = Field(10, ge=1)
     verify_server: str | None = Field(None, description="conninfo of another server to restore-verify backups on")
 
