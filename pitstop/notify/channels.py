@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from ..config import ChannelConfig, EnvironmentConfig
 from ..console import safe_console
 from ..errors import ConfigError, ConnectorError
+from ..fsmodes import private_dir, private_opener
 
 EMAIL_SCHEMES = ("mailto", "mailtos")
 
@@ -97,8 +98,9 @@ class FileChannel(Channel):
         doc = message.model_dump(exclude={"attachments"})
         doc["attachments"] = [{"name": a.name, "mimetype": a.mimetype, "size": len(a.content),
                                "sha256": hashlib.sha256(a.content).hexdigest()} for a in message.attachments]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as fh:
+        if not self.path.parent.exists():  # an existing directory is the operator's: left as it is
+            private_dir(self.path.parent)
+        with open(self.path, "a", encoding="utf-8", opener=private_opener) as fh:  # 0600, never through a link
             fh.write(json.dumps(doc, default=str) + "\n")
 
 
