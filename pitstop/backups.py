@@ -24,10 +24,12 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import BaseModel
 
+from .backup_contents import Contents
 from .config import BackupConfig
 from .connectors.postgres import Database
 from .connectors.storage import Storage
-from .errors import BackupError, ConnectorError
+from .errors import BackupError, ConnectorError, PitstopError
+from .fsmodes import private_dir
 
 CHUNK = 1024 * 1024
 MAGIC_CUSTOM = b"PGDMP"
@@ -130,31 +132,71 @@ def judge(key: str, seen: StreamResult, expected: dict[str, Any] | None) -> None
         # means ... / before or while processing the request."): name pg_restore's own error line
         errors = [ln for ln in lines if ln.startswith("pg_restore: error:")]
         detail = errors[0] if errors else (lines[-1] if lines else "no message")
-        raise BackupError(f"pg_restore of {key} failed (exit {seen.code}): {detail}")
+        hint = (" — the dump's owners and grantees must exist as roles on the target server (create them first, "
+                "e.g. from `pg_dumpall --roles-only`), or restore without --keep-owner"
+                if re.search(r'role "[^"]*" does not exist', detail) else "")
+        raise BackupError(f"pg_restore of {key} failed (exit {seen.code}): {detail}{hint}")
 
 
-TOC_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA ", re.M)
+def create_database(admin: Any, dbname: str) -> None:
+    """``CREATE DATABASE`` for a restore: from ``template0``, so nothing added to ``template1`` (tables, rows,
+    extensions) ends up in the restored database beside the dump's contents."""
+    from psycopg import sql
+
+    admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(dbname)))
 
 
-def toc_sanity(listing: str, expected_tables: list[str]) -> dict[str, Any]:
+def precheck_size(storage: Storage, manifest: dict[str, Any]) -> None:
+    """The stored object's size against the manifest before any of it is read: a swapped or truncated
+    object is refused at once (its checksum is judged anyway, once it is staged)."""
+    key, want = manifest["key"], int(manifest.get("size") or 0)
+    try:
+        have = storage.size(key)
+    except FileNotFoundError:
+        raise BackupError(f"backup {key} is missing from storage ({storage.location(key)})") from None
+    except (OSError, PitstopError) as exc:
+        raise BackupError(f"cannot read backup {key} in storage: {exc}") from None
+    if want and have != want:
+        if have == 0:
+            check_header(b"", manifest.get("format", "custom"))
+        with storage.open(key) as src:  # name a wrong format before a wrong size: the more specific cause
+            check_header(src.read(512), manifest.get("format", "custom"))
+        judge(key, StreamResult(have, "", 0, ""), {"size": want})
+
+
+TOC_DATA = re.compile(r"^\d+; \d+ (\d+) TABLE DATA ", re.M)
+TOC_BLOBS = re.compile(r"^\d+; \d+ \d+ (BLOBS|LARGE OBJECTS) ", re.M)
+
+
+def _toc_name(text: str) -> str:
+    """A name as ``pg_restore --list`` prints it: unquoted, newlines as spaces, empty as ``-``."""
+    return text.replace("\r", " ").replace("\n", " ") or "-"
+
+
+def toc_sanity(listing: str, expected: Contents) -> dict[str, Any]:
     """``pg_restore --list`` output: every table of the manifest must have a TABLE DATA entry.
 
-    The manifest names tables ``schema.table`` (leaf tables only: a partitioned parent has no data of
-    its own). A TOC line reads ``<id>; <oid> <oid> TABLE DATA <schema> <table> <owner>`` with names
-    unquoted, so names holding spaces are matched as a whole rather than split on blanks."""
+    A TOC line reads ``<id>; 0 <table oid> TABLE DATA <schema> <table> <owner>`` with names unquoted, so a
+    name is ambiguous there (``a b c`` is schema ``a b`` table ``c`` or schema ``a`` table ``b c``). The
+    manifest records each table's OID in the source database, which the entry carries: an entry counts
+    only when its OID and its printed names both match. Manifests without OIDs are matched by name.
+    Large objects in the manifest need a BLOBS entry."""
     entries = [ln for ln in listing.splitlines() if ln and not ln.startswith(";")]
-    data_lines = [ln[m.end():] + " " for ln in entries if (m := TOC_DATA.match(ln))]
     if not entries:
         raise BackupError("pg_restore --list found no entries in the archive's table of contents")
+    data = [(int(m.group(1)), ln[m.end():] + " ") for ln in entries if (m := TOC_DATA.match(ln))]
     missing = []
-    for name in expected_tables:
-        schema, _, table = name.partition(".")
-        if not any(ln.startswith(f"{schema} {table} ") for ln in data_lines):
-            missing.append(name)
+    for t in expected.tables:
+        names = f"{_toc_name(t.schema_)} {_toc_name(t.name)} "
+        if not any(rest.startswith(names) and (t.oid is None or oid == t.oid) for oid, rest in data):
+            missing.append(f"{t.schema_}.{t.name}")
     if missing:
         raise BackupError(f"the archive's table of contents lacks data for {len(missing)} table(s): "
                           + ", ".join(sorted(missing)[:5]))
-    return {"toc_entries": len(entries), "toc_table_data": len(data_lines)}
+    if expected.large_objects and not any(TOC_BLOBS.match(ln) for ln in entries):
+        raise BackupError(f"the archive's table of contents has no large objects; the manifest counts "
+                          f"{expected.large_objects}")
+    return {"toc_entries": len(entries), "toc_table_data": len(data)}
 
 
 def restore_argv(db: Database, dbname: str, *, jobs: int = 1, no_owner: bool = True, source: str | None = None,
@@ -185,6 +227,7 @@ def restore(server: PgServer, storage: Storage, manifest: dict[str, Any], dbname
     """
     key, fmt = manifest["key"], manifest.get("format", "custom")
     db, env = server.tools, server.env(dbname)
+    precheck_size(storage, manifest)
     if fmt == "directory":
         return _restore_directory(server, storage, manifest, dbname, bcfg, staging, progress, no_owner)
     private_dir(staging)
@@ -192,7 +235,7 @@ def restore(server: PgServer, storage: Storage, manifest: dict[str, Any], dbname
     local = Path(name)
     try:
         with os.fdopen(fd, "wb") as out, storage.open(key) as raw:
-            src = _Hashing(raw, progress)
+            src = _Hashing(raw, progress, key, int(manifest.get("size") or 0))
             first = True
             for chunk in iter(lambda: src.read(CHUNK), b""):
                 if first:
@@ -207,7 +250,7 @@ def restore(server: PgServer, storage: Storage, manifest: dict[str, Any], dbname
         if listing.returncode != 0:
             tail = listing.stderr.strip().splitlines()[-1:] or ["no message"]
             raise BackupError(f"pg_restore --list cannot read the table of contents of {key}: {tail[0]}")
-        evidence = toc_sanity(listing.stdout, list(manifest.get("row_counts", {})))
+        evidence = toc_sanity(listing.stdout, Contents.from_manifest(manifest))
         done = subprocess.run(restore_argv(db, dbname, jobs=bcfg.jobs, no_owner=no_owner, source=str(local)),
                               capture_output=True, text=True, env=env)
         judge(key, StreamResult(src.size, src.digest.hexdigest(), done.returncode, done.stderr.strip()), None)
@@ -216,22 +259,20 @@ def restore(server: PgServer, storage: Storage, manifest: dict[str, Any], dbname
         local.unlink(missing_ok=True)
 
 
-def private_dir(path: Path) -> Path:
-    """``path`` as a directory only its owner can enter (created 0700 whatever the umask)."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.chmod(0o700)
-    return path
-
-
 class _Hashing:
-    def __init__(self, src: BinaryIO, progress: Progress | None):
-        self.src, self.progress, self.size = src, progress, 0
+    """Hashes what is read; refuses to read past the manifest's size (a swapped, larger object never fills
+    the staging disk)."""
+
+    def __init__(self, src: BinaryIO, progress: Progress | None, key: str, limit: int = 0):
+        self.src, self.progress, self.size, self.key, self.limit = src, progress, 0, key, limit
         self.digest = hashlib.sha256()
 
     def read(self, n: int = -1) -> bytes:
         data = self.src.read(n)
         self.digest.update(data)
         self.size += len(data)
+        if self.limit and self.size > self.limit:
+            raise BackupError(f"backup {self.key} has more than the {self.limit} bytes the manifest says")
         if self.progress and data:
             self.progress(len(data))
         return data
@@ -247,7 +288,7 @@ def _restore_directory(server: PgServer, storage: Storage, manifest: dict[str, A
     target.mkdir(mode=0o700)
     try:
         with storage.open(key) as raw:
-            src = _Hashing(raw, progress)
+            src = _Hashing(raw, progress, key, int(manifest.get("size") or 0))
             check_header(raw.peek(512)[:512] if hasattr(raw, "peek") else b"ustar", "directory")
             try:
                 with tarfile.open(fileobj=src, mode="r|") as tar:  # type: ignore[call-overload]
@@ -264,7 +305,7 @@ def _restore_directory(server: PgServer, storage: Storage, manifest: dict[str, A
                                 text=True, env=server.env(dbname))
         if listed.returncode != 0:
             raise BackupError(f"pg_restore --list cannot read {key}: {listed.stderr.strip()[-200:]}")
-        evidence = toc_sanity(listed.stdout, list(manifest.get("row_counts", {})))
+        evidence = toc_sanity(listed.stdout, Contents.from_manifest(manifest))
         done = subprocess.run(restore_argv(db, dbname, jobs=bcfg.jobs, no_owner=no_owner, source=str(dump_dir)),
                               capture_output=True, text=True, env=server.env(dbname))
         judge(key, StreamResult(src.size, src.digest.hexdigest(), done.returncode, done.stderr.strip()), None)
@@ -307,12 +348,32 @@ def list_backups(storage: Storage, env: str) -> list[BackupEntry]:
     return sorted(out, key=lambda b: (b.started_at, b.run_id), reverse=True)
 
 
-def load_manifest(storage: Storage, env: str, run_id: str) -> dict[str, Any]:
-    for b in list_backups(storage, env):
-        if b.run_id == run_id:
-            return dict(json.loads(storage.get_bytes(b.manifest_key)))
-    raise BackupError(f"no backup of run {run_id!r} in {storage.location(env_prefix(env))} "
-                      "(see `pitstop backups list`)")
+def load_manifest(storage: Storage, env: str, run_id: str) -> tuple[dict[str, Any], bytes]:
+    """A run's manifest (parsed, and the bytes stored, for their SHA-256), from that run's own prefix, after
+    checking that it describes that run's backup of ``env`` and names a dump under the same prefix: a
+    manifest sent elsewhere (another run's dump, another environment's, a path out of the prefix) is refused."""
+    prefix = f"{env_prefix(env)}{run_id}/"
+    found = [k for k in storage.list(prefix) if k.endswith(".manifest.json") and "/" not in k[len(prefix):]]
+    if not found:
+        raise BackupError(f"no backup of run {run_id!r} in {storage.location(env_prefix(env))} "
+                          "(see `pitstop backups list`)")
+    if len(found) > 1:
+        raise BackupError(f"run {run_id} has {len(found)} manifests in {storage.location(prefix)}: which one "
+                          "describes its backup cannot be told; nothing was restored")
+    raw = storage.get_bytes(found[0])
+    try:
+        manifest = dict(json.loads(raw))
+    except (ValueError, TypeError):
+        raise BackupError(f"the manifest {storage.location(found[0])} is not readable JSON: nothing was "
+                          "restored") from None
+    key = str(manifest.get("key") or "")
+    rest = key[len(prefix):]
+    if (manifest.get("run_id") != run_id or manifest.get("environment") != env or not key.startswith(prefix)
+            or not rest or "/" in rest or rest.startswith(".")):
+        raise BackupError(f"the manifest {storage.location(found[0])} does not describe run {run_id}'s backup "
+                          f"of {env} (it names {key!r}, run {manifest.get('run_id')!r} of environment "
+                          f"{manifest.get('environment')!r}): it was altered; nothing was restored")
+    return manifest, raw
 
 
 def plan_prune(backups: list[BackupEntry], bcfg: BackupConfig, protect: set[str] | None = None) -> list[BackupEntry]:
