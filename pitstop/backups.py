@@ -17,7 +17,7 @@ import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 import psycopg
@@ -29,7 +29,7 @@ from .config import BackupConfig
 from .connectors.postgres import Database
 from .connectors.storage import Storage
 from .errors import BackupError, ConnectorError, PitstopError
-from .fsmodes import private_dir
+from .fsmodes import PRIVATE_UMASK, private_dir
 
 CHUNK = 1024 * 1024
 MAGIC_CUSTOM = b"PGDMP"
@@ -246,13 +246,13 @@ def restore(server: PgServer, storage: Storage, manifest: dict[str, Any], dbname
                 check_header(b"", fmt)
         judge(key, StreamResult(src.size, src.digest.hexdigest(), 0, ""), manifest)
         listing = subprocess.run(restore_argv(db, dbname, list_only=True, source=str(local)), capture_output=True,
-                                 text=True, env=env)
+                                 text=True, env=env, umask=PRIVATE_UMASK)
         if listing.returncode != 0:
             tail = listing.stderr.strip().splitlines()[-1:] or ["no message"]
             raise BackupError(f"pg_restore --list cannot read the table of contents of {key}: {tail[0]}")
         evidence = toc_sanity(listing.stdout, Contents.from_manifest(manifest))
         done = subprocess.run(restore_argv(db, dbname, jobs=bcfg.jobs, no_owner=no_owner, source=str(local)),
-                              capture_output=True, text=True, env=env)
+                              capture_output=True, text=True, env=env, umask=PRIVATE_UMASK)
         judge(key, StreamResult(src.size, src.digest.hexdigest(), done.returncode, done.stderr.strip()), None)
         return evidence
     finally:
@@ -278,21 +278,41 @@ class _Hashing:
         return data
 
 
+def _extract_private(tar: tarfile.TarFile, target: Path) -> None:
+    """Unpack a directory-format dump's tar: its directories 0700 and files 0600 (never briefly more), nothing
+    but plain files and directories under ``dump/`` (no links, devices, absolute or ``..`` paths)."""
+    for member in tar:
+        parts = PurePosixPath(member.name).parts
+        if not parts or parts[0] != "dump" or any(p in ("..", "") for p in parts) or member.name.startswith("/"):
+            raise tarfile.TarError(f"member {member.name!r} is outside dump/")
+        dest = target.joinpath(*parts)
+        if member.isdir():
+            private_dir(dest)
+        elif member.isfile():
+            private_dir(dest.parent)
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                data = tar.extractfile(member)
+                assert data is not None
+                shutil.copyfileobj(data, out, CHUNK)
+        else:
+            raise tarfile.TarError(f"member {member.name!r} is neither a file nor a directory")
+
+
 def _restore_directory(server: PgServer, storage: Storage, manifest: dict[str, Any], dbname: str,
                        bcfg: BackupConfig, staging: Path, progress: Progress | None, no_owner: bool) -> dict[str, Any]:
     key = manifest["key"]
     db = server.tools
-    target = staging / f"restore-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
-    shutil.rmtree(target, ignore_errors=True)
     private_dir(staging)
-    target.mkdir(mode=0o700)
+    target = Path(tempfile.mkdtemp(prefix="restore-", dir=staging))  # 0700, this restore's own
     try:
         with storage.open(key) as raw:
             src = _Hashing(raw, progress, key, int(manifest.get("size") or 0))
             check_header(raw.peek(512)[:512] if hasattr(raw, "peek") else b"ustar", "directory")
             try:
                 with tarfile.open(fileobj=src, mode="r|") as tar:  # type: ignore[call-overload]
-                    tar.extractall(target, filter="data")
+                    _extract_private(tar, target)
             except (tarfile.TarError, EOFError, OSError) as exc:
                 for _ in iter(lambda: src.read(CHUNK), b""):
                     pass
@@ -302,12 +322,12 @@ def _restore_directory(server: PgServer, storage: Storage, manifest: dict[str, A
         judge(key, StreamResult(src.size, src.digest.hexdigest(), 0, ""), manifest)
         dump_dir = target / "dump"
         listed = subprocess.run(restore_argv(db, dbname, list_only=True, source=str(dump_dir)), capture_output=True,
-                                text=True, env=server.env(dbname))
+                                text=True, env=server.env(dbname), umask=PRIVATE_UMASK)
         if listed.returncode != 0:
             raise BackupError(f"pg_restore --list cannot read {key}: {listed.stderr.strip()[-200:]}")
         evidence = toc_sanity(listed.stdout, Contents.from_manifest(manifest))
         done = subprocess.run(restore_argv(db, dbname, jobs=bcfg.jobs, no_owner=no_owner, source=str(dump_dir)),
-                              capture_output=True, text=True, env=server.env(dbname))
+                              capture_output=True, text=True, env=server.env(dbname), umask=PRIVATE_UMASK)
         judge(key, StreamResult(src.size, src.digest.hexdigest(), done.returncode, done.stderr.strip()), None)
         return evidence
     finally:

@@ -15,7 +15,7 @@ from typing import IO, Any, BinaryIO
 
 from ..context import RunContext
 from ..errors import BackupError
-from ..fsmodes import private_dir
+from ..fsmodes import PRIVATE_UMASK, private_dir
 
 
 def _drain(stream: IO[bytes], sink: list[bytes]) -> None:
@@ -76,7 +76,8 @@ def stream_dump(ctx: RunContext, argv: list[str], key: str, size_hint: int,
     db = ctx.db
     channel = _DumpChannel(eof)
     try:
-        proc = subprocess.Popen(argv, stdout=channel.child_fd(), stderr=subprocess.PIPE, env=db.tool_env())
+        proc = subprocess.Popen(argv, stdout=channel.child_fd(), stderr=subprocess.PIPE, env=db.tool_env(),
+                                umask=PRIVATE_UMASK)
         channel.started()
         assert proc.stderr is not None
         err: list[bytes] = []
@@ -112,7 +113,9 @@ def stream_directory(ctx: RunContext, argv: list[str], key: str, staging: Path) 
     shutil.rmtree(staging, ignore_errors=True)
     private_dir(staging)  # 0700 (and its missing parents) whatever the umask: it holds the dump's files
     try:
-        done = subprocess.run([*argv, "-f", str(dump_dir)], capture_output=True, env=ctx.db.tool_env())
+        # pg_dump creates the files under its umask: 077, whatever this process runs under
+        done = subprocess.run([*argv, "-f", str(dump_dir)], capture_output=True, env=ctx.db.tool_env(),
+                              umask=PRIVATE_UMASK)
         if done.returncode != 0:
             raise BackupError(f"pg_dump exited {done.returncode}: "
                               f"{ctx.redact(done.stderr.decode(errors='replace').strip())}")
