@@ -37,7 +37,7 @@ def _open(env: str) -> tuple[Any, Any]:
 @backups_app.command("list")
 def backups_list(env: EnvOpt, as_json: JsonOpt = False) -> None:
     """List an environment's backups, newest first, with kind, size and verification."""
-    from .backups import list_backups, plan_prune
+    from .backup_catalog import list_backups, plan_prune
 
     cfg, storage = _open(env)
     items = list_backups(storage, cfg.name)
@@ -58,7 +58,7 @@ def backups_list(env: EnvOpt, as_json: JsonOpt = False) -> None:
 def backups_prune(env: EnvOpt, dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
                   as_json: JsonOpt = False) -> None:
     """Delete backups beyond backup.keep_monthly/quarterly/emergency/custom (never the newest verified)."""
-    from .backups import delete_backup, list_backups, plan_prune
+    from .backup_catalog import delete_backup, list_backups, plan_prune
 
     cfg, storage = _open(env)
     doomed = plan_prune(list_backups(storage, cfg.name), cfg.backup)
@@ -103,8 +103,9 @@ def restore_cmd(env: EnvOpt,
     import psycopg
 
     from .audit import now_iso
+    from .backup_catalog import load_manifest
     from .backup_contents import Contents, compare, read_restored
-    from .backups import PgServer, load_manifest, restore
+    from .backups import PgServer, restore
     from .connectors.postgres import Database
     from .ids import check_run_id
     from .restoring import Attempt, journal, refuse_target

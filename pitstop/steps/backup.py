@@ -23,6 +23,7 @@ from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..audit import now_iso
+from ..backup_catalog import delete_backup, list_backups, plan_prune
 from ..backup_contents import (
     Contents,
     TableEntry,
@@ -35,7 +36,7 @@ from ..backup_contents import (
     read_restored,
     sequences,
 )
-from ..backups import PgServer, create_database, delete_backup, list_backups, plan_prune, restore
+from ..backups import PgServer, create_database, restore
 from ..connectors.postgres import Database
 from ..context import RunContext
 from ..errors import BackupError, PitstopError
@@ -135,7 +136,11 @@ def _dump_in_snapshot(ctx: RunContext, compress: int, directory: bool, key: str)
             finally:
                 dumped.set()
                 wait([counting])
-            counted = counting.result()
+            try:
+                counted = counting.result()
+            except BaseException:
+                ctx.storage.delete(key)  # a dump without its counts has no manifest: nothing would ever prune it
+                raise
         snap.execute("COMMIT")
     return stored, Contents(tables=counted, sequences=seqs, large_objects=blobs, materialized_views=views), db_size
 
