@@ -82,14 +82,16 @@ def refuse_target(server: PgServer, dbname: str, source: PgServer, source_db: st
                          "restore targets (name a new database with --into)")
     if dbname != source_db:
         return
-    same = server.describe(dbname) == source.describe(source_db)
-    if not same:
+    if server.describe(dbname) != source.describe(source_db):
         theirs, ours = system_identifier(server, "postgres"), system_identifier(source, source_db)
-        same = theirs is None or ours is None or theirs == ours
-    if same:
-        raise InputError(f"refusing to restore into {dbname!r}: it is the environment's own database (or "
-                         "cannot be told apart from it: same name on the same cluster); name a new database "
-                         "with --into")
+        if theirs is None or ours is None:
+            raise InputError(f"refusing to restore into {dbname!r}: it has the name of the environment's own "
+                             "database and the target server's identity cannot be read (pg_control_system()) "
+                             "to tell them apart; name a new database with --into")
+        if theirs != ours:
+            return
+    raise InputError(f"refusing to restore into {dbname!r}: it is the environment's own database (same "
+                     "cluster, however its address is written); name a new database with --into")
 
 
 @dataclass

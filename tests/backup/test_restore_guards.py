@@ -125,16 +125,29 @@ def test_a_passed_replace_swaps_the_database_and_records_why(make_env: Any, tmp_
 
 
 def test_the_source_database_is_refused_however_its_address_is_written(make_env: Any, tmp_path: Path,
-                                                                        pg_socket: str, seeded_db: str) -> None:
+                                                                        pg_socket: str, seeded_db: str,
+                                                                        names: list[str]) -> None:
+    """Spelled differently from the config (no port, a URI with the socket directory percent-encoded), the
+    environment's own database is still recognised, by the cluster's system identifier: with --replace the
+    old code dropped it."""
+    from urllib.parse import quote
+
     env = make_env()
     report = backup_run(env, tmp_path)
-    for into in (f"host={pg_socket} dbname={seeded_db}", f"postgresql:///{seeded_db}?host={pg_socket}&user=postgres"):
+    for into in (f"host={pg_socket} user=postgres dbname={seeded_db}",
+                 f"postgresql://postgres@{quote(pg_socket, safe='')}/{seeded_db}"):
         out = run_cli("restore", "--env", str(env), "--run", report["run_id"], "--into", into, "--replace",
                       "--reason", "oops")
         assert out.returncode == 2, out.stderr + out.stdout
-        assert "environment's own database" in " ".join(out.stderr.split())
+        assert "it is the environment's own database (same cluster" in " ".join(out.stderr.split())
     with admin(pg_socket, seeded_db) as conn:
         assert conn.execute("SELECT count(*) FROM users").fetchone() == (200,)
+    # another name on the same cluster, spelled the same way, is a target like any other
+    other = f"copy_{uuid.uuid4().hex[:8]}"
+    names.append(other)
+    out = run_cli("restore", "--env", str(env), "--run", report["run_id"], "--into",
+                  f"host={pg_socket} user=postgres dbname={other}", "--json")
+    assert out.returncode == 0, out.stderr + out.stdout
 
 
 def test_reason_without_replace_is_bad_input(make_env: Any) -> None:
