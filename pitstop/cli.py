@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 run failed, 2 bad input (nothing executed), 3 another r
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -22,7 +23,7 @@ import typer  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
 from . import cli_backup, cli_deploy, cli_hosts, cli_maintenance, cli_notices, cli_report  # noqa: E402
-from .console import safe_console  # noqa: E402
+from .console import flush_std_streams, safe_console, stream_to_devnull, write_stdout  # noqa: E402
 from .errors import InputError, PitstopError  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
@@ -39,7 +40,7 @@ def _version(value: bool) -> None:
     if value:
         from importlib.metadata import version
 
-        sys.stdout.write(f"pitstop {version('pitstop')}\n")
+        write_stdout(f"pitstop {version('pitstop')}\n")
         raise typer.Exit(0)
 
 
@@ -62,7 +63,7 @@ class Engine(StrEnum):
 
 
 def _emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    write_stdout(json.dumps(obj, indent=2, default=str) + "\n")  # a closed pipe never changes the exit code
 
 
 # -- commands ---------------------------------------------------------------------------------------
@@ -307,7 +308,27 @@ def main() -> None:
         if isinstance(exc, base):
             exc.show()  # type: ignore[attr-defined]
             sys.exit(2 if isinstance(exc, usage) else exc.exit_code)  # type: ignore[attr-defined]
+        if isinstance(exc, OSError) and _stdout_gone(exc):
+            # a command that wrote its output with a bare sys.stdout.write to a reader that went away
+            # (`pitstop report list --json | head -1`): no traceback, the usual exit status of EPIPE
+            err.print(f"[dim]stdout closed ({errno.errorcode.get(exc.errno or 0, 'error')}): output cut[/dim]")
+            sys.exit(1)
         raise
+    finally:
+        flush_std_streams()  # no "Exception ignored ... BrokenPipeError" at exit, no status 120
+
+
+def _stdout_gone(exc: OSError) -> bool:
+    """True if ``exc`` is stdout's reader going away: a broken pipe, or stdout cannot take what is buffered
+    for it (a full disk, a terminal gone). Then stdout is pointed at /dev/null."""
+    try:
+        sys.stdout.flush()
+        gone = isinstance(exc, BrokenPipeError)
+    except (OSError, ValueError):
+        gone = True
+    if gone:
+        stream_to_devnull(sys.stdout)
+    return gone
 
 
 def _click_errors() -> tuple[type[Exception], type[Exception]]:

@@ -81,6 +81,11 @@ def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: s
         ctx = RunContext.create(cfg, rb, options, run_id=run_id)
         ctx.holds_environment_lock = True
         if listener is not None:
+            from .console import ConsoleView, guard_log_consoles
+
+            guard_log_consoles()  # Prefect's rich log handler on stderr: a closed pipe must not end the run
+            if isinstance(listener, ConsoleView):
+                listener.attach(ctx.audit)  # a console switched off is noted once in the log
             ctx.audit.subscribe(listener)
         ctx.notifier = Notifier(ctx)
         if resume_events is None:  # advance-notice lead-time policy: refuse, or record a warning
