@@ -230,13 +230,14 @@ def emergency(env: EnvOpt, runbook: RunbookOpt,
 def resume(run_id: Annotated[str, typer.Argument(help="the run to resume")], env: EnvOpt,
            engine: Annotated[Engine, typer.Option()] = Engine.prefect, wait: WaitOpt = 0.0,
            as_json: JsonOpt = False) -> None:
-    """Resume a crashed or failed run: every step its audit log records as done is skipped."""
-    from .runner import load_config, resumable
+    """Finish a crashed run: every step its audit log records as done is skipped. A finished run is refused."""
+    from .runner import load_config, recorded_options, resumable
 
     cfg = load_config(env)
     started, _ = resumable(cfg, run_id)  # exit 2: not a run, a broken audit chain, or already finished
-    _run(env, started.get("runbook_source") or started["runbook"], started["trigger"], started.get("reason", ""),
-         bool(started.get("accept_unverified_backup")), engine, as_json, run_id=run_id, wait_s=wait)
+    opts = recorded_options(run_id, started)  # the runner restores all of them again from the same record
+    _run(env, started.get("runbook_source") or started["runbook"], opts.trigger.value, opts.reason,
+         opts.accept_unverified_backup, engine, as_json, run_id=run_id, wait_s=wait)
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""Resuming a crashed or failed run: the audit log is the ledger of completed steps.
+"""Resuming a crashed run: the audit log is the ledger of completed steps.
 
 A step is done when the run's log holds its ``step.finished`` event with status ``succeeded``
 (keyed by stage, position and step name). A resumed run skips those steps — so a backup is not

@@ -125,23 +125,32 @@ def execute(env: str, runbook: str, *, trigger: str = Trigger.MANUAL.value, reas
     return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, None)
 
 
-FINISHED = {"succeeded", "skipped", "not-approved"}
-
-
 def resume(env: str, run_id: str, *, unit_runner: UnitRunner = direct, listener: Listener | None = None,
            wait_s: float = 0.0) -> RunResult:
-    """Resume a crashed or failed run: skip every step its audit log records as completed.
+    """Resume a crashed run (its process died before ``run.finished``): skip every step its audit log
+    records as completed, with every option of the first attempt as that attempt's first event recorded them.
 
     Refused (bad input, exit 2, nothing appended or sent): a run id that is not one, a run whose audit
-    chain is broken (what it says cannot be trusted to skip or gate anything), and a run that already
-    finished successfully."""
+    chain is broken (what it says cannot be trusted to skip or gate anything), and a run that finished
+    (succeeded, failed or skipped: its report is written and sealed, everyone was told how it ended)."""
     cfg = load_config(env)
     started, events = resumable(cfg, run_id)
     rb = load_runbook(started.get("runbook_source") or started["runbook"], cfg)
-    options = RunOptions.from_record(started)
+    options = recorded_options(run_id, started)
     if options.expected_downtime is not None:
         rb = rb.model_copy(update={"expected_downtime": options.expected_downtime})
     return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, events)
+
+
+def recorded_options(run_id: str, started: dict[str, Any]) -> RunOptions:
+    """The first attempt's options, validated; InputError if the record does not hold valid ones."""
+    from pydantic import ValidationError
+
+    try:
+        return RunOptions.from_record(started)
+    except (ValidationError, KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"run {run_id} cannot be resumed: the options in its first event are not valid "
+                         f"({str(exc).splitlines()[0]})") from None
 
 
 def resumable(cfg: EnvironmentConfig, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -159,7 +168,14 @@ def resumable(cfg: EnvironmentConfig, run_id: str) -> tuple[dict[str, Any], list
                          f"`pitstop report verify {run_dir}` says more")
     started, events = prior_run(run_dir)
     last = next((e for e in reversed(events) if e["kind"] in ("run.started", "run.resumed", "run.finished")), None)
-    if last is not None and last["kind"] == "run.finished" and last["data"].get("status") in FINISHED:
-        raise InputError(f"run {run_id} already finished ({last['data'].get('status')} at {last['ts']}): nothing "
-                         f"to resume; its report is {run_dir / 'report.html'}")
+    if last is not None and last["kind"] == "run.finished":
+        status = last["data"].get("status")
+        report = run_dir / "report.html"
+        where = f"its report is {report}" if report.is_file() else \
+            f"its report was not written (the audit log is {run_dir / 'audit.jsonl'})"
+        again = "" if status in ("succeeded", "skipped") else \
+            f"; to try again, start a new run: pitstop run --env {cfg.source} --runbook {started.get('runbook')}"
+        raise InputError(f"run {run_id} already finished ({status} at {last['ts']}): there is nothing to resume; "
+                         f"{where}{again}")
+    recorded_options(run_id, started)
     return started, events
