@@ -154,7 +154,9 @@ class ConsoleView:
         elif kind == "step.skipped":
             c.print(f"  {ICONS['skipped']} {d['step']} [dim]skipped: {d['reason']}[/dim]")
         elif kind == "window.opened":
-            c.print("[bold magenta]● maintenance window open[/bold magenta]")
+            since = f" [dim](maintenance on since {d['down_since']}, an earlier attempt)[/dim]" \
+                if d.get("down_since") else ""
+            c.print(f"[bold magenta]● maintenance window open[/bold magenta]{since}")
         elif kind == "window.closed":
             c.print(f"[bold magenta]○ maintenance window closed[/bold magenta] after {human_seconds(d['duration_s'])}")
         elif kind == "maintenance.safety_net":

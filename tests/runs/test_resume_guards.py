@@ -179,6 +179,7 @@ def test_a_malformed_options_record_is_refused_not_guessed(make_env: Any, tmp_pa
     run_dir = cfg.resolve(cfg.reports.dir) / "20260101T000000Z-test-monthly-abcdef"
     run_dir.mkdir(parents=True)
     AuditLog(run_dir / "audit.jsonl", Redactor([])).emit(  # a well-chained log whose options are nonsense
-        "run.started", runbook="monthly", trigger="manual", options={"trigger": "whenever", "dry_run": "maybe"})
+        "run.started", run_id=run_dir.name, environment=cfg.name, runbook="monthly", trigger="manual",
+        options={"trigger": "whenever", "dry_run": "maybe"})
     with pytest.raises(InputError, match="options in its first event are not valid"):
         resumable(cfg, run_dir.name)
