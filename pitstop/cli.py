@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 run failed, 2 bad input (nothing executed), 3 another r
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -22,7 +23,7 @@ import typer  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
 from . import cli_backup, cli_deploy, cli_hosts, cli_maintenance, cli_notices, cli_report  # noqa: E402
-from .console import safe_console  # noqa: E402
+from .console import flush_std_streams, safe_console, stream_to_devnull, write_stdout  # noqa: E402
 from .errors import InputError, PitstopError  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
@@ -40,7 +41,7 @@ def _version(value: bool) -> None:
     if value:
         from importlib.metadata import version
 
-        sys.stdout.write(f"pitstop {version('pitstop')}\n")
+        write_stdout(f"pitstop {version('pitstop')}\n")
         raise typer.Exit(0)
 
 
@@ -65,7 +66,7 @@ class Engine(StrEnum):
 
 
 def _emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    write_stdout(json.dumps(obj, indent=2, default=str) + "\n")  # a closed pipe never changes the exit code
 
 
 # -- commands ---------------------------------------------------------------------------------------
@@ -240,13 +241,14 @@ def emergency(env: EnvOpt, runbook: RunbookOpt,
 def resume(run_id: Annotated[str, typer.Argument(help="the run to resume")], env: EnvOpt,
            engine: Annotated[Engine, typer.Option()] = Engine.prefect, wait: WaitOpt = 0.0,
            as_json: JsonOpt = False) -> None:
-    """Resume a crashed or failed run: every step its audit log records as done is skipped."""
-    from .runner import load_config, resumable
+    """Finish a crashed run: every step its audit log records as done is skipped. A finished run is refused."""
+    from .runner import load_config, recorded_options, resumable
 
     cfg = load_config(env)
     started, _ = resumable(cfg, run_id)  # exit 2: not a run, a broken audit chain, or already finished
-    _run(env, started.get("runbook_source") or started["runbook"], started["trigger"], started.get("reason", ""),
-         bool(started.get("accept_unverified_backup")), engine, as_json, run_id=run_id, wait_s=wait)
+    opts = recorded_options(run_id, started)  # the runner restores all of them again from the same record
+    _run(env, started.get("runbook_source") or started["runbook"], opts.trigger.value, opts.reason,
+         opts.accept_unverified_backup, engine, as_json, run_id=run_id, wait_s=wait)
 
 
 @app.command()
@@ -318,12 +320,32 @@ def main() -> None:
         if isinstance(exc, base):
             exc.show()  # type: ignore[attr-defined]
             sys.exit(2 if isinstance(exc, usage) else exc.exit_code)  # type: ignore[attr-defined]
+        if isinstance(exc, OSError) and _stdout_gone(exc):
+            # a command that wrote its output with a bare sys.stdout.write to a reader that went away
+            # (`pitstop report list --json | head -1`): no traceback, the usual exit status of EPIPE
+            err.print(f"[dim]stdout closed ({errno.errorcode.get(exc.errno or 0, 'error')}): output cut[/dim]")
+            sys.exit(1)
         from .cli_errors import debug_traceback, describe
 
         if tb := debug_traceback(exc):
             err.print(tb, markup=False, highlight=False)
         err.print(f"[bold red]error:[/bold red] {escape(describe(exc))}", soft_wrap=True)
         sys.exit(1)
+    finally:
+        flush_std_streams()  # no "Exception ignored ... BrokenPipeError" at exit, no status 120
+
+
+def _stdout_gone(exc: OSError) -> bool:
+    """True if ``exc`` is stdout's reader going away: a broken pipe, or stdout cannot take what is buffered
+    for it (a full disk, a terminal gone). Then stdout is pointed at /dev/null."""
+    try:
+        sys.stdout.flush()
+        gone = isinstance(exc, BrokenPipeError)
+    except (OSError, ValueError):
+        gone = True
+    if gone:
+        stream_to_devnull(sys.stdout)
+    return gone
 
 
 def _click_errors() -> tuple[type[Exception], type[Exception]]:

@@ -81,6 +81,11 @@ def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: s
         ctx = RunContext.create(cfg, rb, options, run_id=run_id)
         ctx.holds_environment_lock = True
         if listener is not None:
+            from .console import ConsoleView, guard_log_consoles
+
+            guard_log_consoles()  # Prefect's rich log handler on stderr: a closed pipe must not end the run
+            if isinstance(listener, ConsoleView):
+                listener.attach(ctx.audit)  # a console switched off is noted once in the log
             ctx.audit.subscribe(listener)
         ctx.notifier = Notifier(ctx)
         if resume_events is None:  # advance-notice lead-time policy: refuse, or record a warning
@@ -120,20 +125,18 @@ def execute(env: str, runbook: str, *, trigger: str = Trigger.MANUAL.value, reas
     return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, None)
 
 
-FINISHED = {"succeeded", "skipped", "not-approved"}
-
-
 def resume(env: str, run_id: str, *, unit_runner: UnitRunner = direct, listener: Listener | None = None,
            wait_s: float = 0.0) -> RunResult:
-    """Resume a crashed or failed run: skip every step its audit log records as completed.
+    """Resume a crashed run (its process died before ``run.finished``): skip every step its audit log
+    records as completed, with every option of the first attempt as that attempt's first event recorded them.
 
     Refused (bad input, exit 2, nothing appended or sent): a run id that is not one, a run whose audit
-    chain is broken (what it says cannot be trusted to skip or gate anything), and a run that already
-    finished successfully."""
+    chain is broken (what it says cannot be trusted to skip or gate anything), and a run that finished
+    (succeeded, failed or skipped: its report is written and sealed, everyone was told how it ended)."""
     cfg = load_config(env)
     started, events = resumable(cfg, run_id)
     rb = load_runbook(started.get("runbook_source") or started["runbook"], cfg)
-    options = RunOptions.from_record(started)
+    options = recorded_options(run_id, started)
     last = next((e for e in reversed(events) if e["kind"] in ("run.started", "run.resumed", "run.finished")), None)
     if last is not None and last["kind"] == "run.finished":
         # killed after the run finished but before its report was sealed: write the report, nothing else
@@ -154,6 +157,17 @@ def resume(env: str, run_id: str, *, unit_runner: UnitRunner = direct, listener:
     return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, events)
 
 
+def recorded_options(run_id: str, started: dict[str, Any]) -> RunOptions:
+    """The first attempt's options, validated; InputError if the record does not hold valid ones."""
+    from pydantic import ValidationError
+
+    try:
+        return RunOptions.from_record(started)
+    except (ValidationError, KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"run {run_id} cannot be resumed: the options in its first event are not valid "
+                         f"({str(exc).splitlines()[0]})") from None
+
+
 def resumable(cfg: EnvironmentConfig, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The first event's data and all events of a run that may be resumed; InputError (exit 2) if not."""
     from .audit import verify_chain
@@ -169,8 +183,14 @@ def resumable(cfg: EnvironmentConfig, run_id: str) -> tuple[dict[str, Any], list
                          f"`pitstop report verify {run_dir}` says more")
     started, events = prior_run(run_dir)
     last = next((e for e in reversed(events) if e["kind"] in ("run.started", "run.resumed", "run.finished")), None)
-    if (last is not None and last["kind"] == "run.finished" and last["data"].get("status") in FINISHED
-            and (run_dir / "manifest.json").is_file()):
-        raise InputError(f"run {run_id} already finished ({last['data'].get('status')} at {last['ts']}): nothing "
-                         f"to resume; its report is {run_dir / 'report.html'}")
+    if last is not None and last["kind"] == "run.finished" and (run_dir / "manifest.json").is_file():
+        # sealed: finished, reported, everyone told. (Killed after run.finished but before the seal: resume
+        # writes the report only, see resume().)
+        status = last["data"].get("status")
+        report = run_dir / "report.html"
+        again = "" if status in ("succeeded", "skipped") else \
+            f"; to try again, start a new run: pitstop run --env {cfg.source} --runbook {started.get('runbook')}"
+        raise InputError(f"run {run_id} already finished ({status} at {last['ts']}): there is nothing to resume; "
+                         f"its report is {report}{again}")
+    recorded_options(run_id, started)
     return started, events

@@ -122,7 +122,7 @@ def record_run_event(ctx: RunContext, event: Doc, expected_s: float) -> Doc:
         if kind == "stage.started":
             cur["stage"] = data.get("stage")
         elif kind == "window.opened":
-            cur["window_open"], cur["window_opened_at"] = True, ts
+            cur["window_open"], cur["window_opened_at"] = True, data.get("down_since") or ts
         elif kind == "window.closed":
             cur["window_open"] = False
         elif kind == "window.extended":

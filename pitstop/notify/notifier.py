@@ -159,8 +159,9 @@ class Notifier:
         kind = event["kind"]
         if kind == "notification":
             return
-        if kind == "window.opened":
-            self._window_opened = time.time()
+        if kind == "window.opened":  # resumed inside a window: the site has been down since an earlier attempt
+            since = event["data"].get("down_since")
+            self._window_opened = datetime.fromisoformat(since).timestamp() if since else time.time()
         elif kind == "window.closed":
             self._window_opened = None
         elif kind in ("stage.finished", "step.finished") and self._window_opened and not self._extended:
