@@ -81,13 +81,23 @@ def secret_slots(cfg: EnvironmentConfig) -> list[tuple[list[str | int], str]]:
 
 
 def secret_problems(cfg: EnvironmentConfig) -> list[Problem]:
-    """Every ``*_env`` slot the run will need names a variable that is set (names only, never values)."""
-    missing = [(loc, var) for loc, var in secret_slots(cfg) if not os.environ.get(var)]
-    if not missing:
+    """Every ``*_env`` slot the run will need names a variable that is set (names only, never values) and
+    holds at least ``MIN_SECRET`` characters: a shorter value is no secret, and redacting it from every
+    output would shred them, so it would be printed as is."""
+    from .redact import MIN_SECRET
+
+    problems: list[tuple[list[str | int], str]] = []
+    for loc, var in secret_slots(cfg):
+        value = os.environ.get(var)
+        if not value:
+            problems.append((loc, f"secret ${var} is not set in the environment (needed before the run starts)"))
+        elif len(value) < MIN_SECRET:
+            problems.append((loc, f"secret ${var} is shorter than {MIN_SECRET} characters: too short to be a "
+                                  "secret or to be redacted from logs and reports"))
+    if not problems:
         return []
     doc = yamlfile.load(Path(cfg.source), ConfigError)
-    return [doc.problem(loc, f"secret ${var} is not set in the environment (needed before the run starts)")
-            for loc, var in missing]
+    return [doc.problem(loc, message) for loc, message in problems]
 
 
 # -- flow parameters ----------------------------------------------------------------------------------
