@@ -35,7 +35,7 @@ from tests.notify.conftest import Inbox, _self_signed, free_port
 from tests.reliability.helpers import cli
 from tests.reliability.results import full, record
 
-from .secret_forms import PRINT_FORMS, forms, hostile
+from .secret_forms import FAIL_WITH_DSN, GROUPS, PRINT_FORMS, forms, hostile
 
 ACCESS_KEY_CHARS = "\"\\%+=!-_.*~'"  # what an HTTP Authorization header can carry (no '/', ',', space, newline)
 
@@ -82,13 +82,18 @@ def _email_texts(inbox: Inbox) -> list[bytes]:
 
 
 SECRETS = st.fixed_dictionaries({
-    "db": hostile(), "s3_access": hostile(ascii_only=True, alphabet=ACCESS_KEY_CHARS), "s3_secret": hostile(),
+    "db": hostile().filter(lambda s: len(set(s[-9:])) >= 6),
+    "s3_access": hostile(ascii_only=True, alphabet=ACCESS_KEY_CHARS), "s3_secret": hostile(),
     "smtp": hostile(ascii_only=True), "hook": hostile()})
 
 
 @settings(max_examples=6 if full() else 2, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(secrets=SECRETS)
+@example(secrets={"db": "it's\\a-sëcret'42",  # a quote and a backslash, no double quote: libpq quoting
+                  "s3_access": "AK'IA\\+%=!Q7-x", "s3_secret": "ab\ncd\nef-gh ij%2B\U0001F600",
+                  "smtp": "p'w\\x\n+%20 y#",
+                  "hook": "/slash/es%/ü\t\\"})
 @example(secrets={"db": 'Cn"ry\\Pw-ü-7Q9z', "s3_access": 'AK"IA\\+%=!Q7-x', "s3_secret": "line1\nline2'\"$(id)`x`ü",
                   "smtp": "pa ss+wo%rd/?&=#\n'x\"y", "hook": "tok en/ü?&=%2F+\\\"end"})
 def test_hostile_secrets_in_every_slot_never_reach_an_output(secrets: dict[str, str], pg_data_dir: Path,
@@ -125,13 +130,17 @@ def _one_run(base: Path, secrets: dict[str, str], pg_data_dir: Path, seeded_db: 
     env_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     setup_hosts(load_config(str(env_path)))
     rb = base / "leak.yaml"
-    argv = ["python3", "-c", PRINT_FORMS, "PITSTOP_HS_DB", "PITSTOP_HS_S3_ACCESS", "PITSTOP_HS_S3_SECRET",
-            "PITSTOP_HS_SMTP", "PITSTOP_HS_HOOK_TOKEN"]
+    variables = ["PITSTOP_HS_DB", "PITSTOP_HS_S3_ACCESS", "PITSTOP_HS_S3_SECRET", "PITSTOP_HS_SMTP",
+                 "PITSTOP_HS_HOOK_TOKEN"]
+    printing = [{"uses": "host.command", "targets": "app", "destructive": False, "name": f"print {var} {g}",
+                 "with": {"argv": ["python3", "-c", PRINT_FORMS, var, str(g)]}}
+                for var in variables for g in range(GROUPS)]
+    failing = {"uses": "host.command", "targets": "app", "destructive": False, "name": "connect",
+               "with": {"argv": ["python3", "-c", FAIL_WITH_DSN, "PITSTOP_HS_DB"]}}
     rb.write_text(yaml.safe_dump({"name": "leak", "kind": "custom", "stages": [
         {"name": "preflight", "steps": [{"uses": "check.postgres_connect"}]},
         {"name": "pre-backup", "steps": [{"uses": "backup.postgres"}]},
-        {"name": "server-tuning", "steps": [{"uses": "host.command", "targets": "app", "destructive": False,
-                                             "name": "leak", "with": {"argv": argv}}]}]}))
+        {"name": "server-tuning", "steps": [*printing, failing]}]}))
     mail = "mailtos://pitstop:{pw}@127.0.0.1:{port}?mode=starttls&from=ops@demo.example&to=ops@demo.example"
     env = {"PITSTOP_HS_DB": secrets["db"], "PITSTOP_HS_S3_ACCESS": secrets["s3_access"],
            "PITSTOP_HS_S3_SECRET": secrets["s3_secret"], "SSL_CERT_FILE": smtp["cert"],
@@ -144,7 +153,8 @@ def _one_run(base: Path, secrets: dict[str, str], pg_data_dir: Path, seeded_db: 
     assert res.returncode == 1, res.stdout[-2000:] + res.stderr[-2000:]  # the step fails on purpose
     run_dir = next((state / "runs").iterdir())
     report = json.loads((run_dir / "report.json").read_text())
-    assert "form:" in json.dumps(report), "the step's output never reached the report"
+    printed = json.dumps(report).count("form: ")
+    assert printed >= 4 * GROUPS * len(variables), f"only {printed} printed forms reached the report"
 
     # every secret was really used by the service it unlocks
     assert len(smtp["inbox"].messages) >= 2, "the SMTP password did not open the mail server"
@@ -160,6 +170,7 @@ def _one_run(base: Path, secrets: dict[str, str], pg_data_dir: Path, seeded_db: 
                     for i, r in enumerate(receiver.requests)})
     assert any(name.endswith("report.html") for name in outputs) and any(name.endswith("report.md") for name in outputs)
     needles = {(slot, name): form for slot, secret in secrets.items() for name, form in forms(secret).items()}
+    needles["db", "cut-at-500"] = secrets["db"][-9:]  # what the stderr tail kept of it
     hits = []
     for where, data in outputs.items():
         text = data.decode("utf-8", errors="replace")
