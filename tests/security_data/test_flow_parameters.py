@@ -166,6 +166,12 @@ def test_hostile_flow_runs_of_real_deployments_fail_before_anything(make_env: An
         assert "Traceback" not in message
     _execute(control)
     assert _state(control)[0] == "COMPLETED", _state(control)  # the deployment's own parameters still run
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        logs = [lg.message for lg in client.read_logs(log_filter=LogFilter(
+            flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(control)])))]
+    assert f"config: {env.resolve()}" in logs, logs  # the flow run names the file it loaded
     outside = [p for p in tmp_path.parent.rglob("outside")] + [p for p in Path("/").glob("outside")]
     nothing = not (state / "runs").exists() or not any((state / "runs").iterdir())
     record("flow_parameters_prefect_api", forged_inputs=len(hostile),
