@@ -66,6 +66,9 @@ def test_emergency_emails_per_audience(make_env: Any, tmp_path: Path, smtp_serve
     assert "Expected downtime: 15 min" in text and "Affected: " in text
     assert "our team is working on it" in text
 
+    feed = (tmp_path / "state" / "status" / "status.json").read_text()  # the public status feed
+    assert [w for w in INTERNAL if w in feed] == [] and "emergency" in feed
+
     ops_text = "\n".join(_text(m) for m in ops)
     for detail in ("restart-app-xyz", "kaboom-internal", "web-1 /var at 97%"):
         assert detail in ops_text, detail  # ops keep the detail
