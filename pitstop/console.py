@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import sys
+import threading
 from typing import Any
 
 from rich.console import Console
@@ -13,49 +17,131 @@ from .units import human_seconds
 ICONS = {"succeeded": "[green]✓[/green]", "failed": "[bold red]✗[/bold red]", "skipped": "[yellow]–[/yellow]"}
 
 
+def stream_to_devnull(stream: Any) -> None:
+    """Point ``stream``'s file descriptor at /dev/null: later writes, and the interpreter's final flush,
+    succeed silently (the note on SIGPIPE in Python's ``signal`` docs)."""
+    try:
+        fd = stream.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def why_gone(exc: BaseException) -> str:
+    """``EPIPE``, ``EIO``, ``ENOSPC`` ... for an error writing to a terminal or a pipe."""
+    code = getattr(exc, "errno", None)
+    return errno.errorcode.get(code, type(exc).__name__) if isinstance(code, int) else type(exc).__name__
+
+
 class SafeConsole(Console):
     """A console that is only a viewer: a closed pipe (``| head``), EIO, a full disk on stdout or a vanished
     terminal switch it off for the rest of the process, and never change what the process does.
 
     rich's own ``on_broken_pipe`` raises ``SystemExit(1)``, which, inside a Prefect flow run, crashed the
     run in the middle of its maintenance window; here the stream is pointed at /dev/null instead (so the
-    interpreter's final flush is silent too) and the run goes on.
+    interpreter's final flush is silent too) and the run goes on. ``switched_off`` says why (``EPIPE`` ...).
     """
 
+    switched_off: str | None = None
+
     def on_broken_pipe(self) -> None:
-        self._switch_off()
+        self._switch_off("EPIPE")
 
     def _check_buffer(self) -> None:
         try:
             super()._check_buffer()
-        except OSError:  # EIO (terminal gone), ENOSPC (stdout on a full disk), EBADF ...
-            self._switch_off()
+        except OSError as exc:  # EIO (terminal gone), ENOSPC (stdout on a full disk), EBADF ...
+            self._switch_off(why_gone(exc))
 
-    def _switch_off(self) -> None:
+    def _switch_off(self, why: str) -> None:
         self.quiet = True
+        self.switched_off = self.switched_off or why
         del self._buffer[:]
-        try:
-            fd = self.file.fileno()
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, fd)
-            os.close(devnull)
-        except (OSError, ValueError, AttributeError):
-            pass
+        stream_to_devnull(self.file)
 
 
 def safe_console(*, stderr: bool = False, **kwargs: Any) -> SafeConsole:
     return SafeConsole(stderr=stderr, highlight=False, **kwargs)
 
 
+def make_safe(console: Console) -> None:
+    """Turn a rich console someone else created (Prefect's log handler on stderr) into a viewer too: rich's
+    default raises ``SystemExit`` on a closed pipe, from inside whatever logged a line."""
+    if not isinstance(console, SafeConsole):
+        console.__class__ = SafeConsole
+
+
+def guard_log_consoles() -> None:
+    """Every logging handler that prints through a rich console (Prefect's ``PrefectConsoleHandler`` on
+    the root logger) gets a safe one: a warning logged while stderr is a closed pipe must not end the run."""
+    loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(v, logging.Logger))]
+    for lg in loggers:
+        for h in lg.handlers:
+            c = getattr(h, "console", None)
+            if isinstance(c, Console):
+                make_safe(c)
+
+
+def write_stdout(text: str) -> bool:
+    """Write ``text`` (JSON output) to stdout and flush it. A closed pipe, EIO or a full disk points stdout
+    at /dev/null and returns False: whoever stopped reading does not change the command's exit code."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return True
+    except (OSError, ValueError):
+        stream_to_devnull(sys.stdout)
+        return False
+
+
+def flush_std_streams() -> None:
+    """The interpreter's exit flush, done early: a stream whose reader is gone is pointed at /dev/null, so
+    no ``Exception ignored ... BrokenPipeError`` and no exit status 120 replace the command's own."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            stream_to_devnull(stream)
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+
+
 class ConsoleView:
+    """Live progress, as an audit-log listener. It only shows: when its console is switched off (the reader
+    went away), the run's audit log gets one ``console.off`` event saying why, and the run goes on."""
+
     def __init__(self, console: Console | None = None):
         self.console = console or safe_console()
+        self._audit: Any = None
+        self._noted = threading.Lock()
+
+    def attach(self, audit: Any) -> None:
+        """The run's audit log (``AuditLog``), where a switched-off console is noted once."""
+        self._audit = audit
 
     def __call__(self, ev: dict[str, Any]) -> None:
+        if ev["kind"] == "console.off":
+            return
+        try:
+            self._show(ev)
+        finally:
+            why = getattr(self.console, "switched_off", None)
+            if why and self._audit is not None and self._noted.acquire(blocking=False):
+                self._audit.emit("console.off", reason=why, stream=getattr(self.console.file, "name", None),
+                                 note="the operator's console stopped showing progress; the run went on")
+
+    def _show(self, ev: dict[str, Any]) -> None:
         d, kind, c = ev["data"], ev["kind"], self.console
         if kind == "run.started":
-            c.print(f"[bold]pitstop[/bold] run [cyan]{d['run_id']}[/cyan] — runbook [bold]{d['runbook']}[/bold] "
-                    f"on [bold]{d['environment']}[/bold] ({d['trigger']})")
+            rehearsal = (d.get("options") or {}).get("rehearsal") if isinstance(d.get("options"), dict) else False
+            c.print(("[bold yellow]REHEARSAL[/bold yellow] " if rehearsal else "")
+                    + f"[bold]pitstop[/bold] run [cyan]{d['run_id']}[/cyan] — runbook [bold]{d['runbook']}[/bold] "
+                    f"on [bold]{d['environment']}[/bold] ({d['trigger']})", soft_wrap=True)
         elif kind == "stage.started":
             if d["phase"] == "window":
                 c.print(f"[bold magenta]▶ {d['stage']}[/bold magenta] [dim](inside window)[/dim]")
@@ -70,7 +156,9 @@ class ConsoleView:
         elif kind == "step.skipped":
             c.print(f"  {ICONS['skipped']} {d['step']} [dim]skipped: {d['reason']}[/dim]")
         elif kind == "window.opened":
-            c.print("[bold magenta]● maintenance window open[/bold magenta]")
+            since = f" [dim](maintenance on since {d['down_since']}, an earlier attempt)[/dim]" \
+                if d.get("down_since") else ""
+            c.print(f"[bold magenta]● maintenance window open[/bold magenta]{since}")
         elif kind == "window.closed":
             c.print(f"[bold magenta]○ maintenance window closed[/bold magenta] after {human_seconds(d['duration_s'])}")
         elif kind == "maintenance.safety_net":

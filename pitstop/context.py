@@ -9,10 +9,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pydantic import TypeAdapter
 
 from .audit import AuditLog
 from .config import EnvironmentConfig
@@ -112,25 +114,29 @@ class RunOptions:
     dry_run: bool = False
     accept_unverified_backup: bool = False
     override_blackout: bool = False
+    rehearsal: bool = False  # a test of the runbook in production: customers hear nothing, everything is labelled
     expected_downtime: timedelta | None = None  # given for this run (pitstop emergency --expected-downtime)
 
     def to_record(self) -> dict[str, Any]:
-        """Every option, as the audit log's first event carries it (what ``resume`` restores)."""
-        return {"trigger": self.trigger.value, "reason": self.reason, "dry_run": self.dry_run,
-                "accept_unverified_backup": self.accept_unverified_backup,
-                "override_blackout": self.override_blackout,
-                "expected_downtime_s": self.expected_downtime.total_seconds() if self.expected_downtime else None}
+        """Every option (each field of this class, typed by pydantic), as the audit log's first event carries
+        it: what ``resume`` restores. ``expected_downtime_s`` is kept beside the ISO duration for readers."""
+        rec: dict[str, Any] = _OPTIONS.dump_python(self, mode="json")
+        rec["expected_downtime_s"] = self.expected_downtime.total_seconds() if self.expected_downtime else None
+        return rec
 
     @classmethod
     def from_record(cls, started: dict[str, Any]) -> RunOptions:
-        """The options of a run from its ``run.started`` data (older logs: the flat fields)."""
+        """The options of a run from its ``run.started`` data, validated field by field (ValidationError on
+        a malformed record). Older logs: the flat fields, ``expected_downtime_s`` for the downtime."""
         opts = started.get("options")
-        rec: dict[str, Any] = opts if isinstance(opts, dict) else started
-        given = rec.get("expected_downtime_s")
-        return cls(trigger=Trigger(rec.get("trigger") or started["trigger"]), reason=rec.get("reason") or "",
-                   dry_run=bool(rec.get("dry_run")), accept_unverified_backup=bool(rec.get("accept_unverified_backup")),
-                   override_blackout=bool(rec.get("override_blackout")),
-                   expected_downtime=timedelta(seconds=float(given)) if given else None)
+        rec: dict[str, Any] = dict(opts if isinstance(opts, dict) else started)
+        if rec.get("expected_downtime") is None and rec.get("expected_downtime_s"):
+            rec["expected_downtime"] = rec["expected_downtime_s"]
+        return _OPTIONS.validate_python({k: rec[k] for k in _OPTION_FIELDS if k in rec})
+
+
+_OPTIONS: TypeAdapter[RunOptions] = TypeAdapter(RunOptions)
+_OPTION_FIELDS = tuple(f.name for f in fields(RunOptions))
 
 
 @dataclass

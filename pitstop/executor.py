@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from itertools import groupby
 from typing import Any, TypeVar
 
@@ -35,7 +36,10 @@ class Executor:
         self.ctx = ctx
         self.unit_runner = unit_runner
         self.plan: Plan = build_plan(ctx.cfg, ctx.runbook)
-        self.window = policy_for(ctx.cfg, ctx.runbook, ctx.options.trigger.value)
+        earlier = ctx.state.get("earlier_attempts") or {}
+        first = earlier.get("started_at")  # resumed: the window policy (a schedule's cutoff) of the run's start
+        self.window = policy_for(ctx.cfg, ctx.runbook, ctx.options.trigger.value,
+                                 now=datetime.fromisoformat(first) if first else None)
         self.skip_reason: str | None = None  # set for a scheduled run that falls into a blackout
         self.resuming = completed is not None
         self.completed = completed or {}  # steps done by an earlier attempt of this run (resume)
@@ -53,7 +57,8 @@ class Executor:
                   accept_unverified_backup=ctx.options.accept_unverified_backup,
                   options=ctx.options.to_record(), provenance=provenance(ctx.cfg, rb),
                   plan=[s.model_dump(mode="json") for s in self.plan.steps], window=self.window.describe(),
-                  expected_downtime_s=rb.announced_downtime(ctx.cfg.window.expected_downtime).total_seconds())
+                  expected_downtime_s=(ctx.options.expected_downtime if ctx.options.expected_downtime is not None
+                                       else rb.announced_downtime(ctx.cfg.window.expected_downtime)).total_seconds())
         if self.resuming:
             self._notify("run.resumed", f"{rb.name} maintenance resumed ({len(self.completed)} steps already done)",
                          self._start_body())
@@ -103,9 +108,10 @@ class Executor:
         window = self.plan.phase(Phase.WINDOW)
         off = [s for s in window if s.stage == Stage.MAINTENANCE_OFF]
         work = [s for s in window if s.stage != Stage.MAINTENANCE_OFF]
+        if window and self._window_done_earlier(window):
+            return
         if window:
-            self.ctx.state["window_started"] = time.time()
-            self.ctx.event("window.opened", started_at=now_iso())
+            self._open_window()
         ok = True
         with DeadmanKeeper(self.ctx):  # a long window must not outlive its dead-man while the run is alive
             for stage, unit in self._units(work):
@@ -121,9 +127,36 @@ class Executor:
             self._run_unit(Phase.WINDOW, Stage.MAINTENANCE_OFF, off)
         self._lift_maintenance()
         if window:
-            started = self.ctx.state.pop("window_started")
-            self.ctx.event("window.closed", ended_at=now_iso(), duration_s=round(time.time() - started, 3),
-                           ok=ok)
+            started, attempt_started = self.ctx.state.pop("window_started")
+            now = time.time()
+            self.ctx.event("window.closed", ended_at=now_iso(), duration_s=round(now - started, 3), ok=ok,
+                           attempt_duration_s=round(now - attempt_started, 3))
+
+    def _open_window(self) -> None:
+        """``window.opened``. Resumed while the site still shows the maintenance page (an earlier attempt
+        died inside its window), the window goes on: it is timed from ``down_since``, not from now."""
+        down_since = (self.ctx.state.get("earlier_attempts") or {}).get("down_since") \
+            if self.resuming and self.ctx.state.get("maintenance_on") else None
+        now = time.time()
+        self.ctx.state["window_started"] = (datetime.fromisoformat(down_since).timestamp() if down_since else now, now)
+        self.ctx.event("window.opened", started_at=now_iso(), **({"down_since": down_since} if down_since else {}))
+
+    def _window_done_earlier(self, window: list[PlannedStep]) -> bool:
+        """Resumed after an earlier attempt did every window step and lifted maintenance: the site is up, there
+        is no window to open again (that would stretch the reported window over the gap and this attempt). If
+        that attempt died before closing its window, it is closed now, at the time maintenance went off."""
+        if not self.resuming or self.ctx.state.get("maintenance_on") \
+                or any(s.spec_key() not in self.completed for s in window):
+            return False
+        earlier = self.ctx.state.get("earlier_attempts") or {}
+        if earlier.get("window_open") and earlier.get("opened_at"):
+            ended = earlier.get("last_off_at") or earlier["opened_at"]
+            span = datetime.fromisoformat(ended).timestamp() - datetime.fromisoformat(earlier["opened_at"]).timestamp()
+            self.ctx.event("window.closed", ended_at=ended, duration_s=round(span, 3), ok=True,
+                           closed_for="an earlier attempt that died after lifting maintenance")
+        for s in window:
+            self.ctx.event("step.already_done", stage=s.stage.value, step=s.label, uses=s.uses, key=s.spec_key())
+        return True
 
     def _admit(self, stage: Stage, unit: list[PlannedStep], work: list[PlannedStep]) -> bool:
         """Window-aware admission: do not start work that would not end before the cutoff."""
@@ -260,7 +293,18 @@ class Executor:
         if backup and backup.get("verified"):
             return
         if self.ctx.options.accept_unverified_backup:
-            self.ctx.event("gate.overridden", step=planned.label, reason=self.ctx.options.reason)
+            # who overrode the gate, and what the backup it overrides looked like at that moment
+            events = self.ctx.audit.events
+            created = [e for e in events if e["kind"] == "backup.created"]
+            failed = [e for e in events if e["kind"] == "backup.verify_failed"]
+            backup_state = ("verification failed" if failed else "taken, not verified" if created
+                            else "no backup in this run")
+            started: dict[str, Any] = next((e["data"] for e in events if e["kind"] == "run.started"), {})
+            by = (started.get("provenance") or {}).get("user") if isinstance(started, dict) else None
+            self.ctx.event("gate.overridden", step=planned.label, reason=self.ctx.options.reason, by=by,
+                           backup=backup_state, backup_created_at=created[-1]["ts"] if created else None,
+                           verify_failed_at=failed[-1]["ts"] if failed else None,
+                           verify_error=failed[-1]["data"].get("error") if failed else None)
             return
         raise GateRefused(f"{planned.label} is destructive and this run has no verified backup "
                           "(add backup.postgres + backup.verify to pre-backup, or override with "

@@ -1,4 +1,4 @@
-"""Resuming a crashed or failed run: the audit log is the ledger of completed steps.
+"""Resuming a crashed run: the audit log is the ledger of completed steps.
 
 A step is done when the run's log holds its ``step.finished`` event with status ``succeeded``
 (keyed by stage, position and step name). A resumed run skips those steps — so a backup is not
@@ -9,6 +9,7 @@ results) from the same events.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from .audit import read_events
@@ -28,6 +29,7 @@ def rehydrate(ctx: RunContext, events: list[dict[str, Any]]) -> None:
     """Rebuild ``ctx.state`` from what the earlier attempt recorded."""
     from .maintenance.deadman import DeadmanHandle
 
+    ctx.state["earlier_attempts"] = earlier_attempts(events)
     on: set[str] = ctx.state.setdefault("maintenance_on", set())
     # The dead attempt's dead-man watchers: the resumed run cancels them when it lifts maintenance (or
     # replaces them when it switches it on again). Left alone they would fire on the old attempt's TTL,
@@ -50,6 +52,38 @@ def rehydrate(ctx: RunContext, events: list[dict[str, Any]]) -> None:
                 ctx.state["backup"] = {**data["backup"], "verified": False}
             if "verification" in data and ctx.state.get("backup"):
                 ctx.state["backup"].update(verified=True, verification=data["verification"])
+
+
+def earlier_attempts(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the earlier attempts leave the resumed one: when the run first started (its window policy, e.g. a
+    schedule's cutoff, is that start's), and the maintenance window as the site saw it.
+
+    ``down_since``: the site has shown the maintenance page since then (the window of the attempt that
+    switched maintenance on for a host that is still on) — the resumed attempt's window continues it.
+    ``window_open``: a window was opened and never closed; ``last_off_at``: the last time maintenance went
+    off, which is when the site came back if every host is off."""
+    started_at = next((e["ts"] for e in events if e["kind"] == "run.started"), None)
+    opened_at: str | None = None
+    window_open = False
+    on_since: dict[str, str] = {}
+    last_off_at: str | None = None
+    for ev in events:
+        kind, d = ev["kind"], ev["data"]
+        if kind == "window.opened":
+            opened_at, window_open = ev["ts"], True
+        elif kind == "window.closed":
+            window_open = False
+        elif kind == "maintenance.on" and d.get("host"):
+            on_since.setdefault(d["host"], opened_at if window_open and opened_at else ev["ts"])
+        elif kind == "maintenance.off" and d.get("host"):
+            if on_since.pop(d["host"], None) is not None:
+                last_off_at = ev["ts"]
+    return {"started_at": started_at, "window_open": window_open, "opened_at": opened_at,
+            "down_since": min(on_since.values(), key=_epoch) if on_since else None, "last_off_at": last_off_at}
+
+
+def _epoch(ts: str) -> float:
+    return datetime.fromisoformat(ts).timestamp()
 
 
 def prior_run(ctx_run_dir: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -47,8 +47,9 @@ class StepSpec(BaseModel):
     targets: str | None = Field(None, description="host group for host steps (default: the step's own)")
     window: Placement | None = Field(None, description="override the step's declared placement")
     continue_on_error: bool = False
-    destructive: bool | None = Field(None, description="generic steps (host.command, host.script) must say whether "
-                                     "they destroy data: `true` puts them under the verified-backup gate")
+    destructive: bool | None = Field(None, description="generic steps (host.command, host.script, check.sql_assert) "
+                                     "must say whether they destroy data: `true` puts them under the verified-backup "
+                                     "gate")
     estimate: Duration | None = Field(None, description="expected duration, used for window admission "
                                                          "until history exists")
     id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",

@@ -81,6 +81,11 @@ def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: s
         ctx = RunContext.create(cfg, rb, options, run_id=run_id)
         ctx.holds_environment_lock = True
         if listener is not None:
+            from .console import ConsoleView, guard_log_consoles
+
+            guard_log_consoles()  # Prefect's rich log handler on stderr: a closed pipe must not end the run
+            if isinstance(listener, ConsoleView):
+                listener.attach(ctx.audit)  # a console switched off is noted once in the log
             ctx.audit.subscribe(listener)
         ctx.notifier = Notifier(ctx)
         if resume_events is None:  # advance-notice lead-time policy: refuse, or record a warning
@@ -104,7 +109,7 @@ def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: s
 def execute(env: str, runbook: str, *, trigger: str = Trigger.MANUAL.value, reason: str = "",
             accept_unverified_backup: bool = False, run_id: str | None = None, unit_runner: UnitRunner = direct,
             listener: Listener | None = None, wait_s: float = 0.0, override_blackout: bool = False,
-            expected_downtime: str | None = None) -> RunResult:
+            expected_downtime: str | None = None, rehearsal: bool = False) -> RunResult:
     """Run a runbook. With a ``run_id`` whose folder already exists, resume that run instead.
 
     ``expected_downtime`` (e.g. ``20m``) overrides the runbook's announced downtime for this run."""
@@ -115,28 +120,52 @@ def execute(env: str, runbook: str, *, trigger: str = Trigger.MANUAL.value, reas
     if run_id and (cfg.resolve(cfg.reports.dir) / run_id / "audit.jsonl").is_file():
         return resume(env, run_id, unit_runner=unit_runner, listener=listener, wait_s=wait_s)
     options = RunOptions(trigger=Trigger(trigger), reason=reason, accept_unverified_backup=accept_unverified_backup,
-                         override_blackout=override_blackout, expected_downtime=given)
+                         override_blackout=override_blackout, expected_downtime=given, rehearsal=rehearsal)
     run_id = run_id or new_run_id(cfg.name, rb.name)
     return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, None)
 
 
-FINISHED = {"succeeded", "skipped", "not-approved"}
-
-
 def resume(env: str, run_id: str, *, unit_runner: UnitRunner = direct, listener: Listener | None = None,
            wait_s: float = 0.0) -> RunResult:
-    """Resume a crashed or failed run: skip every step its audit log records as completed.
+    """Resume a crashed run (its process died before ``run.finished``): skip every step its audit log
+    records as completed, with every option of the first attempt as that attempt's first event recorded them.
 
     Refused (bad input, exit 2, nothing appended or sent): a run id that is not one, a run whose audit
-    chain is broken (what it says cannot be trusted to skip or gate anything), and a run that already
-    finished successfully."""
+    chain is broken (what it says cannot be trusted to skip or gate anything), and a run that finished
+    (succeeded, failed or skipped: its report is written and sealed, everyone was told how it ended)."""
     cfg = load_config(env)
     started, events = resumable(cfg, run_id)
     rb = load_runbook(started.get("runbook_source") or started["runbook"], cfg)
-    options = RunOptions.from_record(started)
+    options = recorded_options(run_id, started)
+    last = next((e for e in reversed(events) if e["kind"] in ("run.started", "run.resumed", "run.finished")), None)
+    if last is not None and last["kind"] == "run.finished":
+        # killed after the run finished but before its report was sealed: write the report, nothing else
+        # (no step, no notification runs again)
+        from .report.writer import write_report
+
+        ctx = RunContext.create(cfg, rb, options, run_id=run_id)
+        try:
+            ctx.event("run.resumed", run_id=run_id, environment=cfg.name, runbook=rb.name, report_only=True,
+                      reason="the run had finished but was killed before its report was sealed: report written now",
+                      options=options.to_record())
+            write_report(ctx)
+        finally:
+            ctx.close()
+        return RunResult(run_id=run_id, status=Status(last["data"].get("status")), run_dir=ctx.run_dir)
     if options.expected_downtime is not None:
         rb = rb.model_copy(update={"expected_downtime": options.expected_downtime})
     return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, events)
+
+
+def recorded_options(run_id: str, started: dict[str, Any]) -> RunOptions:
+    """The first attempt's options, validated; InputError if the record does not hold valid ones."""
+    from pydantic import ValidationError
+
+    try:
+        return RunOptions.from_record(started)
+    except (ValidationError, KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"run {run_id} cannot be resumed: the options in its first event are not valid "
+                         f"({str(exc).splitlines()[0]})") from None
 
 
 def resumable(cfg: EnvironmentConfig, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -154,7 +183,14 @@ def resumable(cfg: EnvironmentConfig, run_id: str) -> tuple[dict[str, Any], list
                          f"`pitstop report verify {run_dir}` says more")
     started, events = prior_run(run_dir)
     last = next((e for e in reversed(events) if e["kind"] in ("run.started", "run.resumed", "run.finished")), None)
-    if last is not None and last["kind"] == "run.finished" and last["data"].get("status") in FINISHED:
-        raise InputError(f"run {run_id} already finished ({last['data'].get('status')} at {last['ts']}): nothing "
-                         f"to resume; its report is {run_dir / 'report.html'}")
+    if last is not None and last["kind"] == "run.finished" and (run_dir / "manifest.json").is_file():
+        # sealed: finished, reported, everyone told. (Killed after run.finished but before the seal: resume
+        # writes the report only, see resume().)
+        status = last["data"].get("status")
+        report = run_dir / "report.html"
+        again = "" if status in ("succeeded", "skipped") else \
+            f"; to try again, start a new run: pitstop run --env {cfg.source} --runbook {started.get('runbook')}"
+        raise InputError(f"run {run_id} already finished ({status} at {last['ts']}): there is nothing to resume; "
+                         f"its report is {report}{again}")
+    recorded_options(run_id, started)
     return started, events

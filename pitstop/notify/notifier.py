@@ -89,11 +89,16 @@ class Notifier:
         event = self._route(event)
         deliveries = []
         for channel, audience in routes(self.ctx.cfg, self.channels, event):
+            if self.ctx.options.rehearsal and not audience.internal:
+                continue  # a rehearsal is no maintenance: customers hear nothing of it
             msg = self._message(event, channel, audience, severity, context, data)
+            if self.ctx.options.rehearsal:
+                msg = msg.model_copy(update={"subject": f"[REHEARSAL] {msg.subject}"})
             d = deliver(channel, msg, self.ctx.redact, self.attempts, self.wait_max)
             for n in range(1, d.attempts):  # each failed attempt that was followed by another one
                 self.ctx.event("retry", what="notify", channel=d.channel, event=d.event, attempt=n)
-            self.ctx.event("notification", **d.model_dump())
+            self.ctx.event("notification", **d.model_dump(), stage=data.get("stage"),
+                           recipients=self.ctx.redact(channel.recipients()))
             deliveries.append(d)
         return deliveries
 
@@ -154,8 +159,9 @@ class Notifier:
         kind = event["kind"]
         if kind == "notification":
             return
-        if kind == "window.opened":
-            self._window_opened = time.time()
+        if kind == "window.opened":  # resumed inside a window: the site has been down since an earlier attempt
+            since = event["data"].get("down_since")
+            self._window_opened = datetime.fromisoformat(since).timestamp() if since else time.time()
         elif kind == "window.closed":
             self._window_opened = None
         elif kind in ("stage.finished", "step.finished") and self._window_opened and not self._extended:

@@ -143,3 +143,23 @@ def test_an_emergency_without_a_maintenance_step_announces_no_downtime(make_env:
     started = [m for m in mails if m["event"] == "emergency.started"]
     assert started and "No downtime is expected" in started[0]["body"]
     assert "sign-in" not in started[0]["body"] and "1 min" not in started[0]["body"]
+
+
+def test_a_rehearsal_mutes_customers_and_is_labelled_everywhere(make_env: Any, tmp_path: Path) -> None:
+    import json as _json
+
+    from tests.conftest import report_of, run_cli
+
+    env = make_env()
+    res = run_cli("run", "--env", str(env), "--runbook", "monthly", "--rehearsal", "--engine", "local", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = report_of(res.stdout)
+    assert report["rehearsal"] is True
+    customers = tmp_path / "state" / "customers.jsonl"
+    assert not customers.exists() or customers.read_text().strip() == ""
+    ops = [_json.loads(x) for x in (tmp_path / "state" / "notifications.jsonl").read_text().splitlines()]
+    assert ops and all(m["subject"].startswith("[REHEARSAL]") for m in ops)
+    run_dir = Path(_json.loads(res.stdout)["run_dir"])
+    assert "REHEARSAL" in (run_dir / "report.md").read_text() and "REHEARSAL" in (run_dir / "report.html").read_text()
+    listing = run_cli("report", "list", "--env", str(env))
+    assert "rehearsal" in listing.stdout
