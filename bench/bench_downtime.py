@@ -79,7 +79,8 @@ def _config() -> Path:
 
 
 def _sleep(name: str, secs: float, targets: str, **extra: Any) -> dict[str, Any]:
-    return {"uses": "host.command", "name": name, "targets": targets, "with": {"argv": ["sleep", str(secs)]}, **extra}
+    return {"uses": "host.command", "name": name, "destructive": False, "targets": targets,
+            "with": {"argv": ["sleep", str(secs)]}, **extra}
 
 
 def _runbooks() -> tuple[dict[str, Any], dict[str, Any]]:

@@ -179,7 +179,9 @@ def _coerce(value: Any, like: Any) -> Any:
     return value
 
 
-@check("sql_assert", params=SqlAssertParams, target=Target.DATABASE)
+# generic: READ ONLY stops writes in this transaction, not a function with side effects elsewhere
+# (pg_terminate_backend, dblink_exec): the runbook says whether its query destroys anything
+@check("sql_assert", params=SqlAssertParams, target=Target.DATABASE, generic=True)
 @retry_pg("check.sql_assert")  # lost connection: reconnect and ask again
 def sql_assert(ctx: RunContext, params: SqlAssertParams) -> CheckResult:
     """A custom SQL query, run read-only with a timeout, returns the expected rows or value."""

@@ -36,7 +36,7 @@ def _flow_run_id(env: str, runbook: str) -> str | None:
 @flow(name="pitstop-maintenance", persist_result=False, log_prints=False, validate_parameters=True)
 def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "",
                 accept_unverified_backup: bool = False, run_id: str | None = None, wait_s: float = 0.0,
-                override_blackout: bool = False, expected_downtime: str | None = None,
+                override_blackout: bool = False, expected_downtime: str | None = None, rehearsal: bool = False,
                 console: bool = False) -> dict[str, Any]:
     """Run ``runbook`` on environment ``env``; ``console`` prints live progress to this process.
 
@@ -58,5 +58,6 @@ def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "
         result = runner.execute(env, runbook, trigger=trigger, reason=reason,
                                 accept_unverified_backup=accept_unverified_backup, run_id=run_id,
                                 unit_runner=prefect_unit, listener=listener, wait_s=wait_s,
-                                override_blackout=override_blackout, expected_downtime=expected_downtime)
+                                override_blackout=override_blackout, expected_downtime=expected_downtime,
+                                rehearsal=rehearsal)
     return {"run_id": result.run_id, "status": result.status.value, "run_dir": str(result.run_dir)}

@@ -1,14 +1,15 @@
-"""Backups after the fact: streaming a stored dump back into PostgreSQL, listing, retention.
+"""Restoring a stored dump into PostgreSQL: checked first, then handed to ``pg_restore``.
 
-Used by ``backup.verify`` (restore into a scratch database), ``pitstop restore`` (real recovery)
-and ``pitstop backups list|prune``. A restore target is a :class:`PgServer`: the configured server
-or any conninfo/URI; credentials reach ``pg_restore`` through libpq environment variables, never argv.
+Used by ``backup.verify`` (restore into a scratch database) and ``pitstop restore`` (real recovery).
+The object is staged privately while it is hashed; ``pg_restore`` reads it only once its size and
+SHA-256 match the manifest (listing and retention: :mod:`pitstop.backup_catalog`). A restore target is a
+:class:`PgServer`: the configured server or any conninfo/URI; credentials reach ``pg_restore`` through
+libpq environment variables, never argv.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -17,17 +18,18 @@ import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from pydantic import BaseModel
 
+from .backup_contents import Contents
 from .config import BackupConfig
 from .connectors.postgres import Database
 from .connectors.storage import Storage
-from .errors import BackupError, ConnectorError
+from .errors import BackupError, ConnectorError, PitstopError
+from .fsmodes import PRIVATE_UMASK, private_dir
 
 CHUNK = 1024 * 1024
 MAGIC_CUSTOM = b"PGDMP"
@@ -130,31 +132,71 @@ def judge(key: str, seen: StreamResult, expected: dict[str, Any] | None) -> None
         # means ... / before or while processing the request."): name pg_restore's own error line
         errors = [ln for ln in lines if ln.startswith("pg_restore: error:")]
         detail = errors[0] if errors else (lines[-1] if lines else "no message")
-        raise BackupError(f"pg_restore of {key} failed (exit {seen.code}): {detail}")
+        hint = (" — the dump's owners and grantees must exist as roles on the target server (create them first, "
+                "e.g. from `pg_dumpall --roles-only`), or restore without --keep-owner"
+                if re.search(r'role "[^"]*" does not exist', detail) else "")
+        raise BackupError(f"pg_restore of {key} failed (exit {seen.code}): {detail}{hint}")
 
 
-TOC_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA ", re.M)
+def create_database(admin: Any, dbname: str) -> None:
+    """``CREATE DATABASE`` for a restore: from ``template0``, so nothing added to ``template1`` (tables, rows,
+    extensions) ends up in the restored database beside the dump's contents."""
+    from psycopg import sql
+
+    admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(dbname)))
 
 
-def toc_sanity(listing: str, expected_tables: list[str]) -> dict[str, Any]:
+def precheck_size(storage: Storage, manifest: dict[str, Any]) -> None:
+    """The stored object's size against the manifest before any of it is read: a swapped or truncated
+    object is refused at once (its checksum is judged anyway, once it is staged)."""
+    key, want = manifest["key"], int(manifest.get("size") or 0)
+    try:
+        have = storage.size(key)
+    except FileNotFoundError:
+        raise BackupError(f"backup {key} is missing from storage ({storage.location(key)})") from None
+    except (OSError, PitstopError) as exc:
+        raise BackupError(f"cannot read backup {key} in storage: {exc}") from None
+    if want and have != want:
+        if have == 0:
+            check_header(b"", manifest.get("format", "custom"))
+        with storage.open(key) as src:  # name a wrong format before a wrong size: the more specific cause
+            check_header(src.read(512), manifest.get("format", "custom"))
+        judge(key, StreamResult(have, "", 0, ""), {"size": want})
+
+
+TOC_DATA = re.compile(r"^\d+; \d+ (\d+) TABLE DATA ", re.M)
+TOC_BLOBS = re.compile(r"^\d+; \d+ \d+ (BLOBS|LARGE OBJECTS) ", re.M)
+
+
+def _toc_name(text: str) -> str:
+    """A name as ``pg_restore --list`` prints it: unquoted, newlines as spaces, empty as ``-``."""
+    return text.replace("\r", " ").replace("\n", " ") or "-"
+
+
+def toc_sanity(listing: str, expected: Contents) -> dict[str, Any]:
     """``pg_restore --list`` output: every table of the manifest must have a TABLE DATA entry.
 
-    The manifest names tables ``schema.table`` (leaf tables only: a partitioned parent has no data of
-    its own). A TOC line reads ``<id>; <oid> <oid> TABLE DATA <schema> <table> <owner>`` with names
-    unquoted, so names holding spaces are matched as a whole rather than split on blanks."""
+    A TOC line reads ``<id>; 0 <table oid> TABLE DATA <schema> <table> <owner>`` with names unquoted, so a
+    name is ambiguous there (``a b c`` is schema ``a b`` table ``c`` or schema ``a`` table ``b c``). The
+    manifest records each table's OID in the source database, which the entry carries: an entry counts
+    only when its OID and its printed names both match. Manifests without OIDs are matched by name.
+    Large objects in the manifest need a BLOBS entry."""
     entries = [ln for ln in listing.splitlines() if ln and not ln.startswith(";")]
-    data_lines = [ln[m.end():] + " " for ln in entries if (m := TOC_DATA.match(ln))]
     if not entries:
         raise BackupError("pg_restore --list found no entries in the archive's table of contents")
+    data = [(int(m.group(1)), ln[m.end():] + " ") for ln in entries if (m := TOC_DATA.match(ln))]
     missing = []
-    for name in expected_tables:
-        schema, _, table = name.partition(".")
-        if not any(ln.startswith(f"{schema} {table} ") for ln in data_lines):
-            missing.append(name)
+    for t in expected.tables:
+        names = f"{_toc_name(t.schema_)} {_toc_name(t.name)} "
+        if not any(rest.startswith(names) and (t.oid is None or oid == t.oid) for oid, rest in data):
+            missing.append(f"{t.schema_}.{t.name}")
     if missing:
         raise BackupError(f"the archive's table of contents lacks data for {len(missing)} table(s): "
                           + ", ".join(sorted(missing)[:5]))
-    return {"toc_entries": len(entries), "toc_table_data": len(data_lines)}
+    if expected.large_objects and not any(TOC_BLOBS.match(ln) for ln in entries):
+        raise BackupError(f"the archive's table of contents has no large objects; the manifest counts "
+                          f"{expected.large_objects}")
+    return {"toc_entries": len(entries), "toc_table_data": len(data)}
 
 
 def restore_argv(db: Database, dbname: str, *, jobs: int = 1, no_owner: bool = True, source: str | None = None,
@@ -185,6 +227,7 @@ def restore(server: PgServer, storage: Storage, manifest: dict[str, Any], dbname
     """
     key, fmt = manifest["key"], manifest.get("format", "custom")
     db, env = server.tools, server.env(dbname)
+    precheck_size(storage, manifest)
     if fmt == "directory":
         return _restore_directory(server, storage, manifest, dbname, bcfg, staging, progress, no_owner)
     private_dir(staging)
@@ -192,7 +235,7 @@ def restore(server: PgServer, storage: Storage, manifest: dict[str, Any], dbname
     local = Path(name)
     try:
         with os.fdopen(fd, "wb") as out, storage.open(key) as raw:
-            src = _Hashing(raw, progress)
+            src = _Hashing(raw, progress, key, int(manifest.get("size") or 0))
             first = True
             for chunk in iter(lambda: src.read(CHUNK), b""):
                 if first:
@@ -203,55 +246,73 @@ def restore(server: PgServer, storage: Storage, manifest: dict[str, Any], dbname
                 check_header(b"", fmt)
         judge(key, StreamResult(src.size, src.digest.hexdigest(), 0, ""), manifest)
         listing = subprocess.run(restore_argv(db, dbname, list_only=True, source=str(local)), capture_output=True,
-                                 text=True, env=env)
+                                 text=True, env=env, umask=PRIVATE_UMASK)
         if listing.returncode != 0:
             tail = listing.stderr.strip().splitlines()[-1:] or ["no message"]
             raise BackupError(f"pg_restore --list cannot read the table of contents of {key}: {tail[0]}")
-        evidence = toc_sanity(listing.stdout, list(manifest.get("row_counts", {})))
+        evidence = toc_sanity(listing.stdout, Contents.from_manifest(manifest))
         done = subprocess.run(restore_argv(db, dbname, jobs=bcfg.jobs, no_owner=no_owner, source=str(local)),
-                              capture_output=True, text=True, env=env)
+                              capture_output=True, text=True, env=env, umask=PRIVATE_UMASK)
         judge(key, StreamResult(src.size, src.digest.hexdigest(), done.returncode, done.stderr.strip()), None)
         return evidence
     finally:
         local.unlink(missing_ok=True)
 
 
-def private_dir(path: Path) -> Path:
-    """``path`` as a directory only its owner can enter (created 0700 whatever the umask)."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.chmod(0o700)
-    return path
-
-
 class _Hashing:
-    def __init__(self, src: BinaryIO, progress: Progress | None):
-        self.src, self.progress, self.size = src, progress, 0
+    """Hashes what is read; refuses to read past the manifest's size (a swapped, larger object never fills
+    the staging disk)."""
+
+    def __init__(self, src: BinaryIO, progress: Progress | None, key: str, limit: int = 0):
+        self.src, self.progress, self.size, self.key, self.limit = src, progress, 0, key, limit
         self.digest = hashlib.sha256()
 
     def read(self, n: int = -1) -> bytes:
         data = self.src.read(n)
         self.digest.update(data)
         self.size += len(data)
+        if self.limit and self.size > self.limit:
+            raise BackupError(f"backup {self.key} has more than the {self.limit} bytes the manifest says")
         if self.progress and data:
             self.progress(len(data))
         return data
+
+
+def _extract_private(tar: tarfile.TarFile, target: Path) -> None:
+    """Unpack a directory-format dump's tar: its directories 0700 and files 0600 (never briefly more), nothing
+    but plain files and directories under ``dump/`` (no links, devices, absolute or ``..`` paths)."""
+    for member in tar:
+        parts = PurePosixPath(member.name).parts
+        if not parts or parts[0] != "dump" or any(p in ("..", "") for p in parts) or member.name.startswith("/"):
+            raise tarfile.TarError(f"member {member.name!r} is outside dump/")
+        dest = target.joinpath(*parts)
+        if member.isdir():
+            private_dir(dest)
+        elif member.isfile():
+            private_dir(dest.parent)
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                data = tar.extractfile(member)
+                assert data is not None
+                shutil.copyfileobj(data, out, CHUNK)
+        else:
+            raise tarfile.TarError(f"member {member.name!r} is neither a file nor a directory")
 
 
 def _restore_directory(server: PgServer, storage: Storage, manifest: dict[str, Any], dbname: str,
                        bcfg: BackupConfig, staging: Path, progress: Progress | None, no_owner: bool) -> dict[str, Any]:
     key = manifest["key"]
     db = server.tools
-    target = staging / f"restore-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
-    shutil.rmtree(target, ignore_errors=True)
     private_dir(staging)
-    target.mkdir(mode=0o700)
+    target = Path(tempfile.mkdtemp(prefix="restore-", dir=staging))  # 0700, this restore's own
     try:
         with storage.open(key) as raw:
-            src = _Hashing(raw, progress)
+            src = _Hashing(raw, progress, key, int(manifest.get("size") or 0))
             check_header(raw.peek(512)[:512] if hasattr(raw, "peek") else b"ustar", "directory")
             try:
                 with tarfile.open(fileobj=src, mode="r|") as tar:  # type: ignore[call-overload]
-                    tar.extractall(target, filter="data")
+                    _extract_private(tar, target)
             except (tarfile.TarError, EOFError, OSError) as exc:
                 for _ in iter(lambda: src.read(CHUNK), b""):
                     pass
@@ -261,80 +322,13 @@ def _restore_directory(server: PgServer, storage: Storage, manifest: dict[str, A
         judge(key, StreamResult(src.size, src.digest.hexdigest(), 0, ""), manifest)
         dump_dir = target / "dump"
         listed = subprocess.run(restore_argv(db, dbname, list_only=True, source=str(dump_dir)), capture_output=True,
-                                text=True, env=server.env(dbname))
+                                text=True, env=server.env(dbname), umask=PRIVATE_UMASK)
         if listed.returncode != 0:
             raise BackupError(f"pg_restore --list cannot read {key}: {listed.stderr.strip()[-200:]}")
-        evidence = toc_sanity(listed.stdout, list(manifest.get("row_counts", {})))
+        evidence = toc_sanity(listed.stdout, Contents.from_manifest(manifest))
         done = subprocess.run(restore_argv(db, dbname, jobs=bcfg.jobs, no_owner=no_owner, source=str(dump_dir)),
-                              capture_output=True, text=True, env=server.env(dbname))
+                              capture_output=True, text=True, env=server.env(dbname), umask=PRIVATE_UMASK)
         judge(key, StreamResult(src.size, src.digest.hexdigest(), done.returncode, done.stderr.strip()), None)
         return evidence
     finally:
         shutil.rmtree(target, ignore_errors=True)
-
-
-# -- listing and retention ----------------------------------------------------------------------------------
-class BackupEntry(BaseModel):
-    run_id: str
-    kind: str
-    trigger: str = ""
-    database: str
-    started_at: str
-    size: int
-    sha256: str
-    key: str
-    manifest_key: str
-    location: str
-    format: str = "custom"
-    verified: bool = False
-
-
-def env_prefix(env: str) -> str:
-    return f"backups/{env}/"
-
-
-def list_backups(storage: Storage, env: str) -> list[BackupEntry]:
-    """Every backup of ``env`` with a readable manifest, newest first."""
-    out = []
-    for mkey in storage.list(env_prefix(env)):
-        if not mkey.endswith(".manifest.json"):
-            continue
-        try:
-            m = json.loads(storage.get_bytes(mkey))
-            out.append(BackupEntry(manifest_key=mkey, **{k: v for k, v in m.items() if k in BackupEntry.model_fields}))
-        except (ValueError, TypeError):
-            continue  # a damaged manifest is not a backup anyone can restore from
-    return sorted(out, key=lambda b: (b.started_at, b.run_id), reverse=True)
-
-
-def load_manifest(storage: Storage, env: str, run_id: str) -> dict[str, Any]:
-    for b in list_backups(storage, env):
-        if b.run_id == run_id:
-            return dict(json.loads(storage.get_bytes(b.manifest_key)))
-    raise BackupError(f"no backup of run {run_id!r} in {storage.location(env_prefix(env))} "
-                      "(see `pitstop backups list`)")
-
-
-def plan_prune(backups: list[BackupEntry], bcfg: BackupConfig, protect: set[str] | None = None) -> list[BackupEntry]:
-    """Backups to delete: beyond keep_<kind> newest of each kind; never the newest verified one."""
-    keep = {"monthly": bcfg.keep_monthly, "quarterly": bcfg.keep_quarterly, "emergency": bcfg.keep_emergency}
-    newest_verified = next((b.run_id for b in backups if b.verified), None)
-    seen: dict[str, int] = {}
-    doomed = []
-    for b in backups:  # newest first
-        seen[b.kind] = seen.get(b.kind, 0) + 1
-        if seen[b.kind] <= keep.get(b.kind, bcfg.keep_custom):
-            continue
-        if b.run_id == newest_verified or b.run_id in (protect or set()):
-            continue
-        doomed.append(b)
-    return doomed
-
-
-def delete_backup(storage: Storage, env: str, run_id: str) -> int:
-    """Delete every object of one run's backup (dump first, manifest last). Returns objects deleted."""
-    keys = storage.list(f"{env_prefix(env)}{run_id}/")
-    keys.sort(key=lambda k: k.endswith(".manifest.json"))
-    for k in keys:
-        storage.delete(k)
-    return len(keys)

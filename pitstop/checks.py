@@ -60,7 +60,7 @@ CheckFunc = Callable[..., CheckResult]
 
 
 def check(name: str, *, params: type[BaseModel] = NoParams, target: Target = Target.NONE,
-          default_group: str | Callable[[Any], str] = "all") -> Callable[[CheckFunc], CheckFunc]:
+          default_group: str | Callable[[Any], str] = "all", generic: bool = False) -> Callable[[CheckFunc], CheckFunc]:
     def deco(func: Callable[..., CheckResult]) -> Callable[..., CheckResult]:
         CHECKS[name] = func
 
@@ -72,7 +72,7 @@ def check(name: str, *, params: type[BaseModel] = NoParams, target: Target = Tar
                                data={"check": result.model_dump(mode="json")})
 
         as_step.__doc__ = func.__doc__
-        step(f"check.{name}", params=params, target=target, default_group=default_group)(as_step)
+        step(f"check.{name}", params=params, target=target, default_group=default_group, generic=generic)(as_step)
         return func
 
     return deco

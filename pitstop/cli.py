@@ -30,6 +30,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
                   help="pitstop — maintenance orchestrator and runbook engine (Prefect 3).")
 app.add_typer(cli_report.report_app, name="report")  # list | show | verify
 app.add_typer(cli_notices.app, name="notices")  # plan | send-due
+app.add_typer(cli_notices.notify_app, name="notify")  # preview
 app.add_typer(cli_hosts.hosts_app, name="hosts")  # list | trust | check
 app.add_typer(cli_maintenance.maintenance_app, name="maintenance")  # status | off
 cli_backup.register(app)  # backups list | prune, restore
@@ -53,6 +54,8 @@ out = safe_console()
 err = safe_console(stderr=True)
 
 EnvOpt = Annotated[str, typer.Option("--env", "-e", help="environment name (config/<env>.yaml) or a path")]
+RehearsalOpt = Annotated[bool, typer.Option("--rehearsal", help="a test of the runbook: customer audiences hear "
+                                            "nothing; console, notifications and report say REHEARSAL")]
 RunbookOpt = Annotated[str, typer.Option("--runbook", "-r", help="runbook name (runbooks/<name>.yaml) or a path")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout")]
 
@@ -77,6 +80,11 @@ def validate(env: EnvOpt, runbook: Annotated[str | None, typer.Option("--runbook
     try:
         cfg = load_config(env)
         rb = load_runbook(runbook, cfg) if runbook else None
+        clients = None
+        if rb is not None and any(step.uses.startswith("backup.") for stage in rb.stages for step in stage.steps):
+            from .connectors.pgtools import probe
+
+            clients = probe(cfg)  # ClientTooOld (exit 2) when the server answers and no pg_dump is new enough
     except InputError as exc:
         if not as_json:
             raise
@@ -84,9 +92,12 @@ def validate(env: EnvOpt, runbook: Annotated[str | None, typer.Option("--runbook
                                               for p in exc.problems]})
         raise typer.Exit(2) from None
     if as_json:
-        _emit_json({"ok": True, "config": cfg.source, "runbook": rb.source if rb else None})
+        _emit_json({"ok": True, "config": cfg.source, "runbook": rb.source if rb else None,
+                    "pg_clients": clients.as_json() if clients else None})
     else:
         out.print(f"[green]✓[/green] {cfg.source} is valid" + (f"; {rb.source} is valid" if rb else ""))
+        if clients is not None:
+            out.print(f"  client tools: {clients.note}", markup=False)
 
 
 @app.command()
@@ -131,7 +142,7 @@ def _discard_plan_dir(run_dir: Path) -> None:
 
 def _run(env: str, runbook: str, trigger: str, reason: str, accept_unverified_backup: bool, engine: Engine,
          as_json: bool, run_id: str | None = None, wait_s: float = 0.0, override_blackout: bool = False,
-         expected_downtime: str | None = None) -> None:
+         expected_downtime: str | None = None, rehearsal: bool = False) -> None:
     from .runner import load, parse_expected_downtime
 
     load(env, runbook)  # validate first: bad input exits 2 before Prefect or anything else starts
@@ -148,7 +159,7 @@ def _run(env: str, runbook: str, trigger: str, reason: str, accept_unverified_ba
         res = maintenance(env=env, runbook=runbook, trigger=trigger, reason=reason,
                           accept_unverified_backup=accept_unverified_backup, run_id=run_id, wait_s=wait_s,
                           override_blackout=override_blackout, expected_downtime=expected_downtime,
-                          console=not as_json)
+                          console=not as_json, rehearsal=rehearsal)
         run_dir = Path(res["run_dir"])
     else:
         from .console import ConsoleView
@@ -156,7 +167,7 @@ def _run(env: str, runbook: str, trigger: str, reason: str, accept_unverified_ba
 
         result = execute(env, runbook, trigger=trigger, reason=reason, run_id=run_id, wait_s=wait_s,
                          override_blackout=override_blackout, expected_downtime=expected_downtime,
-                         accept_unverified_backup=accept_unverified_backup,
+                         rehearsal=rehearsal, accept_unverified_backup=accept_unverified_backup,
                          listener=None if as_json else ConsoleView(out))
         run_dir = result.run_dir
     _finish_run(run_dir, as_json)
@@ -186,11 +197,11 @@ def run(env: EnvOpt, runbook: RunbookOpt,
         accept_unverified_backup: Annotated[bool, typer.Option(
             help="let destructive steps run without a verified backup (needs --reason)")] = False,
         engine: Annotated[Engine, typer.Option(help="prefect (a flow run) or local (no Prefect)")] = Engine.prefect,
-        wait: WaitOpt = 0.0, as_json: JsonOpt = False) -> None:
+        wait: WaitOpt = 0.0, rehearsal: RehearsalOpt = False, as_json: JsonOpt = False) -> None:
     """Run a runbook as a Prefect flow (ephemeral Prefect API unless PREFECT_API_URL is set)."""
     if trigger not in ("scheduled", "manual"):
         raise InputError(f"--trigger must be scheduled or manual (got {trigger!r}); use `pitstop emergency`")
-    _run(env, runbook, trigger, reason, accept_unverified_backup, engine, as_json, wait_s=wait)
+    _run(env, runbook, trigger, reason, accept_unverified_backup, engine, as_json, wait_s=wait, rehearsal=rehearsal)
 
 
 @app.command()
@@ -202,7 +213,7 @@ def emergency(env: EnvOpt, runbook: RunbookOpt,
               expected_downtime: Annotated[str | None, typer.Option(help="announced downtime, e.g. 20m")] = None,
               no_wait: Annotated[bool, typer.Option("--no-wait", help="with a deployment: print the flow run and "
                                                     "return at once")] = False,
-              as_json: JsonOpt = False) -> None:
+              rehearsal: RehearsalOpt = False, as_json: JsonOpt = False) -> None:
     """Start an emergency run now. Refuses without --reason.
 
     With PREFECT_API_URL set and the environment deployed (`pitstop deploy`), the run goes through
@@ -210,7 +221,7 @@ def emergency(env: EnvOpt, runbook: RunbookOpt,
     """
     if not reason.strip():
         raise InputError("an emergency run needs --reason \"...\" (it is sent to everyone and goes in the report)")
-    if engine == Engine.prefect:
+    if engine == Engine.prefect and not rehearsal:
         from .deploy import find_deployment
         from .runner import load
 
@@ -223,7 +234,7 @@ def emergency(env: EnvOpt, runbook: RunbookOpt,
                 _finish_run(run_dir, as_json)
             return
     _run(env, runbook, "emergency", reason, accept_unverified_backup, engine, as_json, wait_s=wait,
-         override_blackout=override_blackout, expected_downtime=expected_downtime)
+         override_blackout=override_blackout, expected_downtime=expected_downtime, rehearsal=rehearsal)
 
 
 @app.command()
@@ -314,7 +325,12 @@ def main() -> None:
             # (`pitstop report list --json | head -1`): no traceback, the usual exit status of EPIPE
             err.print(f"[dim]stdout closed ({errno.errorcode.get(exc.errno or 0, 'error')}): output cut[/dim]")
             sys.exit(1)
-        raise
+        from .cli_errors import debug_traceback, describe
+
+        if tb := debug_traceback(exc):
+            err.print(tb, markup=False, highlight=False)
+        err.print(f"[bold red]error:[/bold red] {escape(describe(exc))}", soft_wrap=True)
+        sys.exit(1)
     finally:
         flush_std_streams()  # no "Exception ignored ... BrokenPipeError" at exit, no status 120
 

@@ -64,6 +64,7 @@ def hosts_list(
             "name": name,
             "transport": host.transport,
             "groups": [g for g, m in cfg.groups.items() if name in m],
+            "sources": host.sources,  # which file set each field: config wins per field over the inventory
         }
         if host.transport == "ssh":
             t = _target(cfg, name)

@@ -78,3 +78,32 @@ def send_due(env: EnvOpt, now: NowOpt = None, as_json: JsonOpt = False) -> None:
             out.print("nothing due")
     if any(r.status == "failed" for r in results):
         raise typer.Exit(1)
+
+
+notify_app = typer.Typer(no_args_is_help=True, help="Preview notifications.")
+
+
+@notify_app.command("preview")
+def notify_preview(event: Annotated[str, typer.Argument(help="event, e.g. run.failed or notice.advance")],
+                   env: EnvOpt, channel: Annotated[str | None, typer.Option("--channel", help="one channel")] = None,
+                   as_json: JsonOpt = False) -> None:
+    """Render what each audience of each channel would receive for EVENT (sample run; nothing is sent)."""
+    from .config import load_config
+    from .notify.preview import EVENTS, preview
+
+    if event not in EVENTS:
+        raise InputError(f"unknown event {event!r} (known: {', '.join(EVENTS)})")
+    cfg = load_config(env)
+    if channel is not None and channel not in cfg.notifications.channels:
+        raise InputError(f"no channel {channel!r} (channels: {', '.join(cfg.notifications.channels)})")
+    items = preview(cfg, event, channel)
+    if as_json:
+        sys.stdout.write(json.dumps(items, indent=2) + "\n")
+        return
+    if not items:
+        out.print(f"no audience of {'channel ' + channel if channel else 'any channel'} receives {event}")
+    for it in items:
+        out.print(f"[bold]{it['channel']}[/bold] → {it['audience']} ({it['style']})", soft_wrap=True)
+        out.print(f"  subject: {it['subject']}", markup=False, soft_wrap=True)
+        for line in it["body"].splitlines():
+            out.print(f"  | {line}", markup=False, soft_wrap=True)

@@ -90,7 +90,8 @@ def report_list(env: Annotated[str, typer.Option("--env", "-e", help="environmen
         except (OSError, json.JSONDecodeError):
             continue
         resumed = any(isinstance(x, dict) and x.get("kind") == "run.resumed" for x in r.get("deviations") or [])
-        rows.append({k: r.get(k) for k in COLUMNS} | {"run_dir": str(d.parent), "resumed": resumed})
+        rows.append({k: r.get(k) for k in COLUMNS} | {"run_dir": str(d.parent), "resumed": resumed,
+                                                      "rehearsal": bool(r.get("rehearsal"))})
     rows = _with_open_runs(cfg, rows)
     if as_json:
         _emit_json(rows)
@@ -105,8 +106,9 @@ def _cell(r: dict[str, Any], c: str) -> str:
     v = r.get(c)
     if c in ("started_at", "finished_at") and v:
         return str(v).replace("T", " ")[:19]
-    if c == "status" and r.get("resumed"):
-        return f"{v} (resumed)"
+    if c == "status":
+        marks = [m for m, on in (("resumed", r.get("resumed")), ("rehearsal", r.get("rehearsal"))) if on]
+        return f"{v} ({', '.join(marks)})" if marks else str(v)
     return "" if v is None else str(v)
 
 

@@ -138,8 +138,10 @@ class ConsoleView:
     def _show(self, ev: dict[str, Any]) -> None:
         d, kind, c = ev["data"], ev["kind"], self.console
         if kind == "run.started":
-            c.print(f"[bold]pitstop[/bold] run [cyan]{d['run_id']}[/cyan] — runbook [bold]{d['runbook']}[/bold] "
-                    f"on [bold]{d['environment']}[/bold] ({d['trigger']})")
+            rehearsal = (d.get("options") or {}).get("rehearsal") if isinstance(d.get("options"), dict) else False
+            c.print(("[bold yellow]REHEARSAL[/bold yellow] " if rehearsal else "")
+                    + f"[bold]pitstop[/bold] run [cyan]{d['run_id']}[/cyan] — runbook [bold]{d['runbook']}[/bold] "
+                    f"on [bold]{d['environment']}[/bold] ({d['trigger']})", soft_wrap=True)
         elif kind == "stage.started":
             if d["phase"] == "window":
                 c.print(f"[bold magenta]▶ {d['stage']}[/bold magenta] [dim](inside window)[/dim]")

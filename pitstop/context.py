@@ -114,6 +114,7 @@ class RunOptions:
     dry_run: bool = False
     accept_unverified_backup: bool = False
     override_blackout: bool = False
+    rehearsal: bool = False  # a test of the runbook in production: customers hear nothing, everything is labelled
     expected_downtime: timedelta | None = None  # given for this run (pitstop emergency --expected-downtime)
 
     def to_record(self) -> dict[str, Any]:

@@ -57,7 +57,8 @@ class Executor:
                   accept_unverified_backup=ctx.options.accept_unverified_backup,
                   options=ctx.options.to_record(), provenance=provenance(ctx.cfg, rb),
                   plan=[s.model_dump(mode="json") for s in self.plan.steps], window=self.window.describe(),
-                  expected_downtime_s=(rb.expected_downtime or ctx.cfg.window.expected_downtime).total_seconds())
+                  expected_downtime_s=(ctx.options.expected_downtime if ctx.options.expected_downtime is not None
+                                       else rb.announced_downtime(ctx.cfg.window.expected_downtime)).total_seconds())
         if self.resuming:
             self._notify("run.resumed", f"{rb.name} maintenance resumed ({len(self.completed)} steps already done)",
                          self._start_body())
@@ -292,7 +293,18 @@ class Executor:
         if backup and backup.get("verified"):
             return
         if self.ctx.options.accept_unverified_backup:
-            self.ctx.event("gate.overridden", step=planned.label, reason=self.ctx.options.reason)
+            # who overrode the gate, and what the backup it overrides looked like at that moment
+            events = self.ctx.audit.events
+            created = [e for e in events if e["kind"] == "backup.created"]
+            failed = [e for e in events if e["kind"] == "backup.verify_failed"]
+            backup_state = ("verification failed" if failed else "taken, not verified" if created
+                            else "no backup in this run")
+            started: dict[str, Any] = next((e["data"] for e in events if e["kind"] == "run.started"), {})
+            by = (started.get("provenance") or {}).get("user") if isinstance(started, dict) else None
+            self.ctx.event("gate.overridden", step=planned.label, reason=self.ctx.options.reason, by=by,
+                           backup=backup_state, backup_created_at=created[-1]["ts"] if created else None,
+                           verify_failed_at=failed[-1]["ts"] if failed else None,
+                           verify_error=failed[-1]["data"].get("error") if failed else None)
             return
         raise GateRefused(f"{planned.label} is destructive and this run has no verified backup "
                           "(add backup.postgres + backup.verify to pre-backup, or override with "

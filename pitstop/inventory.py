@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 SKIP_GROUPS = {"all", "ungrouped"}
 CONNECTION_VARS = {
+    "pitstop_root",
+    "pitstop_sudo",
+    "pitstop_user",
     "ansible_host",
     "ansible_ssh_host",
     "ansible_port",
@@ -256,15 +259,16 @@ def host_from_vars(hvars: Mapping[str, Any], name: str = "") -> HostConfig:
             "reaches inventory hosts over SSH); define the host in the config instead (transport: local "
             "with a root directory for this machine)"
         )
-    become = hvars.get("ansible_become")
+    become = hvars.get("pitstop_sudo", hvars.get("ansible_become"))
     common = " ".join(str(hvars.get(k) or "") for k in ("ansible_ssh_common_args", "ansible_ssh_extra_args"))
     return HostConfig(
         transport="ssh",
         address=str(hvars.get("ansible_host") or hvars.get("ansible_ssh_host") or "") or None,
         port=int(hvars.get("ansible_port") or hvars.get("ansible_ssh_port") or 0) or None,
-        user=str(hvars.get("ansible_user") or hvars.get("ansible_ssh_user") or "") or None,
+        user=str(hvars.get("pitstop_user") or hvars.get("ansible_user") or hvars.get("ansible_ssh_user") or "") or None,
+        root=str(hvars["pitstop_root"]) if hvars.get("pitstop_root") else None,
         identity_file=hvars.get("ansible_ssh_private_key_file"),
-        sudo=_ansible_bool(f"{where}ansible_become", become) if become is not None else None,
+        sudo=_ansible_bool(f"{where}pitstop_sudo/ansible_become", become) if become is not None else None,
         jump_host=_jump_from_common_args(common) if common.strip() else None,
         vars={
             k: v
@@ -272,6 +276,23 @@ def host_from_vars(hvars: Mapping[str, Any], name: str = "") -> HostConfig:
             if k not in CONNECTION_VARS and isinstance(v, str | int | float | bool)
         },
     )
+
+
+def merge_host(configured: HostConfig | None, inventory: HostConfig, origin: str) -> HostConfig:
+    """A host in both the config and the inventory: merged field by field, the config winning per field it
+    sets (adding `root:` in the config once replaced the whole inventory entry: address and port were lost)."""
+    given = inventory.model_dump(exclude_unset=True, exclude_none=True)
+    sources = {f: origin for f in given}
+    if configured is None:
+        merged = inventory
+    else:
+        own = {f: getattr(configured, f) for f in configured.model_fields_set}
+        if "vars" in own:
+            own["vars"] = {**inventory.vars, **configured.vars}
+        merged = HostConfig.model_validate({**given, **own})
+        sources.update({f: "config" for f in configured.model_fields_set})
+    merged._sources = sources
+    return merged
 
 
 def apply_inventory(cfg: EnvironmentConfig, base_dir: Path, doc: YamlDoc | None = None) -> None:
@@ -282,8 +303,8 @@ def apply_inventory(cfg: EnvironmentConfig, base_dir: Path, doc: YamlDoc | None 
     try:
         inv = load_inventory(path)
         for name in inv.hostvars:
-            if name not in cfg.hosts:
-                cfg.hosts[name] = host_from_vars(inv.vars_of(name), f"{name} ({path})")
+            from_inv = host_from_vars(inv.vars_of(name), f"{name} ({path})")
+            cfg.hosts[name] = merge_host(cfg.hosts.get(name), from_inv, f"inventory {path}")
         for group in list(inv.groups) + list(inv.children):
             if group not in SKIP_GROUPS and group not in cfg.groups and group not in cfg.hosts:
                 cfg.groups[group] = inv.members(group)

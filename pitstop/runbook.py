@@ -7,6 +7,7 @@ window placement override (``window: inside|outside``).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -46,8 +47,9 @@ class StepSpec(BaseModel):
     targets: str | None = Field(None, description="host group for host steps (default: the step's own)")
     window: Placement | None = Field(None, description="override the step's declared placement")
     continue_on_error: bool = False
-    destructive: bool | None = Field(None, description="generic steps (host.command, host.script) must say whether "
-                                     "they destroy data: `true` puts them under the verified-backup gate")
+    destructive: bool | None = Field(None, description="generic steps (host.command, host.script, check.sql_assert) "
+                                     "must say whether they destroy data: `true` puts them under the verified-backup "
+                                     "gate")
     estimate: Duration | None = Field(None, description="expected duration, used for window admission "
                                                          "until history exists")
     id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
@@ -74,12 +76,26 @@ class Runbook(BaseModel):
     description: str = ""
     kind: Literal["monthly", "quarterly", "emergency", "custom"] = "custom"
     expected_downtime: Duration | None = None
+    affects: list[str] | None = Field(None, description="features affected during the window (default: the "
+                                      "config's notifications.notices.affects; none without a maintenance step)")
     stages: list[StageSpec]
 
     source: str = Field("", exclude=True)
 
     def stage(self, name: Stage) -> StageSpec | None:
         return next((s for s in self.stages if s.name == name), None)
+
+    @property
+    def opens_window(self) -> bool:
+        """Whether the runbook ever puts the site into maintenance mode (a ``maintenance.on`` step)."""
+        return any(step.uses == "maintenance.on" for stage in self.stages for step in stage.steps)
+
+    def announced_downtime(self, default: timedelta) -> timedelta:
+        """What the run announces: nothing without a maintenance step; else the runbook's own figure (0 is a
+        figure), else ``default`` (the environment's ``window.expected_downtime``)."""
+        if not self.opens_window:
+            return timedelta(0)
+        return self.expected_downtime if self.expected_downtime is not None else default
 
 
 def find_runbook(name: str) -> Path:

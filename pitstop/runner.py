@@ -109,7 +109,7 @@ def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: s
 def execute(env: str, runbook: str, *, trigger: str = Trigger.MANUAL.value, reason: str = "",
             accept_unverified_backup: bool = False, run_id: str | None = None, unit_runner: UnitRunner = direct,
             listener: Listener | None = None, wait_s: float = 0.0, override_blackout: bool = False,
-            expected_downtime: str | None = None) -> RunResult:
+            expected_downtime: str | None = None, rehearsal: bool = False) -> RunResult:
     """Run a runbook. With a ``run_id`` whose folder already exists, resume that run instead.
 
     ``expected_downtime`` (e.g. ``20m``) overrides the runbook's announced downtime for this run."""
@@ -120,7 +120,7 @@ def execute(env: str, runbook: str, *, trigger: str = Trigger.MANUAL.value, reas
     if run_id and (cfg.resolve(cfg.reports.dir) / run_id / "audit.jsonl").is_file():
         return resume(env, run_id, unit_runner=unit_runner, listener=listener, wait_s=wait_s)
     options = RunOptions(trigger=Trigger(trigger), reason=reason, accept_unverified_backup=accept_unverified_backup,
-                         override_blackout=override_blackout, expected_downtime=given)
+                         override_blackout=override_blackout, expected_downtime=given, rehearsal=rehearsal)
     run_id = run_id or new_run_id(cfg.name, rb.name)
     return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, None)
 
@@ -137,6 +137,21 @@ def resume(env: str, run_id: str, *, unit_runner: UnitRunner = direct, listener:
     started, events = resumable(cfg, run_id)
     rb = load_runbook(started.get("runbook_source") or started["runbook"], cfg)
     options = recorded_options(run_id, started)
+    if finished_at(events) is not None:
+        # killed after the run finished but before its report was sealed (resumable() refuses a sealed one):
+        # write the report, nothing else (no step, no notification runs again)
+        from .report.writer import write_report
+
+        last = finished_at(events) or {}
+        ctx = RunContext.create(cfg, rb, options, run_id=run_id)
+        try:
+            ctx.event("run.resumed", run_id=run_id, environment=cfg.name, runbook=rb.name, report_only=True,
+                      reason="the run had finished but was killed before its report was sealed: report written now",
+                      options=options.to_record())
+            write_report(ctx)
+        finally:
+            ctx.close()
+        return RunResult(run_id=run_id, status=Status(last["data"].get("status")), run_dir=ctx.run_dir)
     if options.expected_downtime is not None:
         rb = rb.model_copy(update={"expected_downtime": options.expected_downtime})
     return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, events)
@@ -151,6 +166,18 @@ def recorded_options(run_id: str, started: dict[str, Any]) -> RunOptions:
     except (ValidationError, KeyError, TypeError, ValueError) as exc:
         raise InputError(f"run {run_id} cannot be resumed: the options in its first event are not valid "
                          f"({str(exc).splitlines()[0]})") from None
+
+
+def finished_at(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The ``run.finished`` event that ends the run's last attempt, or None (the attempt died before it).
+
+    A report-only ``run.resumed`` (written for a run killed between ``run.finished`` and its seal) is not an
+    attempt: the run stays finished."""
+    from .resume import attempt_events
+
+    last = next((e for e in reversed(attempt_events(events)) if e["kind"] in ("run.started", "run.resumed",
+                                                                               "run.finished")), None)
+    return last if last is not None and last["kind"] == "run.finished" else None
 
 
 def resumable(cfg: EnvironmentConfig, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -168,14 +195,12 @@ def resumable(cfg: EnvironmentConfig, run_id: str) -> tuple[dict[str, Any], list
                          f"`pitstop report verify {run_dir}` says more")
     started, events = prior_run(run_dir)
     last = next((e for e in reversed(events) if e["kind"] in ("run.started", "run.resumed", "run.finished")), None)
-    if last is not None and last["kind"] == "run.finished":
+    last = finished_at(events)
+    if last is not None and (run_dir / "manifest.json").is_file():
         status = last["data"].get("status")
-        report = run_dir / "report.html"
-        where = f"its report is {report}" if report.is_file() else \
-            f"its report was not written (the audit log is {run_dir / 'audit.jsonl'})"
         again = "" if status in ("succeeded", "skipped") else \
             f"; to try again, start a new run: pitstop run --env {cfg.source} --runbook {started.get('runbook')}"
         raise InputError(f"run {run_id} already finished ({status} at {last['ts']}): there is nothing to resume; "
-                         f"{where}{again}")
+                         f"its report is {run_dir / 'report.html'}{again}")
     recorded_options(run_id, started)
     return started, events

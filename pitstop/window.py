@@ -70,7 +70,7 @@ def policy_for(cfg: EnvironmentConfig, rb: Runbook, trigger: str, now: datetime 
         if w is not None:
             return WindowPolicy(start=w.start, end=w.end, cutoff_at=w.cutoff_at, source=f"schedule {w.schedule}",
                                 estimates=estimates)
-    downtime = rb.expected_downtime or cfg.window.expected_downtime
+    downtime = rb.announced_downtime(cfg.window.expected_downtime)
     return WindowPolicy(start=now, end=now + downtime, cutoff_at=None, source="announced downtime",
                         estimates=estimates)
 

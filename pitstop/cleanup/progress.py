@@ -49,16 +49,33 @@ class Episode:
     batches: int
     runs: list[str]
     state: dict[str, Any] = field(default_factory=dict)
+    malformed: str | None = None  # set when the row is not one pitstop could have written
 
     @property
     def resumed(self) -> bool:
         return len(self.runs) > 1
 
-    def cursor(self, target: str) -> Any:
-        return self.state.get("targets", {}).get(target, {}).get("cursor")
+    def _target(self, target: str) -> dict[str, Any]:
+        entry = self.state.get("targets", {}).get(target, {})
+        return entry if isinstance(entry, dict) else {}
+
+    def cursor(self, target: str) -> int | None:
+        """The walk's position: an integer key or block number; anything else is ignored (walk from the start)."""
+        value = self._target(target).get("cursor")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     def target_done(self, target: str) -> bool:
-        return bool(self.state.get("targets", {}).get(target, {}).get("done"))
+        return self._target(target).get("done") is True
+
+
+def _malformed(runs: Any, state: Any) -> str | None:
+    if not isinstance(state, dict):
+        return "state is not an object"
+    if not isinstance(state.get("targets", {}), dict):
+        return "state.targets is not an object"
+    if not isinstance(runs, list) or not runs or not all(isinstance(r, str) for r in runs):
+        return "runs is not a list of run ids"
+    return None
 
 
 class Progress:
@@ -79,7 +96,13 @@ class Progress:
         row = conn.execute(sql.SQL("SELECT id, cutoff, rows_before, expired, deleted, batches, runs, state "
                                    "FROM {} WHERE rule_key = %s AND status = 'running'").format(self.table),
                            [key]).fetchone()
-        return Episode(*row) if row else None
+        if row is None:
+            return None
+        ep = Episode(*row)
+        ep.malformed = _malformed(ep.runs, ep.state)
+        if ep.malformed:
+            ep.state, ep.runs = {}, ep.runs if isinstance(ep.runs, list) and ep.runs else ["?"]
+        return ep
 
     def start(self, conn: Any, key: str, table: str, run_id: str, cutoff: datetime, rows_before: int,
               expired: int) -> Episode:

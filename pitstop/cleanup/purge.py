@@ -23,8 +23,8 @@ from psycopg import sql
 from ..config import CleanupProfile, RetentionRule
 from ..context import RunContext
 from ..errors import GateRefused, StepFailed
-from ..units import format_duration
-from . import archive, metrics, partitions
+from . import archive, bounds, fkeys, metrics, partitions
+from .outcome import manifest, result
 from .pacing import Controller, Monitor, Throttle
 from .progress import Episode, Progress
 from .rules import TableFacts, condition, count, fix_cutoff, ident, rule_key, table_facts
@@ -75,6 +75,8 @@ class RulePurge:
         self.monitor: Monitor | None = None
         self.dropped: list[dict[str, Any]] = []
         self.refused: list[dict[str, Any]] = []
+        self.warnings: list[str] = []
+        self.foreign_keys: list[dict[str, Any]] = []
         self.fresh_cutoff: Any = None
 
     @property
@@ -117,11 +119,11 @@ class RulePurge:
                 for target in targets:
                     self._sweep(target)
             elapsed = time.monotonic() - t0
-            manifest = self._manifest()
+            stored = manifest(self)
             self.progress.finish(conn, ep)
             rows_after = count(conn, rule.schema_, rule.table)
             after = metrics.table_stats(conn, rule.schema_, rule.table)
-        return self._result(ep, mon, elapsed, rows_after, before, after, manifest, facts)
+        return result(self, ep, mon, elapsed, rows_after, before, after, stored, facts)
 
     def _episode(self, key: str) -> Episode:
         conn, rule = self.conn, self.rule
@@ -143,7 +145,16 @@ class RulePurge:
                                  f"cutoff {ep.cutoff.isoformat()}, later than now - {rule.older_than} "
                                  f"({fresh.isoformat()}): a progress row pitstop did not write; nothing was "
                                  "deleted (inspect the row, then rerun with restart: true)")
+            if ep.malformed:
+                raise StepFailed(f"{rule.qualified}: the running cleanup episode {ep.id} in the progress table is "
+                                 f"malformed ({ep.malformed}): a progress row pitstop did not write; nothing was "
+                                 "deleted (inspect the row, then rerun with restart: true)")
+            # the recorded counts are hints: the share is judged on the live table too
+            total, expired = count(conn, rule.schema_, rule.table), count(conn, rule.schema_, rule.table, rule,
+                                                                          ep.cutoff)
+            conn.commit()
             self._check_share(ep.rows_before, ep.expired)
+            self._check_share(total, expired)
             self.progress.join(conn, ep, self.ctx.run_id)
             self.ctx.event("cleanup.resumed", table=rule.qualified, cutoff=ep.cutoff.isoformat(),
                            already_deleted=ep.deleted, episode=ep.id, first_run=ep.runs[0])
@@ -161,15 +172,59 @@ class RulePurge:
                               "(set allow_large_share: true on the step to proceed)")
 
     def _targets(self, facts: TableFacts) -> list[TableFacts]:
+        mode = self.rule.partitions
+        if facts.kind != "p" and mode == "drop_only":
+            self.warn(f"{facts.qualified} is not partitioned and the rule says partitions: drop_only: nothing is "
+                      "deleted (use partitions: drop or rows to purge it by rows)")
+            return []
+        self._check_foreign_keys(facts)
         if facts.kind != "p":
             return [facts]
-        if self.rule.partitions in ("drop", "drop_only"):
+        if mode in ("drop", "drop_only"):
             self.dropped = partitions.drop_expired(self, facts)
             facts = table_facts(self.conn, facts.schema, facts.name)
             self.conn.commit()
-        if self.rule.partitions == "drop_only":
+        if mode == "drop_only":
             return []  # the "keep N months" policy: rows of a partition that stays are never deleted
-        return [table_facts(self.conn, p.schema, p.name) for p in facts.partitions]
+        targets = []
+        for part in facts.partitions:
+            if part.kind != "r":
+                self.warn(f"partition {part.qualified} is not an ordinary table (relkind {part.kind}): not purged")
+            else:
+                targets.append(table_facts(self.conn, part.schema, part.name))
+        self.conn.commit()
+        return targets
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.ctx.event("cleanup.warning", table=self.rule.qualified, reason=message)
+
+    def _check_foreign_keys(self, facts: TableFacts) -> None:
+        """Keys into the table: a RESTRICT / NO ACTION key that would block refuses the purge before anything
+        is deleted; CASCADE / SET NULL effects are counted for the report."""
+        assert self.ep is not None
+        only = None
+        if self.rule.partitions == "drop_only":
+            only = [lf.node.oid for lf in bounds.expired_leaves(self.conn, facts.oid, facts.kind, self.rule.column,
+                                                                bool(self.rule.where), self.safe_cutoff)]
+        found = fkeys.effects(self.conn, facts.oid, self.rule, self.ep.cutoff, only)
+        self.conn.commit()
+        if found:
+            self.foreign_keys = [e.as_dict() for e in found]
+            self.ctx.event("cleanup.foreign_keys", table=facts.qualified, keys=self.foreign_keys)
+        if blocked := fkeys.blocked_message(facts.qualified, found):
+            raise StepFailed(blocked)
+
+    def empty_leaf(self, schema: str, name: str) -> None:
+        """Delete every row of a qualifying leaf by batches (before its detach: keys into it act row by row)."""
+        target = table_facts(self.conn, schema, name)
+        self.conn.commit()
+        if self.ep is not None and not self.ep.target_done(target.qualified):
+            self._walk(target)
+        self._sweep(target)
+
+    def fk_failure(self, where: str, exc: Any) -> StepFailed:
+        return StepFailed(fkeys.violation_message(where, exc, self.ep.deleted if self.ep else 0))
 
     # -- one batch ----------------------------------------------------------------------------------
     def _batch(self, target: TableFacts, work: Callable[[Any], tuple[int, Any, bool]]) -> bool:
@@ -196,13 +251,7 @@ class RulePurge:
             self._backoff(target, "statement_timeout")
             return False
         except pg_errors.ForeignKeyViolation as exc:
-            diag = exc.diag
-            raise StepFailed(
-                f"{target.qualified}: expired rows are still referenced by {diag.table_name or 'another table'} "
-                f"(foreign key {diag.constraint_name or '?'}, ON DELETE RESTRICT/NO ACTION); this batch was rolled "
-                f"back, {self.ep.deleted if self.ep else 0} row(s) deleted before it stay deleted. Purge the "
-                "referencing rows first (a retention rule on that table, listed before this one) or change "
-                "the key to ON DELETE CASCADE / SET NULL") from None
+            raise self.fk_failure(target.qualified, exc) from None
         ms = (time.monotonic() - t0) * 1000
         self.stats.record(ms, deleted)
         self._consecutive = 0
@@ -282,7 +331,7 @@ class RulePurge:
                 return self._delete(cur, t, where, [lo, hi]), hi, hi > top
 
             if self._batch(t, work):
-                lo = int(self.ep.cursor(t.qualified))
+                lo = self._position(t)
 
     def _walk_blocks(self, t: TableFacts) -> None:
         assert self.ep is not None
@@ -305,7 +354,7 @@ class RulePurge:
                 return self._delete(cur, t, where, [f"({b},0)", f"({hi},0)"]), hi, hi >= nblocks
 
             if self._batch(t, work):
-                b = int(self.ep.cursor(t.qualified))
+                b = self._position(t)
         self.ctl.scale = 1.0
 
     def _sweep(self, t: TableFacts) -> None:
@@ -334,6 +383,12 @@ class RulePurge:
                 if self._batch(t, work):
                     ctids = ctids[len(chunk):]
 
+    def _position(self, t: TableFacts) -> int:
+        assert self.ep is not None
+        cursor = self.ep.cursor(t.qualified)  # just recorded by the batch
+        assert cursor is not None
+        return cursor
+
     def _mark_done(self, t: TableFacts) -> None:
         assert self.ep is not None
         with self.conn.transaction():
@@ -343,41 +398,3 @@ class RulePurge:
     def _archive_base(self) -> str:
         assert self.ep is not None
         return archive.prefix(self.ctx.cfg.cleanup.archive_prefix, self.rule.qualified, self.ep.id)
-
-    def _manifest(self) -> dict[str, Any] | None:
-        assert self.ep is not None
-        chunks = self.ep.state.get("chunks", {})
-        if not self.rule.archive:
-            return None
-        stored = archive.write_manifest(self.ctx.storage, self._archive_base(), chunks, self.rule.qualified,
-                                        self.ep.cutoff.isoformat())
-        rows = sum(c["rows"] for c in chunks.values())
-        return {"manifest": stored.location, "sha256": stored.sha256, "objects": len(chunks), "rows": rows}
-
-    def _result(self, ep: Episode, mon: Monitor, elapsed: float, rows_after: int, before: dict[str, Any],
-                after: dict[str, Any], manifest: dict[str, Any] | None, facts: TableFacts) -> dict[str, Any]:
-        s, txns = self.stats, sorted(self.stats.txn_ms)
-        share = ep.expired / ep.rows_before if ep.rows_before else 0.0
-        return {
-            "table": self.rule.qualified, "column": self.rule.column,
-            "older_than": format_duration(self.rule.older_than),
-            "cutoff": ep.cutoff.isoformat(), "profile": self.opts.profile_name, "episode": ep.id,
-            "strategy": "partitioned" if facts.kind == "p" else ("pk-range" if facts.pk else "ctid-range"),
-            "rows_before": ep.rows_before, "expired": ep.expired, "share": round(share, 4),
-            "max_share": self.rule.max_share, "deleted": ep.deleted,
-            "deleted_this_run": ep.deleted - (self._base_deleted or 0),
-            "rows_after": rows_after, "resumed": ep.resumed, "runs": ep.runs,
-            "batches": ep.batches, "lock_retries": s.lock_retries, "statement_timeouts": s.statement_timeouts,
-            "longest_batch_ms": round(s.longest_txn_ms, 1),
-            "p50_batch_ms": round(txns[len(txns) // 2], 1) if txns else None,
-            "max_lock_wait_caused_ms": round(mon.total.max_wait_ms, 1),
-            "lock_wait_method": f"sampled pg_locks.waitstart of sessions blocked by the purge every "
-                                f"{self.p.sample_ms:g} ms (may under-read by one interval); the longest "
-                                "purge transaction bounds it from above",
-            "sessions_blocked_samples": mon.total.blocked_by_us, "monitor_error": mon.error,
-            "throttled_s": round(self.throttle.waited_s, 3), "throttle_reasons": self.throttle.reasons,
-            "paused_s": round(s.paused_s, 3), "duration_s": round(elapsed, 3),
-            "rows_per_s": round(s.deleted / elapsed, 1) if elapsed > 0 else None,
-            "partitions_dropped": self.dropped, "partitions_refused": self.refused, "archive": manifest,
-            "metrics_before": before, "metrics_after": after,
-        }

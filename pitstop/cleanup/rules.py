@@ -26,19 +26,21 @@ def rule_key(rule: RetentionRule) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def condition(rule: RetentionRule, cutoff: datetime) -> tuple[sql.Composable, list[Any]]:
-    """``<column> < %s AND <filters>`` with its parameters."""
-    parts: list[sql.Composable] = [sql.SQL("{} < %s").format(sql.Identifier(rule.column))]
+def condition(rule: RetentionRule, cutoff: datetime, alias: str | None = None) -> tuple[sql.Composable, list[Any]]:
+    """``<column> < %s AND <filters>`` with its parameters (columns qualified by ``alias`` if given)."""
+    def col(name: str) -> sql.Identifier:
+        return sql.Identifier(alias, name) if alias else sql.Identifier(name)
+
+    parts: list[sql.Composable] = [sql.SQL("{} < %s").format(col(rule.column))]
     args: list[Any] = [cutoff]
     for f in rule.where:
-        part, values = _filter(f)
+        part, values = _filter(f, col(f.column))
         parts.append(part)
         args += values
     return sql.SQL(" AND ").join(parts), args
 
 
-def _filter(f: Filter) -> tuple[sql.Composable, list[Any]]:
-    col = sql.Identifier(f.column)
+def _filter(f: Filter, col: sql.Identifier) -> tuple[sql.Composable, list[Any]]:
     if f.op == "is_null":
         return sql.SQL("{} IS NULL").format(col), []
     if f.op == "is_not_null":
@@ -72,8 +74,8 @@ def count(conn: Any, schema: str, table: str, rule: RetentionRule | None = None,
 class Partition:
     schema: str
     name: str
-    upper: str | None  # the range's upper bound as text, None for DEFAULT / MAXVALUE / other kinds
-    detach_pending: bool = False
+    oid: int
+    kind: str  # 'r' table, 'f' foreign table
 
     @property
     def qualified(self) -> str:
@@ -124,26 +126,9 @@ def _int_pk(conn: Any, oid: int) -> str | None:
 
 
 def _partitions(conn: Any, oid: int) -> tuple[list[Partition], bool]:
-    """Leaf partitions (recursively) with their range upper bound, read from the catalog."""
+    """Leaf partitions (recursively, other schemas and detach-pending ones included), from the catalog."""
     rows = conn.execute(
-        "SELECT n.nspname, c.relname, pg_get_expr(c.relpartbound, c.oid), "
-        "coalesce((to_jsonb(i) ->> 'inhdetachpending')::boolean, false) "
+        "SELECT n.nspname, c.relname, c.oid, c.relkind, pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT' "
         "FROM pg_partition_tree(%s::regclass) t JOIN pg_class c ON c.oid = t.relid "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_inherits i ON i.inhrelid = c.oid "
-        "WHERE t.isleaf ORDER BY c.relname", [oid]).fetchall()
-    parts, has_default = [], False
-    for schema, name, bound, pending in rows:
-        if bound == "DEFAULT":
-            has_default = True
-        parts.append(Partition(schema, name, _upper_bound(bound), bool(pending)))
-    return parts, has_default
-
-
-def _upper_bound(bound: str | None) -> str | None:
-    """``FOR VALUES FROM ('a') TO ('b')`` → ``b`` (single-column range bounds only)."""
-    if not bound or " TO (" not in bound:
-        return None
-    upper = bound.rsplit(" TO (", 1)[1].rstrip(")")
-    if not (upper.startswith("'") and upper.endswith("'")) or "," in upper.replace("''", ""):
-        return None  # MAXVALUE, multi-column or non-literal bound
-    return upper[1:-1].replace("''", "'")
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE t.isleaf ORDER BY n.nspname, c.relname", [oid]).fetchall()
+    return [Partition(r[0], r[1], r[2], r[3]) for r in rows], any(r[4] for r in rows)

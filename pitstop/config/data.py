@@ -23,7 +23,8 @@ class DatabaseConfig(Strict):
     user: str = "postgres"
     password_env: str | None = None
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
-    pg_bin_dir: str | None = None
+    pg_bin_dir: str | None = Field(None, description="bin directory of pg_dump/pg_restore/psql at least as new as "
+                                   "the server (default: chosen by the server's version, docs/platforms.md)")
     connect_timeout: int = Field(10, ge=1)
     verify_server: str | None = Field(None, description="conninfo of another server to restore-verify backups on")
 
@@ -99,6 +100,13 @@ class RetentionRule(Strict):
         "drop", description="partitioned tables: `drop` leaf partitions entirely past the cutoff, then delete the "
         "remaining expired rows; `drop_only` drop those leaves and delete no row of a partition that stays (the "
         "'keep N months' policy); `rows` delete rows only")
+
+    @model_validator(mode="after")
+    def _drop_only_without_filters(self) -> RetentionRule:
+        if self.partitions == "drop_only" and self.where:
+            raise ValueError("`partitions: drop_only` drops whole partitions only, and a rule with `where` filters "
+                             "never drops a whole partition: remove `where`, or use `partitions: drop` or `rows`")
+        return self
 
     @property
     def qualified(self) -> str:

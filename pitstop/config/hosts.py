@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from ..maintenance.settings import CommandStrategyConfig, DeadmanConfig, HttpStrategyConfig
 from ..units import Duration
@@ -40,6 +40,12 @@ class HostConfig(Strict):
     identity_file: str | None = None
     jump_host: str | None = None
     vars: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)  # field -> "config" | "inventory <path>"
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """Where each set field came from (``hosts list`` shows it)."""
+        return self._sources or {f: "config" for f in self.model_fields_set}
 
     @model_validator(mode="after")
     def _transport_fields(self) -> HostConfig:

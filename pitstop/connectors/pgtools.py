@@ -9,7 +9,9 @@ archive written by a newer ``pg_dump``. So the client directory is chosen by the
    major as the server, else the oldest major that is newer.
 
 When no candidate is new enough, :class:`ClientTooOld` (bad input, exit 2) names the server's version,
-the newest client found and the fix, before anything of the run changes.
+the client found and the fix, pointing at the config's ``database`` section, before anything of the run
+changes: at the start of ``pitstop run`` (before the lock, the run folder or any notification) and, when
+the database answers, already at ``pitstop validate`` (:func:`probe`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError
+from ..config import EnvironmentConfig
+from ..errors import InputError, Problem
 
 TOOLS = ("pg_dump", "pg_restore", "psql")
 
@@ -70,18 +73,36 @@ def known_dirs() -> list[Path]:
     return list(dict.fromkeys(d for d in dirs if (d / "pg_dump").is_file()))
 
 
+def _problem(source: str, key: str, message: str) -> Problem:
+    """A problem pointing at ``database.<key>`` (or ``database``) of the config file, when there is one."""
+    from .. import yamlfile
+
+    loc = ["database", key] if key else ["database"]
+    line = None
+    if source and Path(source).is_file():
+        try:
+            line = yamlfile.load(Path(source)).line_of(loc)
+        except InputError:  # pragma: no cover - the config was loaded moments ago
+            line = None
+    return Problem(file=source, line=line, where=".".join(loc) if source else "", message=message)
+
+
 def choose(server_major: int, server_version: str, configured: Path | None, source: str = "") -> ClientDir:
     """The client directory for a server of ``server_major``; :class:`ClientTooOld` if none fits."""
-    where = f"{source}: " if source else ""
     if configured is not None:
         major = client_major(configured)
         if major is None:
-            raise ClientTooOld(f"{where}database.pg_bin_dir {configured} holds no working pg_dump")
+            need = f"PostgreSQL {server_version} needs pg_dump/pg_restore {server_major} or newer: " \
+                if server_version else ""
+            raise ClientTooOld([_problem(source, "pg_bin_dir", f"{configured} holds no working pg_dump; {need}point "
+                                         "database.pg_bin_dir at the bin directory of PostgreSQL client tools as new "
+                                         "as the server; nothing was changed")])
         if major < server_major:
-            raise ClientTooOld(f"{where}pg_dump {major} in database.pg_bin_dir ({configured}) cannot dump "
-                               f"PostgreSQL {server_version}: point pg_bin_dir at PostgreSQL {server_major} (or "
-                               f"newer) client binaries, e.g. /usr/lib/postgresql/{server_major}/bin from "
-                               f"postgresql-client-{server_major}")
+            raise ClientTooOld([_problem(source, "pg_bin_dir", f"PostgreSQL {server_version} needs pg_dump/pg_restore "
+                                         f"{server_major} or newer, and database.pg_bin_dir ({configured}) holds "
+                                         f"pg_dump {major}: point database.pg_bin_dir at PostgreSQL {server_major} "
+                                         f"(or newer) client tools, e.g. /usr/lib/postgresql/{server_major}/bin from "
+                                         f"postgresql-client-{server_major}; nothing was changed")])
         return ClientDir(configured, major)
     found = [(m, d) for d in known_dirs() if (m := client_major(d)) is not None]
     fits = sorted((m, str(d)) for m, d in found if m >= server_major)
@@ -90,7 +111,52 @@ def choose(server_major: int, server_version: str, configured: Path | None, sour
         return ClientDir(Path(path), major)
     newest = max((m for m, _ in found), default=None)
     have = f"the newest pg_dump found is {newest}" if newest else "no pg_dump was found"
-    raise ClientTooOld(f"{where}PostgreSQL {server_version} needs pg_dump/pg_restore {server_major} or newer, and "
-                       f"{have} (looked in database.pg_bin_dir, /usr/lib/postgresql/*/bin, /usr/pgsql-*/bin, the "
-                       f"pgserver wheel and PATH): install postgresql-client-{server_major} and set "
-                       f"database.pg_bin_dir to its bin directory; nothing was changed")
+    raise ClientTooOld([_problem(source, "", f"PostgreSQL {server_version} needs pg_dump/pg_restore {server_major} "
+                                 f"or newer, and {have} (looked in /usr/lib/postgresql/*/bin, /usr/pgsql-*/bin, the "
+                                 f"pgserver wheel and PATH): install postgresql-client-{server_major} and set "
+                                 f"database.pg_bin_dir to its bin directory; nothing was changed")])
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What ``pitstop validate`` learnt about the client tools: the choice, or why it could not look."""
+
+    clients: ClientDir | None
+    server_version: str | None
+    note: str
+
+    def as_json(self) -> dict[str, object]:
+        return {"checked": self.clients is not None, "server_version": self.server_version,
+                "pg_bin_dir": str(self.clients.path) if self.clients else None,
+                "client_major": self.clients.major if self.clients else None, "note": self.note}
+
+
+def probe(cfg: EnvironmentConfig, timeout_s: int = 5) -> Probe:
+    """For ``pitstop validate`` of a runbook that dumps or restores: ask the server its version (one
+    attempt, at most ``timeout_s``) and choose the client tools. :class:`ClientTooOld` (exit 2) when the
+    server answers and nothing fits; a server that cannot be reached is only a note (the run checks
+    again before anything changes). The embedded demo server always uses its own bundled tools."""
+    import psycopg
+
+    from ..errors import PitstopError
+    from .postgres import Database
+
+    if cfg.database.embedded:
+        return Probe(None, None, "embedded server: its bundled client tools are used")
+    bin_dir = Path(cfg.database.pg_bin_dir).expanduser() if cfg.database.pg_bin_dir else None
+    if bin_dir is not None and client_major(bin_dir) is None:
+        choose(0, "", bin_dir, cfg.source)  # refused whatever the server: no pg_dump there
+    try:
+        db = Database(cfg)
+        info = {**db.conninfo(), "connect_timeout": min(timeout_s, cfg.database.connect_timeout)}
+        with psycopg.connect(**info) as conn:
+            row = conn.execute("SELECT current_setting('server_version_num')::int, "
+                               "current_setting('server_version')").fetchone()
+    except (PitstopError, psycopg.Error) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return Probe(None, None, f"client tools not checked, the server could not be asked its version "
+                                 f"({reason}); the run checks them again before anything changes")
+    assert row is not None
+    version = str(row[1])
+    clients = choose(int(row[0]) // 10000, version, bin_dir, cfg.source)
+    return Probe(clients, version, f"PostgreSQL {version}: pg_dump/pg_restore {clients.major} from {clients.path}")

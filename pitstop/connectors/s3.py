@@ -53,6 +53,10 @@ PERMANENT_HINTS = {
     "SignatureDoesNotMatch": "the secret key is wrong (check the variable named by storage.secret_key_env)",
     "InvalidBucketName": "storage.bucket is not a valid bucket name",
     "KMS.NotFoundException": "the KMS key does not exist",
+    "NotImplemented": "the endpoint does not implement a header sent: most often server-side encryption, "
+                      "which pitstop asks for by default (storage.server_side_encryption: AES256); enable it on "
+                      "the endpoint, or set `server_side_encryption: none` to store objects unencrypted",
+    "InvalidEncryptionAlgorithmError": "the endpoint refuses storage.server_side_encryption's algorithm",
 }
 TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestLimitExceeded",
                    "InternalError", "ServiceUnavailable", "BandwidthLimitExceeded", "503", "500", "502", "504"}

@@ -1,7 +1,8 @@
 """Backup and report storage: a local (or NFS) directory, or S3.
 
 Objects are written from a stream; the SHA-256 and size are computed on the way through, so a dump
-never needs a temporary file. Local writes are atomic (temporary name, fsync, rename).
+never needs a temporary file. Local writes are atomic (temporary name, fsync, rename); local files are
+created 0600 in 0700 directories whatever the umask (they hold dumps and row archives).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -75,14 +77,29 @@ class LocalStorage(Storage):
     def location(self, key: str) -> str:
         return str(self._path(key))
 
+    def _private_parents(self, target: Path) -> None:
+        """Every directory from below the root down to ``target``'s: 0700, including ones an older
+        version or a lax umask left open (the root itself is the operator's: made 0700 only when new)."""
+        private_dir(target.parent)
+        root = self.root.resolve()
+        for d in (target.parent, *target.parent.parents):
+            if d == root or root not in d.parents:
+                break
+            st = d.lstat()
+            if st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) & 0o077:
+                d.chmod(0o700)
+
     def put_stream(self, key: str, stream: BinaryIO, size_hint: int | None = None) -> StoredObject:
         target = self._path(key)
-        private_dir(target.parent)
+        self._private_parents(target)
         tmp = target.with_name(f".{target.name}.partial")
         digest = hashlib.sha256()
         size = 0
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            # a leftover of an interrupted write may have any mode: never reuse it, create the file 0600
+            tmp.unlink(missing_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            os.fchmod(fd, 0o600)  # whatever the umask
             with os.fdopen(fd, "wb") as out:
                 for chunk in iter(lambda: stream.read(CHUNK), b""):
                     digest.update(chunk)

@@ -106,6 +106,15 @@ def template_names(event: str, audience: str, style: str) -> list[str]:
     return [f"{n}.j2" for n in names]
 
 
+# what a customer-facing audience reads when no template of its own covers an event (no internal wording)
+PLAIN_SUBJECTS = {"run.started": "Maintenance has started", "run.completed": "Maintenance is complete",
+                  "run.failed": "Maintenance ended with problems", "stage.completed": "Maintenance in progress",
+                  "stage.failed": "Maintenance: a problem is being handled", "run.resumed": "Maintenance resumed",
+                  "verification.failed": "Maintenance ended with problems",
+                  "window.extended": "Maintenance is taking longer than announced",
+                  "maintenance.stuck": "Maintenance: a problem is being handled"}
+
+
 def render(cfg: EnvironmentConfig, event: str, audience: Audience, style: str,
            context: dict[str, Any]) -> tuple[str, str]:
     """Render ``event`` for ``audience`` in ``style``; returns (subject, body)."""
@@ -115,10 +124,12 @@ def render(cfg: EnvironmentConfig, event: str, audience: Audience, style: str,
     tmpl = env.select_template(template_names(event, audience.name, style))
     tz = audience.timezone
     if not audience.internal:  # customers: what is affected and the outcome, never steps, errors or hosts
-        context = {**context, "body": "", "failure": None}
+        title = (context.get("env") or {}).get("title") or cfg.name
+        context = {**context, "body": "", "failure": None, "stage": None, "step": None, "error": None, "hosts": None,
+                   "subject": f"{PLAIN_SUBJECTS.get(event, 'Maintenance update')} — {title}"}
     text = tmpl.render(**context, event=event, audience=audience.name, style=style, tz=tz,
                        local=lambda v, fmt="%a %d %b %Y %H:%M %Z": fmt_local(v, tz, fmt))
     lines = text.strip().splitlines() or [event]
     subject = lines[0].strip()
-    body = "\n".join(lines[1:]).strip()
+    body = "\n".join(lines[1:]).strip() or subject  # services refuse an empty body (apprise: "No message body")
     return subject, body

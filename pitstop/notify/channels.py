@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from ..config import ChannelConfig, EnvironmentConfig
 from ..console import safe_console
 from ..errors import ConfigError, ConnectorError
+from ..fsmodes import private_dir, private_opener
 
 EMAIL_SCHEMES = ("mailto", "mailtos")
 
@@ -68,6 +69,11 @@ class Channel(abc.ABC):
     @abc.abstractmethod
     def send(self, message: Message) -> None: ...
 
+    def recipients(self) -> str:
+        """Who receives this channel's messages, as an auditor can corroborate it (no secret: the caller
+        redacts, and only the non-secret parts of a URL are named)."""
+        return f"{self.cfg.kind} channel {self.name}"
+
 
 class ConsoleChannel(Channel):
     console = safe_console(stderr=True)  # stdout stays clean for --json; a closed pipe never stops a run
@@ -85,12 +91,16 @@ class FileChannel(Channel):
         super().__init__(name, cfg)
         self.path = path
 
+    def recipients(self) -> str:
+        return f"file {self.path}"
+
     def send(self, message: Message) -> None:
         doc = message.model_dump(exclude={"attachments"})
         doc["attachments"] = [{"name": a.name, "mimetype": a.mimetype, "size": len(a.content),
                                "sha256": hashlib.sha256(a.content).hexdigest()} for a in message.attachments]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as fh:
+        if not self.path.parent.exists():  # an existing directory is the operator's: left as it is
+            private_dir(self.path.parent)
+        with open(self.path, "a", encoding="utf-8", opener=private_opener) as fh:  # 0600, never through a link
             fh.write(json.dumps(doc, default=str) + "\n")
 
 
@@ -142,6 +152,17 @@ class AppriseChannel(Channel):
         super().__init__(name, cfg)
         self._resolve = resolve_url
         self._url: str | None = None
+
+    def recipients(self) -> str:
+        from urllib.parse import parse_qs, urlsplit
+
+        try:
+            u = urlsplit(self.url())
+        except (ConfigError, ValueError):
+            return f"apprise channel {self.name}"
+        to = parse_qs(u.query).get("to") or []
+        host = u.hostname or ""
+        return f"{u.scheme}://{host}" + (f" to {', '.join(to)}" if to else "")
 
     def url(self) -> str:
         """The secret URL, resolved on first use (env var, then Prefect Secret block)."""

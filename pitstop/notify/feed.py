@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 
 from ..config import EnvironmentConfig
+from ..fsmodes import private_dir, private_opener, write_private
 
 if TYPE_CHECKING:
     from ..context import RunContext
@@ -36,7 +37,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     """Readers see the old or the new file, never half of one (rename). No fsync: the feed is a view
     rewritten at every run transition and rebuilt from the next one, not a record (the audit log is)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
+    write_private(tmp, data)  # 0600 whatever the umask; publish copies the feed to storage
     os.replace(tmp, path)
 
 
@@ -76,9 +77,8 @@ def upcoming(cfg: EnvironmentConfig, now: datetime) -> list[Doc]:
 def update_feed(cfg: EnvironmentConfig, mutate: Callable[[Doc], None], now: datetime | None = None,
                 refresh_upcoming: bool = False) -> Doc:
     now = now or datetime.now(UTC)
-    d = feed_dir(cfg)
-    d.mkdir(parents=True, exist_ok=True)
-    with (d / "status.lock").open("a") as lock:
+    d = private_dir(feed_dir(cfg))
+    with open(d / "status.lock", "a", opener=private_opener) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             doc = json.loads((d / "status.json").read_text(encoding="utf-8"))

@@ -89,11 +89,16 @@ class Notifier:
         event = self._route(event)
         deliveries = []
         for channel, audience in routes(self.ctx.cfg, self.channels, event):
+            if self.ctx.options.rehearsal and not audience.internal:
+                continue  # a rehearsal is no maintenance: customers hear nothing of it
             msg = self._message(event, channel, audience, severity, context, data)
+            if self.ctx.options.rehearsal:
+                msg = msg.model_copy(update={"subject": f"[REHEARSAL] {msg.subject}"})
             d = deliver(channel, msg, self.ctx.redact, self.attempts, self.wait_max)
             for n in range(1, d.attempts):  # each failed attempt that was followed by another one
                 self.ctx.event("retry", what="notify", channel=d.channel, event=d.event, attempt=n)
-            self.ctx.event("notification", **d.model_dump())
+            self.ctx.event("notification", **d.model_dump(), stage=data.get("stage"),
+                           recipients=self.ctx.redact(channel.recipients()))
             deliveries.append(d)
         return deliveries
 
@@ -106,6 +111,8 @@ class Notifier:
             given = self.ctx.options.expected_downtime
             if given is not None:  # announced by the operator for this run (--expected-downtime)
                 self._downtime = ExpectedDowntime(seconds=given.total_seconds(), source="operator")
+            elif not rb.opens_window:  # no maintenance step: no downtime, whatever history says
+                self._downtime = ExpectedDowntime(seconds=0, source="config")
             else:
                 self._downtime = expected_downtime(self.ctx.cfg, rb.name, runbook_default=rb.expected_downtime)
         return self._downtime
@@ -128,7 +135,12 @@ class Notifier:
                                         "end": datetime.fromtimestamp(start_dt.timestamp() + expected.seconds, UTC)}
         status = data.get("status") or {"run.completed": "succeeded", "run.failed": "failed",
                                         "verification.failed": "failed_verification"}.get(event)
-        return {**base_context(ctx.cfg, now), **data, "subject": ctx.redact(subject), "body": ctx.redact(body),
+        base = base_context(ctx.cfg, now)
+        if ctx.runbook.affects is not None:
+            base["affects"] = list(ctx.runbook.affects)
+        elif not ctx.runbook.opens_window:
+            base["affects"] = []
+        return {**base, **data, "subject": ctx.redact(subject), "body": ctx.redact(body),
                 "severity": severity, "started_at": started, "status": status, "window": window,
                 "downtime": {"seconds": expected.seconds, "source": expected.source,
                              "source_text": expected.source_text},

@@ -16,7 +16,8 @@ SCHEMA_VERSION = 2
 
 DEVIATION_KINDS = ("gate.overridden", "maintenance.safety_net", "maintenance.lift_failed", "backup.verify_failed",
                    "report.failed", "window.overrun", "cleanup.superuser", "blackout.overridden",
-                   "window.exceeded", "window.extended", "run.skipped", "run.resumed", "database.unencrypted")
+                   "window.exceeded", "window.extended", "run.skipped", "run.resumed", "database.unencrypted",
+                   "cleanup.partition_refused", "cleanup.warning")
 
 
 def _t(ts: str | None) -> float | None:
@@ -214,7 +215,8 @@ def build_report(events: list[dict[str, Any]], stage_order: list[str]) -> dict[s
     s = start["data"]
     stages = _stage_records(events, stage_order, s.get("plan", []))
     checks = _checks(events)
-    deviations = [{"at": e["ts"], "kind": e["kind"], **e["data"]} for e in events if e["kind"] in DEVIATION_KINDS]
+    deviations = [{"at": e["ts"], "kind": e["kind"], **e["data"]} for e in events if e["kind"] in DEVIATION_KINDS
+                  or (e["kind"] == "notice.lead_time" and e["data"].get("status") in ("warning", "exempt"))]
     window = _window(events, start)
     if window["overrun_s"]:
         deviations.append({"at": window["ended_at"], "kind": "window.overrun",
@@ -228,6 +230,7 @@ def build_report(events: list[dict[str, Any]], stage_order: list[str]) -> dict[s
         "trigger": s["trigger"],
         "reason": s.get("reason") or None,
         "dry_run": s.get("dry_run", False),
+        "rehearsal": bool((s.get("options") or {}).get("rehearsal")) if isinstance(s.get("options"), dict) else False,
         "provenance": s.get("provenance"),
         "started_at": start["ts"],
         "finished_at": finish["ts"] if finish else None,
@@ -247,7 +250,8 @@ def build_report(events: list[dict[str, Any]], stage_order: list[str]) -> dict[s
         "commands": [{"host": c.get("host"), "argv": c.get("argv", []), "exit_code": c.get("exit_code"),
                       "duration_s": c.get("duration_s"), "stage": c.get("stage"), "step": c.get("step"),
                       "at": c["at"]} for c in _with_step(events, "command")],
-        "notifications": [{"event": d["event"], "channel": d["channel"], "kind": d.get("kind"),
+        "notifications": [{"event": d["event"], "stage": d.get("stage"), "audience": d.get("audience"),
+                           "channel": d["channel"], "kind": d.get("kind"), "recipients": d.get("recipients"),
                            "severity": d.get("severity"), "status": d["status"], "sent_at": d["sent_at"],
                            "attempts": d.get("attempts"), "subject": d.get("subject"), "error": d.get("error")}
                           for d in (e["data"] for e in events if e["kind"] == "notification")],

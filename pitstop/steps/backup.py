@@ -13,41 +13,37 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import tarfile
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
-from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import Any
 
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..audit import now_iso
-from ..backups import PgServer, delete_backup, list_backups, plan_prune, restore
+from ..backup_catalog import delete_backup, list_backups, plan_prune
+from ..backup_contents import (
+    Contents,
+    TableEntry,
+    compare,
+    count_tables,
+    large_objects,
+    leaf_tables,
+    matviews,
+    no_row_security,
+    read_restored,
+    sequences,
+)
+from ..backups import PgServer, create_database, restore
 from ..connectors.postgres import Database
 from ..context import RunContext
 from ..errors import BackupError, PitstopError
 from ..model import StepOutcome, Trigger
 from ..pgretry import PgUnavailable, call, connect_failure_is_transient, is_transient
 from ..registry import Placement, Target, planner, step
-
-# Tables that hold rows: plain tables and leaf partitions (relkind 'r', partitions included). A
-# partitioned parent (relkind 'p') has no storage and no TABLE DATA entry in a dump: counting it would
-# count its leaves twice and make every dump of a partitioned database look incomplete. Views, foreign
-# tables and materialized views (restored by their REFRESH) hold no dumped rows either.
-COUNT_TABLES = """
-SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
-ORDER BY 1, 2
-"""
+from .backup_stream import stream_directory, stream_dump
 
 
 class BackupParams(BaseModel):
@@ -63,19 +59,10 @@ class PruneParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def count_rows(conn: Any) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for schema, table in conn.execute(COUNT_TABLES).fetchall():
-        q = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-        row = conn.execute(q).fetchone()
-        counts[f"{schema}.{table}"] = int(row[0])
-    return counts
-
-
-def _count_when(conn: Any, ready: threading.Event | None) -> dict[str, int]:
+def _contents_when(conn: Any, tables: list[TableEntry], ready: threading.Event | None) -> list[TableEntry]:
     if ready is not None:
         ready.wait()
-    return count_rows(conn)
+    return count_tables(conn, tables)
 
 
 def check_versions(db: Database) -> tuple[int, str, int]:
@@ -100,134 +87,27 @@ def backup_key(ctx: RunContext, suffix: str) -> str:
     return f"backups/{ctx.cfg.name}/{ctx.run_id}/{ctx.db.dbname}{suffix}"
 
 
-def _drain(stream: IO[bytes], sink: list[bytes]) -> None:
-    sink.append(stream.read())
-
-
 def _database_size(conn: Any) -> int:
     row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
     return int(row[0])
 
 
-class _DumpChannel:
-    """pg_dump's stdout as a local stream socket rather than a pipe.
-
-    A pipe holds at most 1 MiB here (``pipe-max-size``) and wakes the reader for every few KiB that
-    arrive; a socket pair takes a 4 MiB buffer (where the kernel allows it) and ``MSG_WAITALL`` lets one
-    ``recv`` fill a whole upload part: fewer wake-ups and system calls for the uploader, and pg_dump keeps
-    writing while a part is hashed. Same bytes, same end-of-stream, no temporary file.
-    """
-
-    BUFFER = 4 << 20
-
-    def __init__(self, eof: threading.Event | None = None) -> None:
-        self.eof = eof or threading.Event()  # set once pg_dump's last byte has been read
-        self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        # Linux's SO_SNDBUFFORCE/SO_RCVBUFFORCE (32/33) pass the net.core.*mem_max cap when allowed.
-        linux = sys.platform.startswith("linux")
-        for sock in (self.ours, self.theirs):
-            for forced, plain in ((32, socket.SO_SNDBUF), (33, socket.SO_RCVBUF)):
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, forced if linux else plain, self.BUFFER)
-                except OSError:
-                    sock.setsockopt(socket.SOL_SOCKET, plain, self.BUFFER)
-
-    def child_fd(self) -> int:
-        return self.theirs.fileno()
-
-    def started(self) -> None:
-        self.theirs.close()  # the child holds its copy: end-of-stream comes when pg_dump exits
-
-    def readinto(self, buf: Any) -> int:
-        n = self.ours.recv_into(buf, len(buf), socket.MSG_WAITALL)
-        if not n and len(buf):
-            self.eof.set()
-        return n
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.ours.recv(n if n > 0 else self.BUFFER, socket.MSG_WAITALL)
-        if not data:
-            self.eof.set()
-        return data
-
-    def close(self) -> None:
-        self.eof.set()
-        self.ours.close()
-        self.theirs.close()
-
-
-def _stream_dump(ctx: RunContext, argv: list[str], key: str, size_hint: int,
-                 eof: threading.Event | None = None) -> Any:
-    """Run ``pg_dump`` writing to stdout and stream it into storage; kill it if storage fails.
-    ``eof`` is set once pg_dump's output has been read to the end (or the dump failed)."""
-    db = ctx.db
-    channel = _DumpChannel(eof)
-    try:
-        proc = subprocess.Popen(argv, stdout=channel.child_fd(), stderr=subprocess.PIPE, env=db.tool_env())
-        channel.started()
-        assert proc.stderr is not None
-        err: list[bytes] = []
-        reader = threading.Thread(target=_drain, args=(proc.stderr, err), daemon=True)
-        reader.start()
-        try:
-            stored = ctx.storage.put_stream(key, channel, size_hint)  # type: ignore[arg-type]
-        except BaseException:
-            proc.kill()  # otherwise pg_dump blocks forever on its full socket
-            raise
-        finally:
-            code = proc.wait()
-            reader.join()
-    finally:
-        channel.close()
-    if code != 0:
-        ctx.storage.delete(key)
-        raise BackupError(f"pg_dump exited {code}: {ctx.redact(b''.join(err).decode(errors='replace').strip())}")
-    return stored
-
-
-def _tar_dir(src: Path, out: BinaryIO) -> None:
-    try:
-        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
-            tar.add(src, arcname="dump")
-    finally:
-        out.close()
-
-
-def _stream_directory(ctx: RunContext, argv: list[str], key: str, staging: Path) -> Any:
-    """Directory format: ``pg_dump -Fd -j`` into local staging, then a tar stream into storage."""
-    dump_dir = staging / "dump"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        done = subprocess.run([*argv, "-f", str(dump_dir)], capture_output=True, env=ctx.db.tool_env())
-        if done.returncode != 0:
-            raise BackupError(f"pg_dump exited {done.returncode}: "
-                              f"{ctx.redact(done.stderr.decode(errors='replace').strip())}")
-        size = sum(p.stat().st_size for p in dump_dir.rglob("*") if p.is_file())
-        r, w = os.pipe()
-        with open(r, "rb") as reader, open(w, "wb") as writer:
-            t = threading.Thread(target=_tar_dir, args=(dump_dir, writer), daemon=True)
-            t.start()
-            try:
-                stored = ctx.storage.put_stream(key, reader, size + 1024 * 1024)
-            finally:
-                reader.close()
-                t.join()
-        return stored
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _dump_in_snapshot(ctx: RunContext, compress: int, directory: bool, key: str) -> tuple[Any, dict[str, int], int]:
+def _dump_in_snapshot(ctx: RunContext, compress: int, directory: bool, key: str) -> tuple[Any, Contents, int]:
     db, bcfg = ctx.db, ctx.cfg.backup
     with db.connect() as snap:
         snap.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        # The row counts run beside pg_dump: one backend, no parallel workers stealing its CPU.
+        # The row counts run beside pg_dump: one backend, no parallel workers stealing its CPU; and, like
+        # pg_dump's, never filtered by a row-level security policy (an error names the table instead).
         snap.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        no_row_security(snap, local=True)
         row = snap.execute("SELECT pg_export_snapshot()").fetchone()
         assert row is not None
         snapshot = str(row[0])
         db_size = _database_size(snap)
+        # What the dump holds besides rows, read before pg_dump starts: sequences are not transactional, so
+        # pg_dump reads each at the same position or further along (compared as "not behind" on restore).
+        tables, seqs = leaf_tables(snap), sequences(snap)
+        blobs, views = large_objects(snap), matviews(snap)
         argv = [db.tool("pg_dump"), f"-Z{compress}", f"--snapshot={snapshot}", "--no-password", db.dbname]
         # Row counts are taken in the same snapshot (the connection is this thread's only until the dump is
         # stored). With compression, pg_dump is bound by compressing in its own process and the counts run
@@ -236,13 +116,13 @@ def _dump_in_snapshot(ctx: RunContext, compress: int, directory: bool, key: str)
         dumped = threading.Event()
         after_dump = compress == 0 and not directory
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pitstop-count") as counter:
-            counting = counter.submit(_count_when, snap, dumped if after_dump else None)
+            counting = counter.submit(_contents_when, snap, tables, dumped if after_dump else None)
             try:
                 if directory:
                     staging = ctx.cfg.resolve(bcfg.staging_dir) / ctx.run_id
-                    stored = _stream_directory(ctx, [*argv[:1], "-Fd", f"-j{bcfg.jobs}", *argv[1:]], key, staging)
+                    stored = stream_directory(ctx, [*argv[:1], "-Fd", f"-j{bcfg.jobs}", *argv[1:]], key, staging)
                 else:
-                    stored = _stream_dump(ctx, [*argv[:1], "-Fc", *argv[1:]], key, db_size, dumped)
+                    stored = stream_dump(ctx, [*argv[:1], "-Fc", *argv[1:]], key, db_size, dumped)
             except BackupError as exc:
                 wait([counting])
                 lost = counting.exception()
@@ -256,9 +136,13 @@ def _dump_in_snapshot(ctx: RunContext, compress: int, directory: bool, key: str)
             finally:
                 dumped.set()
                 wait([counting])
-            counts = counting.result()
+            try:
+                counted = counting.result()
+            except BaseException:
+                ctx.storage.delete(key)  # a dump without its counts has no manifest: nothing would ever prune it
+                raise
         snap.execute("COMMIT")
-    return stored, counts, db_size
+    return stored, Contents(tables=counted, sequences=seqs, large_objects=blobs, materialized_views=views), db_size
 
 
 @step("backup.postgres", params=BackupParams, placement=Placement.OUTSIDE, target=Target.DATABASE)
@@ -273,26 +157,62 @@ def backup_postgres(ctx: RunContext, params: BackupParams) -> StepOutcome:
     t0 = time.monotonic()
     # A lost connection (snapshot holder or pg_dump's own) redoes the whole dump in a new snapshot,
     # to the same key: the row counts always describe the stored dump (pitstop.pgretry).
-    stored, counts, db_size = call(ctx, "backup", _dump_in_snapshot, ctx, compress, directory, key)
+    stored, contents, db_size = call(ctx, "backup", _dump_in_snapshot, ctx, compress, directory, key)
     if stored.size == 0:
         ctx.storage.delete(key)
         raise BackupError("pg_dump produced an empty dump")
     upload = dict(getattr(ctx.storage, "last_upload", {}) or {})
     retries = len(getattr(ctx.storage, "retries", []) or [])
+    counts = contents.row_counts
     manifest = {"environment": ctx.cfg.name, "database": db.dbname, "server_version": server_version,
                 "server_major": server_major, "pg_dump_major": dump_major, "format": bcfg.format,
                 "compress": compress, "kind": backup_kind(ctx), "trigger": ctx.options.trigger.value,
                 "runbook": ctx.runbook.name, "started_at": started, "finished_at": now_iso(),
                 "duration_s": round(time.monotonic() - t0, 3), "database_size": db_size, "size": stored.size,
                 "sha256": stored.sha256, "key": key, "location": stored.location, "upload": upload,
-                "row_counts": counts, "run_id": ctx.run_id, "verified": False}
-    ctx.storage.put_bytes(backup_key(ctx, ".manifest.json"), json.dumps(manifest, indent=2).encode())
-    ctx.state["backup"] = dict(manifest)
+                **contents.manifest_fields(), "run_id": ctx.run_id, "verified": False}
+    digest = write_manifest(ctx, manifest)
+    ctx.state["backup"] = {**manifest, MANIFEST_HASH: digest}
     ctx.event("backup.created", location=stored.location, size=stored.size, sha256=stored.sha256,
-              tables=len(counts), rows=sum(counts.values()), format=bcfg.format, kind=manifest["kind"],
-              database_size=db_size, duration_s=manifest["duration_s"], transient_retries=retries, **upload)
+              tables=len(counts), rows=sum(counts.values()), sequences=len(contents.sequences),
+              large_objects=contents.large_objects, format=bcfg.format, kind=manifest["kind"],
+              database_size=db_size, duration_s=manifest["duration_s"], transient_retries=retries,
+              manifest_key=backup_key(ctx, ".manifest.json"), manifest_sha256=digest, **upload)
     return StepOutcome(changed=True, summary=f"{stored.size / 1024:.0f} KiB, {len(counts)} tables, sha256 "
-                       f"{stored.sha256[:12]}…", data={"backup": manifest})
+                       f"{stored.sha256[:12]}…", data={"backup": ctx.state["backup"]})
+
+
+# The SHA-256 of the manifest as this run last wrote it: kept beside the manifest's fields in the run's state
+# (and so in the audit log's step data, from which resume rebuilds it), never inside the stored manifest.
+MANIFEST_HASH = "manifest_sha256"
+
+
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    return json.dumps({k: v for k, v in manifest.items() if k != MANIFEST_HASH}, indent=2).encode()
+
+
+def write_manifest(ctx: RunContext, manifest: dict[str, Any]) -> str:
+    """Store the manifest next to the dump; returns the SHA-256 of the bytes stored."""
+    body = manifest_bytes(manifest)
+    ctx.storage.put_bytes(backup_key(ctx, ".manifest.json"), body)
+    return hashlib.sha256(body).hexdigest()
+
+
+def check_stored_manifest(ctx: RunContext, recorded: list[str]) -> None:
+    """The manifest in storage must be one this run wrote (their SHA-256s are in the audit log): the dump's
+    size and checksum are judged against it, so storage must not be able to rewrite it unnoticed."""
+    if not recorded:
+        return  # a backup recorded before manifests were hashed
+    mkey = backup_key(ctx, ".manifest.json")
+    try:
+        body = ctx.storage.get_bytes(mkey)
+    except (OSError, PitstopError) as exc:
+        raise BackupError(f"cannot read the backup manifest {ctx.storage.location(mkey)}: {exc}") from None
+    got = hashlib.sha256(body).hexdigest()
+    if got not in recorded:
+        raise BackupError(f"the backup manifest {ctx.storage.location(mkey)} is not the one this run wrote "
+                          f"(SHA-256 {got[:16]}…, the audit log says {recorded[-1][:16]}…): storage was "
+                          "changed after the backup; nothing of it was restored")
 
 
 def _verify_server(ctx: RunContext) -> PgServer:
@@ -327,7 +247,7 @@ def verify_backup(ctx: RunContext, backup: dict[str, Any]) -> dict[str, Any]:
     t0 = time.monotonic()
     with server.connect("postgres", autocommit=True) as admin:
         _drop_leftovers(ctx, admin)
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
+        create_database(admin, scratch)
     try:
         try:
             toc = restore(server, ctx.storage, backup, scratch, bcfg=ctx.cfg.backup,
@@ -339,20 +259,28 @@ def verify_backup(ctx: RunContext, backup: dict[str, Any]) -> dict[str, Any]:
                 raise PgUnavailable(str(exc)) from None
             raise
         with server.connect(scratch) as conn:
-            restored = count_rows(conn)
+            restored = read_restored(conn)
     finally:
         with server.connect("postgres", autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
-    expected = backup["row_counts"]
-    diffs = {t: {"manifest": expected.get(t), "restored": restored.get(t)}
-             for t in sorted(set(expected) | set(restored)) if expected.get(t) != restored.get(t)}
-    evidence = {"tables": len(restored), "rows": sum(restored.values()), "row_counts": restored,
+    diffs = compare(Contents.from_manifest(backup), restored)
+    counts = restored.row_counts
+    evidence = {"tables": len(counts), "rows": sum(counts.values()), "row_counts": counts,
+                "sequences": len(restored.sequences), "large_objects": restored.large_objects,
+                "materialized_views": len(restored.materialized_views),
                 "duration_s": round(time.monotonic() - t0, 3), "sha256": backup["sha256"], "size": backup["size"],
                 "differences": diffs, **toc}
     if diffs:
-        raise BackupError(f"restored row counts differ from the manifest in {len(diffs)} table(s): "
+        raise BackupError(f"the restored database differs from the manifest in {len(diffs)} place(s): "
                           + ", ".join(list(diffs)[:5]))
     return evidence
+
+
+def _recorded_manifest_hashes(ctx: RunContext, backup: dict[str, Any]) -> list[str]:
+    """Every manifest this run wrote, oldest first: as its audit log recorded them, and as its state holds."""
+    found = [str(e["data"][MANIFEST_HASH]) for e in ctx.audit.events
+             if e["kind"] in ("backup.created", "backup.verified") and e["data"].get(MANIFEST_HASH)]
+    return found + ([str(backup[MANIFEST_HASH])] if backup.get(MANIFEST_HASH) else [])
 
 
 @step("backup.verify", params=VerifyParams, placement=Placement.OUTSIDE, target=Target.DATABASE)
@@ -363,19 +291,22 @@ def backup_verify(ctx: RunContext, params: VerifyParams) -> StepOutcome:
         raise BackupError("no backup from this run to verify (backup.postgres must come first)")
     t0 = time.monotonic()
     try:
+        check_stored_manifest(ctx, _recorded_manifest_hashes(ctx, backup))
         # a lost connection (the scratch database's, pg_restore's or the admin one) redoes the verification
         evidence = call(ctx, "verify", verify_backup, ctx, backup)
     except PitstopError as exc:
         ctx.event("backup.verify_failed", location=backup["location"], error=ctx.redact(str(exc)),
                   duration_s=round(time.monotonic() - t0, 3))
         raise
-    ctx.event("backup.verified", location=backup["location"], **evidence)
     backup["verified"] = True
     backup["verification"] = {k: v for k, v in evidence.items() if k != "row_counts"}
-    manifest = {k: v for k, v in backup.items()}
-    ctx.storage.put_bytes(backup_key(ctx, ".manifest.json"), json.dumps(manifest, indent=2).encode())
+    body = manifest_bytes(backup)
+    backup[MANIFEST_HASH] = hashlib.sha256(body).hexdigest()
+    # recorded before the manifest is rewritten: an audit log never lacks the hash of a manifest in storage
+    ctx.event("backup.verified", location=backup["location"], **evidence, manifest_sha256=backup[MANIFEST_HASH])
+    ctx.storage.put_bytes(backup_key(ctx, ".manifest.json"), body)
     return StepOutcome(changed=False, summary=f"restored {evidence['rows']} rows in {evidence['tables']} tables, "
-                       "counts, size and SHA-256 match", data={"verification": backup["verification"]})
+                       "counts, sequences, size and SHA-256 match", data={"verification": backup["verification"]})
 
 
 @step("backup.prune", params=PruneParams, placement=Placement.OUTSIDE, target=Target.NONE)

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..cleanup import maintenance, metrics, partitions
+from ..cleanup import bounds, fkeys, maintenance, metrics
 from ..cleanup.pacing import resolve_profile
 from ..cleanup.progress import Progress
 from ..cleanup.purge import PurgeOptions, RulePurge
@@ -23,7 +23,7 @@ from ..model import StepOutcome
 from ..pgretry import call
 from ..registry import Placement, Target, planner, step
 
-TableName = Annotated[str, Field(pattern=r"^([A-Za-z_][A-Za-z0-9_]{0,62}\.)?[A-Za-z_][A-Za-z0-9_]{0,62}$")]
+TableName = Annotated[str, Field(pattern=r"^([^\W\d][\w $-]{0,62}\.)?[^\W\d][\w $-]{0,62}$")]
 IndexName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
 
 
@@ -85,6 +85,10 @@ def cleanup_retention(ctx: RunContext, params: RetentionParams) -> StepOutcome:
     total = sum(r["deleted_this_run"] for r in results)
     summary = ", ".join(f"{r['table']}: {r['deleted_this_run']} rows"
                         + (f" ({len(r['partitions_dropped'])} partitions dropped)" if r["partitions_dropped"] else "")
+                        + (f" — REFUSED to drop {len(r['partitions_refused'])} partition(s): "
+                           + "; ".join(f"{x['partition']}: {x['reason']}" for x in r["partitions_refused"])
+                           if r["partitions_refused"] else "")
+                        + (f" — WARNING: {'; '.join(r['warnings'])}" if r["warnings"] else "")
                         + (" (resumed)" if r["resumed"] else "") for r in results)
     return StepOutcome(changed=total > 0, summary=summary or "no rules", data={"cleanup": results})
 
@@ -98,40 +102,54 @@ def plan_retention(ctx: RunContext, params: RetentionParams) -> list[str]:
         for rule in _rules(ctx, params.tables):
             name, _ = resolve_profile(ctx.cfg, params.profile, rule.profile)
             episode = None if params.restart else progress.running(conn, rule_key(rule))
-            cutoff = episode.cutoff if episode else fix_cutoff(conn, rule)
+            fresh = fix_cutoff(conn, rule)
+            untrusted = episode is not None and (episode.malformed or episode.cutoff > fresh)
+            cutoff = episode.cutoff if episode and not untrusted else fresh
             total = count(conn, rule.schema_, rule.table)
             expired = count(conn, rule.schema_, rule.table, rule, cutoff)
             share = expired / total if total else 0.0
             line = (f"{rule.qualified}: purge {expired} of {total} rows with {rule.column} before "
-                    f"{cutoff:%Y-%m-%d %H:%M %Z} ({share:.0%}; profile {name}")
+                    f"{cutoff:%Y-%m-%d %H:%M %Z} ({share:.0%}; profile {name}; partitions: {rule.partitions}")
             line += f"; resumes episode {episode.id}, {episode.deleted} already deleted)" if episode else ")"
+            if untrusted:
+                line += (" — REFUSED: the running episode in the progress table was not written by pitstop "
+                         "(malformed, or its cutoff is later than now - older_than); the run fails and deletes "
+                         "nothing until it is inspected and the step reruns with restart: true")
+            if episode and episode.rows_before > 0:  # a resumed episode is judged on its recorded counts too
+                share = max(share, episode.expired / episode.rows_before)
             if share > rule.max_share and not params.allow_large_share:
                 line += f" — REFUSED: above max_share {rule.max_share:.0%}"
             lines.append(line)
-            facts = table_facts(conn, rule.schema_, rule.table)
-            if facts.kind == "p" and rule.partitions in ("drop", "drop_only"):
-                going = partitions.expired_leaves(conn, facts, rule.column, bool(rule.where), cutoff)
-                for leaf in going:
-                    rows = count(conn, leaf.node.schema, leaf.node.name)
-                    lines.append(f"  drop partition {leaf.qualified} ({rows} rows, upper bound "
-                                 f"{min(leaf.uppers)}" + (", archived first)" if rule.archive else ")"))
-                if rule.partitions == "drop_only":
-                    dropped_rows = sum(count(conn, lf.node.schema, lf.node.name) for lf in going)
-                    lines.append(f"  drop_only: {expired - dropped_rows} expired row(s) in partitions that stay "
-                                 "are kept")
-            lines += _fk_lines(conn, facts)
+            lines += _partition_lines(conn, rule, cutoff, expired)
         conn.rollback()
     return lines
 
 
-def _fk_lines(conn: Any, facts: Any) -> list[str]:
-    """Foreign keys that point at the rule's table: what a purge does to the rows that reference it."""
-    actions = {"a": "NO ACTION (blocks the purge of referenced rows)", "r": "RESTRICT (blocks the purge of "
-               "referenced rows)", "c": "CASCADE (referencing rows are deleted too)", "n": "SET NULL",
-               "d": "SET DEFAULT"}
-    rows = conn.execute("SELECT conrelid::regclass::text, conname, confdeltype FROM pg_constraint WHERE contype = 'f' "
-                        "AND confrelid = %s AND conparentid = 0 ORDER BY 1, 2", [facts.oid]).fetchall()
-    return [f"  referenced by {t} ({name}): ON DELETE {actions.get(k, k)}" for t, name, k in rows]
+def _partition_lines(conn: Any, rule: RetentionRule, cutoff: Any, expired: int) -> list[str]:
+    """Which leaves go (with their rows and the bound that lets them go), and what foreign keys do."""
+    facts = table_facts(conn, rule.schema_, rule.table)
+    if facts.kind != "p" and rule.partitions == "drop_only":
+        return [f"  drop_only: {rule.qualified} is not partitioned: nothing is deleted (0 rows)"]
+    lines, only = [], None
+    if facts.kind == "p" and rule.partitions in ("drop", "drop_only"):
+        going = bounds.expired_leaves(conn, facts.oid, facts.kind, rule.column, bool(rule.where), cutoff)
+        keys = fkeys.keys_into(conn, fkeys.tree_oids(conn, facts.oid))
+        dropped_rows = 0
+        for leaf in going:
+            rows = count(conn, leaf.node.schema, leaf.node.name)
+            dropped_rows += rows
+            lineage = [facts.oid, *(n.oid for n in leaf.ancestors)]
+            referenced = fkeys.leaf_is_referenced(conn, keys, leaf.node.oid, lineage, leaf.node.schema, leaf.node.name)
+            lines.append(f"  drop partition {leaf.qualified} ({rows} rows, upper bound "
+                         f"{bounds.binding_upper(conn, leaf)}" + ("; referenced: emptied row by row first" if
+                                                                  referenced else "")
+                         + ("; archived first)" if rule.archive else ")"))
+        if rule.partitions == "drop_only":
+            only = [lf.node.oid for lf in going]
+            lines.append(f"  drop_only: {len(going)} partition(s), {dropped_rows} row(s) go; {expired - dropped_rows} "
+                         "expired row(s) in partitions that stay are kept")
+    lines += [e.line() for e in fkeys.effects(conn, facts.oid, rule, cutoff, only)]
+    return lines
 
 
 @step("database.vacuum_analyze", params=VacuumParams, placement=Placement.OUTSIDE, target=Target.DATABASE)

@@ -17,9 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..connectors.base import BatchOp, Cmd, Connection, Put
 from ..context import RunContext
-from ..errors import CommandFailed
+from ..errors import CommandFailed, StepFailed
 from ..model import CommandResult, StepOutcome
 from ..registry import Placement, Target, planner, step
+from . import safefile
 from .hostutil import AbsPath
 
 
@@ -84,20 +85,29 @@ def host_script(ctx: RunContext, params: ScriptParams, host: str) -> StepOutcome
     if skip:
         return StepOutcome(changed=False, summary=f"skipped: {skip}")
     path = _script_path(ctx, params)
-    argv = [*params.interpreter, conn.path(path), *params.args]
-    ops: list[BatchOp] = [Put(path, params.script.encode(), mode=0o700),
+    real = conn.path(path)
+    argv = [*params.interpreter, real, *params.args]
+    directory, _, name = real.rpartition("/")
+    # the script runs as whoever logged in (or root with sudo): nobody else may be able to swap it
+    # between upload and run, so remote_dir's path must be root's (or the sudo caller's)
+    check = safefile.check_argv(directory or "/", name)
+    ops: list[BatchOp] = [Cmd(check, sudo=params.sudo),
+                          Put(path, params.script.encode(), mode=0o700),
                           Cmd(argv, timeout=params.timeout_s, check=False, sudo=params.sudo),
-                          Cmd(["rm", "-f", "--", conn.path(path)], check=False, sudo=params.sudo)]
-    try:  # upload, run and remove in one session
+                          Cmd(["rm", "-f", "--", real], check=False, sudo=params.sudo)]
+    try:  # check, upload, run and remove in one session
         results = conn.run_batch(ops)
-    except BaseException:  # the batch stopped (timeout, lost connection): remove the script on its own
+    except BaseException as exc:  # the batch stopped (timeout, lost connection): remove the script on its own
+        if isinstance(exc, CommandFailed) and exc.argv == check:  # refused: nothing was uploaded
+            raise StepFailed(f"{host}: refusing to upload the script to {params.remote_dir}: "
+                             + exc.stderr.strip()[-300:]) from None
         with contextlib.suppress(Exception):  # the batch's own error is the one to report
             conn.remove(path)
         raise
-    removed = cast(CommandResult, results[2])
+    removed = cast(CommandResult, results[3])
     if not removed.ok:
         conn.remove(path)
-    return _finish(ctx, host, argv, cast(CommandResult, results[1]), params)
+    return _finish(ctx, host, argv, cast(CommandResult, results[2]), params)
 
 
 @planner("host.command")

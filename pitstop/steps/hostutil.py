@@ -8,12 +8,14 @@ would do instead. Paths in parameters must be absolute so no value can be read a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from pydantic import AfterValidator
 
 from ..connectors.base import Connection
-from ..errors import CommandFailed
+from . import safefile
 
 
 def _abs_path(v: str) -> str:
@@ -52,23 +54,25 @@ def find_files(conn: Connection, host_path: str, *tests: str) -> list[tuple[int,
     return _parse_found(out.stdout)
 
 
-def delete_files(
-    conn: Connection, host_path: str, *tests: str, sudo: bool = False
-) -> tuple[list[tuple[int, str]], list[str]]:
+@dataclass
+class Deleted:
+    files: list[tuple[int, str]] = field(default_factory=list)  # (size, real path) of each file deleted
+    problems: list[str] = field(default_factory=list)  # find's complaints (the rest is still deleted)
+    refused: list[str] = field(default_factory=list)  # a directory not safe to delete in as root, and why
+
+
+def delete_files(conn: Connection, host_path: str, *tests: str, sudo: bool = False,
+                 trusted_groups: Sequence[str] = ()) -> Deleted:
     """Delete the regular files under ``host_path`` matching find ``tests``.
 
-    Returns ``(size, real path)`` of each file deleted and find's complaints (a file or directory
-    it could not read or remove; the rest is still deleted). find lists and deletes in one pass:
-    ``-delete`` unlinks relative to the directory being walked and never follows a symlink, so a
-    directory swapped for a symlink between a listing and an ``rm`` cannot point a deletion run as
-    root at another part of the filesystem."""
+    find lists and deletes in one pass: ``-delete`` unlinks relative to the directory being walked
+    and never follows a symlink below its starting point. The starting point is reached with the
+    privileges of whoever controls the path to it (:mod:`pitstop.steps.safefile`): a parent
+    directory swapped for a symlink cannot point a deletion run as root elsewhere."""
     if not conn.exists(host_path):
-        return [], []
-    argv = ["find", conn.path(host_path), "-xdev", "-type", "f", *tests, "-printf", "%s %p\\0", "-delete"]
-    out = conn.run(argv, check=False, sudo=sudo)
-    if out.exit_code not in (0, 1):
-        raise CommandFailed(argv, out.exit_code, out.stderr, getattr(conn, "name", ""))
-    return _parse_found(out.stdout), [line for line in out.stderr.splitlines() if line.strip()]
+        return Deleted()
+    out, problems = safefile.delete(conn, conn.path(host_path), tests, sudo=sudo, trusted_groups=trusted_groups)
+    return Deleted(sorted(out.deleted, key=lambda t: t[1]), problems + out.failed, out.refused)
 
 
 def _parse_found(stdout: str) -> list[tuple[int, str]]:

@@ -46,18 +46,24 @@ def disk_reclaim(ctx: RunContext, params: ReclaimParams, host: str) -> StepOutco
     conn = ctx.host(host)
     found: list[tuple[int, str]] = []
     problems: list[str] = []
+    refused: list[str] = []
     for path, tests in _tests(params):
-        deleted, errors = delete_files(conn, path, *tests, sudo=params.sudo)
-        found += deleted
-        problems += errors
+        got = delete_files(conn, path, *tests, sudo=params.sudo)
+        found += got.files
+        problems += got.problems
+        refused += got.refused
     freed = sum(s for s, _ in found)
-    ctx.event("disk.reclaimed", host=host, files=len(found), bytes=freed, problems=len(problems))
+    ctx.event("disk.reclaimed", host=host, files=len(found), bytes=freed, problems=len(problems), refused=refused)
     summary = f"{len(found)} file(s) removed, {human_bytes(freed)} freed"
     if problems:
         summary += f"; {len(problems)} could not be removed (first: {problems[0][:200]})"
+    if refused:
+        summary += f"; {len(refused)} director(ies) refused, not safe to clean as root (first: {refused[0][:200]})"
     data: dict[str, object] = {"files": len(found), "bytes": freed}
     if problems:
         data["problems"] = problems[:20]
+    if refused:
+        data["refused"] = refused
     return StepOutcome(changed=bool(found), summary=summary, data=data)
 
 

@@ -20,6 +20,7 @@ from ..context import RunContext
 from ..errors import StepFailed
 from ..model import StepOutcome
 from ..registry import Placement, Target, planner, step
+from . import safefile
 from .hostutil import AbsPath, is_sandbox
 
 SysctlKey = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_][a-z0-9_-]*([./][A-Za-z0-9_:@-]+)+$", max_length=200)]
@@ -77,6 +78,10 @@ def _state(conn: Connection, p: SysctlParams) -> SysctlState:
     if apply and is_sandbox(conn):
         raise StepFailed(f"{conn.name} is a sandbox host: live kernel values are this machine's; "
                          "set `apply: false` (the drop-in is still written under the sandbox)")
+    host_dir, _, name = p.file.rpartition("/")
+    unsafe = safefile.check(conn, conn.path(host_dir or "/"), name, p.sudo)
+    if unsafe:  # root would read and replace whatever another user links there
+        raise StepFailed(f"{conn.name}: refusing to read or write {p.file}: {unsafe}")
     before = conn.get(p.file, sudo=p.sudo).decode(errors="replace") if conn.exists(p.file, sudo=p.sudo) else ""
     merged = {**parse_dropin(before), **{k: _norm(v) for k, v in p.values.items()}}
     return SysctlState(old={k: read_live(conn, k) for k in p.values}, file_before=before,
@@ -90,7 +95,8 @@ def tuning_sysctl(ctx: RunContext, params: SysctlParams, host: str) -> StepOutco
     st = _state(conn, params)
     wanted = {k: _norm(v) for k, v in params.values.items()}
     to_set = st.live_changes(wanted)
-    conn.run_batch([Cmd(["sysctl", "-q", "-w", f"{key}={wanted[key]}"], sudo=params.sudo) for key in to_set])
+    # keys cannot start with "-" (SysctlKey); "--" ends sysctl's options all the same
+    conn.run_batch([Cmd(["sysctl", "-q", "-w", "--", f"{key}={wanted[key]}"], sudo=params.sudo) for key in to_set])
     new = {k: read_live(conn, k) for k in wanted} if st.apply else {}
     wrong = [k for k in to_set if new.get(k) != wanted[k]]
     if wrong:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ..connectors.base import Connection
 from ..context import RunContext
@@ -24,6 +25,8 @@ from ..model import StepOutcome
 from ..registry import Placement, Target, planner, step
 from . import safefile
 from .hostutil import AbsPath, chunks, delete_files, find_files, has_command, is_sandbox
+
+GroupName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")]
 
 
 class LogParams(BaseModel):
@@ -36,6 +39,9 @@ class LogParams(BaseModel):
     max_size_mb: float | None = Field(None, gt=0, description="rotate live logs bigger than this")
     journal_vacuum_time: str | None = Field(None, pattern=r"^[0-9]{1,6}(s|min|h|d|weeks|months|years)$")
     journal_vacuum_size: str | None = Field(None, pattern=r"^[0-9]{1,6}[KMG]$")
+    trusted_groups: list[GroupName] = Field(
+        default_factory=list, description="groups whose members may write a log's parent directories "
+        "(trusted like root: Ubuntu's /var/log is root:syslog 0775, so `[syslog]` there)")
     sudo: bool = False
 
 
@@ -99,37 +105,45 @@ def tuning_logs(ctx: RunContext, params: LogParams, host: str) -> StepOutcome:
     """Rotate logs: compress old logs, rotate oversized ones, delete old archives, vacuum the journal."""
     conn = ctx.host(host)
     w = _work(conn, params, list_deletions=False)
-    deleted = 0
-    for path in params.paths:  # in one pass per kind: a directory swapped for a symlink is never followed
-        for tests in (("-name", params.pattern), tuple(_names(params.pattern))):
-            deleted += len(delete_files(conn, path, *tests, "-mtime", f"+{params.delete_after_days}",
-                                        sudo=params.sudo)[0])
-    # compress and rotate never follow a link and act with the privileges of whoever controls the
-    # log's directory (pitstop.steps.safefile): a file swapped for a symlink cannot aim root elsewhere
+    # every root file operation acts with the privileges of whoever controls the path to the file
+    # (pitstop.steps.safefile): a file or parent directory swapped for a symlink cannot aim root elsewhere
     done = safefile.Outcome()
+    deleted = 0
+    problems: list[str] = []  # what find could not delete (as the user controlling the path, say)
+    for path in params.paths:  # find -delete, one pass per kind: no symlink below the start is followed
+        for tests in (("-name", params.pattern), tuple(_names(params.pattern))):
+            got = delete_files(conn, path, *tests, "-mtime", f"+{params.delete_after_days}",
+                               sudo=params.sudo, trusted_groups=params.trusted_groups)
+            deleted += len(got.files)
+            done.refused += [r for r in got.refused if r not in done.refused]
+            problems += got.problems
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    count = {"compress": 0, "rotate": 0}
     for op, files in (("compress", w.compress), ("rotate", w.rotate)):
         for chunk in chunks(files):
-            got = safefile.apply(conn, op, chunk, stamp, params.sudo)
-            done.done += got.done
-            done.refused += got.refused
-            done.failed += got.failed
+            res = safefile.apply(conn, op, chunk, stamp, params.sudo, params.trusted_groups)
+            count[op] += len(res.done)
+            done.refused += res.refused
+            done.failed += res.failed
     if done.failed:
         raise StepFailed(f"{host}: log rotation failed for {len(done.failed)} file(s): " + "; ".join(done.failed[:3]))
     freed = _vacuum(conn, w.journal, params.sudo)
-    changed = not w.empty or freed
-    data: dict[str, object] = {"compressed": len(w.compress), "rotated": len(w.rotate), "deleted": deleted,
+    changed = bool(count["compress"] or count["rotate"] or deleted or freed)
+    data: dict[str, object] = {"compressed": count["compress"], "rotated": count["rotate"], "deleted": deleted,
                                "journal_freed": freed}
     if w.still_open:
         data["still_open"] = w.still_open
     if done.refused:
         data["refused"] = done.refused
+    if problems:
+        data["problems"] = problems[:20]
     ctx.event("tuning.logs", host=host, **data)
-    return StepOutcome(changed=bool(changed or deleted), data=data,
-                       summary=f"{len(w.compress)} compressed, {len(w.rotate)} rotated, {deleted} deleted"
+    return StepOutcome(changed=changed, data=data,
+                       summary=f"{count['compress']} compressed, {count['rotate']} rotated, {deleted} deleted"
                        + (f", journal freed {freed}" if freed else "")
                        + (f"; {len(w.still_open)} old log(s) still open, left as they are" if w.still_open else "")
-                       + (f"; {len(done.refused)} refused (not safe to touch)" if done.refused else ""))
+                       + (f"; {len(done.refused)} refused (not safe to touch)" if done.refused else "")
+                       + (f"; {len(problems)} could not be deleted (first: {problems[0][:200]})" if problems else ""))
 
 
 def _vacuum(conn: Connection, args: list[str], sudo: bool) -> str | None:

@@ -12,14 +12,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from backup_helpers import write_runbook
+from backup_helpers import evil_dump, write_runbook
 
 from tests.conftest import report_of, run_cli
 from tests.reliability.results import record
@@ -95,29 +94,6 @@ def test_partitioned_and_oddly_named_tables_verify_and_restore(shaped_env: tuple
         _drop(pg_socket, target)
 
 
-def _evil_dump(pg_socket: str, marker: Path, out: Path) -> None:
-    """A custom-format dump whose data load runs a program through a CHECK constraint."""
-    evil = f"evil_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(host=pg_socket, dbname="postgres", user="postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{evil}"')
-    try:
-        with psycopg.connect(host=pg_socket, dbname=evil, user="postgres", autocommit=True) as conn:
-            conn.execute(f"""
-                CREATE FUNCTION boom(int) RETURNS boolean LANGUAGE plpgsql AS $$
-                BEGIN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''touch {marker}'''; RETURN true; END $$;
-                CREATE TABLE users (id int CHECK (boom(id)));
-                ALTER TABLE users DROP CONSTRAINT users_id_check;
-                INSERT INTO users VALUES (1);
-                ALTER TABLE users ADD CONSTRAINT users_id_check CHECK (boom(id)) NOT VALID;""")
-        import pgserver
-
-        pg_dump = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_dump"
-        subprocess.run([str(pg_dump), "-Fc", "-h", pg_socket, "-U", "postgres", "-f", str(out), evil],
-                       check=True)
-    finally:
-        _drop(pg_socket, evil)
-
-
 def test_a_dump_swapped_in_storage_is_refused_before_any_of_it_runs(shaped_env: tuple[Path, Path], tmp_path: Path,
                                                                     pg_socket: str) -> None:
     env, rb = shaped_env
@@ -126,7 +102,7 @@ def test_a_dump_swapped_in_storage_is_refused_before_any_of_it_runs(shaped_env: 
     report = report_of(res.stdout)
     marker = Path("/tmp") / f"pitstop-evil-{uuid.uuid4().hex[:8]}"
     evil = tmp_path / "evil.dump"
-    _evil_dump(pg_socket, marker, evil)
+    evil_dump(pg_socket, marker, evil)
     stored = Path(report["backup"]["location"].removeprefix("file://"))
     assert stored.is_file()
     data = evil.read_bytes()
@@ -199,7 +175,7 @@ def test_a_dump_swapped_together_with_its_manifest_is_refused(shaped_env: tuple[
     report = report_of(res.stdout)
     marker = Path("/tmp") / f"pitstop-evil-{uuid.uuid4().hex[:8]}"
     evil = tmp_path / "evil.dump"
-    _evil_dump(pg_socket, marker, evil)
+    evil_dump(pg_socket, marker, evil)
     stored = Path(report["backup"]["location"].removeprefix("file://"))
     data = evil.read_bytes()
     stored.write_bytes(data)

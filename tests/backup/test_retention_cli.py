@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from backup_helpers import SECRET_ENV, s3_storage, write_runbook
 
-from pitstop.backups import BackupEntry, list_backups, plan_prune
+from pitstop.backup_catalog import BackupEntry, list_backups, plan_prune
 from pitstop.config import BackupConfig
 from pitstop.steps.backup import (
     BackupParams,

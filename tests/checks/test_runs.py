@@ -58,7 +58,7 @@ def test_failing_preflight_aborts_before_maintenance_mode(make_env, tmp_path):
 def test_failed_post_verification_alerts_and_names_every_difference(make_env, tmp_path):
     env_path = make_env()
     rb = _runbook(tmp_path, post=[
-        {"uses": "check.sql_assert", "name": "user count as expected",
+        {"uses": "check.sql_assert", "name": "user count as expected", "destructive": False,
          "with": {"sql": "SELECT count(*) FROM users", "expect_scalar": 999}},
         {"uses": "check.service_active", "name": "worker running", "targets": "app",
          "with": {"argv": ["sh", "-c", "exit 3"]}},

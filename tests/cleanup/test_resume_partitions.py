@@ -135,3 +135,76 @@ def test_dry_run_plan_shows_exact_rows_and_partitions_and_changes_nothing(conn, 
     assert f"public.metrics: purge {mixed} of 3900 rows" in text
     assert (fingerprint(conn, "ev"), fingerprint(conn, "metrics")) == before
     assert conn.execute("SELECT to_regclass('pitstop_cleanup_progress')").fetchone()[0] is None
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_crash_between_detach_and_drop_is_finished_by_the_rerun(conn, cleanup_ctx, monkeypatch):
+    from pitstop.cleanup import partitions
+
+    counts = _partition_setup(conn)
+    keep = fingerprint(conn, "metrics", "created_at >= now() - interval '89 days'")
+    ctx = cleanup_ctx([rule("metrics", max_share=0.9)])
+
+    def crash(*args, **kwargs):
+        raise Crash("killed between detach and drop")
+
+    with monkeypatch.context() as m:
+        m.setattr(partitions, "_drop", crash)
+        try:
+            cleanup_retention(ctx, RetentionParams())
+        except Crash:
+            pass
+    assert conn.execute("SELECT relispartition FROM pg_class WHERE relname = 'metrics_old1'").fetchone() == (False,)
+    (r,) = cleanup_retention(cleanup_ctx([rule("metrics", max_share=0.9)], name="env2.yaml"),
+                             RetentionParams()).data["cleanup"]
+    assert r["resumed"] and not r["partitions_refused"]
+    assert {d["partition"] for d in r["partitions_dropped"]} == {"public.metrics_old1", "public.metrics_old2"}
+    expired = counts["metrics_old1"] + counts["metrics_old2"] + counts["mixed_expired"]
+    assert r["deleted"] == expired and r["rows_after"] == 3900 - expired
+    assert fingerprint(conn, "metrics", "created_at >= now() - interval '89 days'") == keep
+    assert conn.execute("SELECT to_regclass('metrics_old1'), to_regclass('metrics_old2')").fetchone() == (None, None)
+
+
+def _leave_pending(conn, dbname, pg_socket, leaf):
+    """A DETACH ... CONCURRENTLY cancelled while a reader holds the parent: the leaf stays detach-pending."""
+    import psycopg
+
+    with psycopg.connect(host=pg_socket, dbname=dbname, user="postgres") as holder, \
+            psycopg.connect(host=pg_socket, dbname=dbname, user="postgres", autocommit=True) as other:
+        holder.execute("SELECT count(*) FROM metrics")
+        other.execute("SET statement_timeout = '300ms'")
+        try:
+            other.execute(f"ALTER TABLE metrics DETACH PARTITION {leaf} CONCURRENTLY")
+        except psycopg.errors.QueryCanceled:
+            pass
+        holder.rollback()
+    return conn.execute("SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = %s::regclass", [leaf]).fetchone()
+
+
+def test_a_detach_pending_leaf_is_finalized(conn, cleanup_ctx, pg_socket):
+    counts = _partition_setup(conn)
+    assert _leave_pending(conn, conn.info.dbname, pg_socket, "metrics_old1") == (True,)
+    (r,) = cleanup_retention(cleanup_ctx([rule("metrics", max_share=0.9, partitions="drop_only")]),
+                             RetentionParams()).data["cleanup"]
+    modes = {d["partition"]: d["detached"] for d in r["partitions_dropped"]}
+    assert modes == {"public.metrics_old1": "finalize", "public.metrics_old2": "concurrently"}
+    assert r["deleted"] == counts["metrics_old1"] + counts["metrics_old2"]
+    assert conn.execute("SELECT to_regclass('metrics_old1'), to_regclass('metrics_old2')").fetchone() == (None, None)
+
+
+def test_a_young_leaf_left_detach_pending_is_not_finalized(conn, cleanup_ctx, pg_socket):
+    counts = _partition_setup(conn)
+    assert _leave_pending(conn, conn.info.dbname, pg_socket, "metrics_new") == (True,)
+    new_rows = fingerprint(conn, "metrics_new")
+    (r,) = cleanup_retention(cleanup_ctx([rule("metrics", max_share=0.9, partitions="drop_only")]),
+                             RetentionParams()).data["cleanup"]
+    # PostgreSQL allows one pending detach per parent: the expired leaves are detached the plain way
+    modes = {d["partition"]: d["detached"] for d in r["partitions_dropped"]}
+    assert modes == {"public.metrics_old1": "plain", "public.metrics_old2": "plain"}
+    assert r["deleted"] == counts["metrics_old1"] + counts["metrics_old2"]
+    assert fingerprint(conn, "metrics_new") == new_rows  # someone else's pending detach: left as it is
+    assert conn.execute("SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = 'metrics_new'::regclass"
+                        ).fetchone() == (True,)

@@ -120,3 +120,46 @@ def test_customers_emergency_notices_carry_no_internal_detail(make_env: Any, tmp
     for internal in ("restart-app-xyz", "kaboom-internal", "app-1", "exit 4", "server-tuning"):
         assert internal not in text, internal
     assert "restart-app-xyz" in ops  # the ops audience keeps the detail
+
+
+def test_an_emergency_without_a_maintenance_step_announces_no_downtime(make_env: Any, tmp_path: Path) -> None:
+    import json as _json
+
+    import yaml as _yaml
+
+    from tests.conftest import report_of, run_cli
+
+    env = make_env()
+    rb = tmp_path / "restart.yaml"
+    rb.write_text(_yaml.safe_dump({"name": "restart", "kind": "emergency", "expected_downtime": "0m", "stages": [
+        {"name": "server-tuning", "steps": [{"uses": "host.command", "destructive": False, "targets": "app",
+                                             "with": {"argv": ["true"]}}]}]}))
+    res = run_cli("emergency", "--env", str(env), "--runbook", str(rb), "--reason", "stuck worker",
+                  "--engine", "local", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = report_of(res.stdout)
+    assert report["expected_downtime_s"] == 0
+    mails = [_json.loads(x) for x in (tmp_path / "state" / "customers.jsonl").read_text().splitlines()]
+    started = [m for m in mails if m["event"] == "emergency.started"]
+    assert started and "No downtime is expected" in started[0]["body"]
+    assert "sign-in" not in started[0]["body"] and "1 min" not in started[0]["body"]
+
+
+def test_a_rehearsal_mutes_customers_and_is_labelled_everywhere(make_env: Any, tmp_path: Path) -> None:
+    import json as _json
+
+    from tests.conftest import report_of, run_cli
+
+    env = make_env()
+    res = run_cli("run", "--env", str(env), "--runbook", "monthly", "--rehearsal", "--engine", "local", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = report_of(res.stdout)
+    assert report["rehearsal"] is True
+    customers = tmp_path / "state" / "customers.jsonl"
+    assert not customers.exists() or customers.read_text().strip() == ""
+    ops = [_json.loads(x) for x in (tmp_path / "state" / "notifications.jsonl").read_text().splitlines()]
+    assert ops and all(m["subject"].startswith("[REHEARSAL]") for m in ops)
+    run_dir = Path(_json.loads(res.stdout)["run_dir"])
+    assert "REHEARSAL" in (run_dir / "report.md").read_text() and "REHEARSAL" in (run_dir / "report.html").read_text()
+    listing = run_cli("report", "list", "--env", str(env))
+    assert "rehearsal" in listing.stdout

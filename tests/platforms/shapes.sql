@@ -90,3 +90,10 @@ CREATE FUNCTION touch_order() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.c
 CREATE TRIGGER orders_touch BEFORE UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION touch_order();
 SELECT lo_from_bytea(0, convert_to('a large object', 'UTF8'));
 SELECT setval(pg_get_serial_sequence('order_lines', 'id'), 5000);
+
+-- a purge that a foreign key blocks: the youngest expired invoice (the last one a batched purge would
+-- reach) is still referenced ON DELETE RESTRICT; the purge must be refused whole, not done half-way
+CREATE TABLE invoices (id bigint PRIMARY KEY, issued_at timestamptz NOT NULL);
+INSERT INTO invoices SELECT g, now() - make_interval(days => 400 - g) + interval '12 hours' FROM generate_series(1, 400) g;
+CREATE TABLE invoice_refs (id int PRIMARY KEY, invoice_id bigint REFERENCES invoices ON DELETE RESTRICT);
+INSERT INTO invoice_refs VALUES (1, 199), (2, 350);

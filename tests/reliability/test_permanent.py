@@ -126,7 +126,7 @@ def test_missing_bucket(ssh_env: Any, moto_endpoint: str, tmp_path: Path) -> Non
 
 def test_bad_sql_in_custom_check(ssh_env: Any, tmp_path: Path) -> None:
     env = ssh_env()
-    bad = {"uses": "check.sql_assert", "name": "custom check with a typo",
+    bad = {"uses": "check.sql_assert", "name": "custom check with a typo", "destructive": False,
            "with": {"sql": "SELEC count(*) FROM orders", "expect_scalar": 0}}
     out = run_failing(env, window_runbook(tmp_path, bad))
     failure = out["report"]["failure"]

@@ -28,6 +28,7 @@ from tests.reliability.results import full, record
 
 SLOW_CHECK = """      - uses: check.sql_assert
         name: slow read-only assertion
+        destructive: false
         with:
           description: one row after a pause
           sql: SELECT count(*) FROM (SELECT pg_sleep(0.3)) s

@@ -43,3 +43,26 @@ def test_the_report_says_who_started_the_run_where_and_with_which_files(make_env
     for name in ("report.md", "report.html"):
         text = (run_dir / name).read_text()
         assert pv["config"]["sha256"] in text and pv["host"] in text
+
+
+def test_auditor_details_gate_override_lead_time_and_notification_stages(make_env: Any, tmp_path: Any) -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from tests.conftest import report_of
+
+    env = make_env()
+    rb = Path(tmp_path) / "gated.yaml"
+    rb.write_text(yaml.safe_dump({"name": "gated", "kind": "monthly", "stages": [
+        {"name": "pre-backup", "steps": [{"uses": "backup.postgres"}]},
+        {"name": "database-cleanup", "steps": [{"uses": "cleanup.retention"}]}]}))
+    res = run_cli("run", "--env", str(env), "--runbook", str(rb), "--accept-unverified-backup", "--reason",
+                  "verify server down", "--trigger", "scheduled", "--engine", "local", "--json")
+    assert res.returncode == 0, res.stderr
+    report = report_of(res.stdout)
+    (over,) = [d for d in report["deviations"] if d["kind"] == "gate.overridden"]
+    assert over["by"] and over["backup"] == "taken, not verified" and over["backup_created_at"] < over["at"]
+    assert any(d["kind"] == "notice.lead_time" for d in report["deviations"])  # "users were not told"
+    stages = [n for n in report["notifications"] if n["event"] == "stage.completed"]
+    assert stages and all(n["stage"] and n["recipients"] for n in stages)

@@ -183,3 +183,31 @@ def test_a_malformed_options_record_is_refused_not_guessed(make_env: Any, tmp_pa
         options={"trigger": "whenever", "dry_run": "maybe"})
     with pytest.raises(InputError, match="options in its first event are not valid"):
         resumable(cfg, run_dir.name)
+
+
+def test_a_finished_run_killed_before_its_seal_gets_its_report_once(make_env: Any, tmp_path: Path) -> None:
+    """Killed between ``run.finished`` and the manifest: resume writes the report and nothing else (no step,
+    no notification); the run is then finished and sealed — a second resume is refused, and it is never
+    taken for an abandoned run."""
+    from pitstop.abandoned import inspect
+
+    env = make_env()
+    state = tmp_path / "state"
+    res = run_cli("run", "--env", str(env), "--runbook", "monthly", "--engine", "local", "--json")
+    assert res.returncode == 0, res.stderr
+    run_dir = Path(json.loads(res.stdout)["run_dir"])
+    lines = (run_dir / "audit.jsonl").read_text().splitlines()
+    cut = next(i for i, x in enumerate(lines) if json.loads(x)["kind"] == "run.finished") + 1
+    (run_dir / "audit.jsonl").write_text("\n".join(lines[:cut]) + "\n")
+    for name in ("report.json", "report.md", "report.html", "manifest.json"):
+        (run_dir / name).unlink()
+    sent = {p.name: p.read_bytes() for p in state.glob("*.jsonl")}
+    again = run_cli("resume", run_dir.name, "--env", str(env), "--engine", "local", "--json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads((run_dir / "report.json").read_text())["status"] == "succeeded"
+    kinds = [e["kind"] for e in read_events(run_dir / "audit.jsonl")]
+    assert kinds[cut:].count("run.resumed") == 1 and "step.started" not in kinds[cut:]
+    assert {p.name: p.read_bytes() for p in state.glob("*.jsonl")} == sent, "nothing may be sent again"
+    assert inspect(run_dir, yaml.safe_load(env.read_text())["name"]) is None
+    flat = _refused_without_a_trace(env, run_dir.name, state)
+    assert "already finished (succeeded" in flat

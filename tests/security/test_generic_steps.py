@@ -3,6 +3,7 @@ sysctl keys cannot become options."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,12 @@ def _runbook(path: Path, step: dict[str, Any]) -> Path:
 
 
 @pytest.mark.parametrize("uses,with_", [("host.command", {"argv": ["true"]}),
-                                         ("host.script", {"script": "true\n"})])
+                                         ("host.script", {"script": "true\n"}),
+                                         ("check.sql_assert", {"sql": "SELECT 1", "expect_rows": 1})])
 def test_a_generic_step_without_destructive_is_bad_input(make_env: Any, tmp_path: Path, uses: str,
                                                          with_: dict[str, Any]) -> None:
-    rb = _runbook(tmp_path / "generic.yaml", {"uses": uses, "targets": "app", "with": with_})
+    targets = {} if uses.startswith("check.") else {"targets": "app"}
+    rb = _runbook(tmp_path / "generic.yaml", {"uses": uses, **targets, "with": with_})
     res = run_cli("validate", "--env", str(make_env()), "--runbook", str(rb))
     assert res.returncode == 2, res.stdout + res.stderr
     flat = " ".join(res.stderr.split())
@@ -48,3 +51,18 @@ def test_sysctl_keys_cannot_be_options(key: str) -> None:
     with pytest.raises(ValidationError):
         SysctlParams(values={key: "1"})
     assert SysctlParams(values={"net.core.somaxconn": 1024}).values
+
+
+def test_a_destructive_sql_step_needs_a_verified_backup(make_env: Any, tmp_path: Path) -> None:
+    """READ ONLY does not stop pg_terminate_backend or dblink_exec: a custom query declared
+    destructive waits for this run's verified backup like any destructive step."""
+    rb = _runbook(tmp_path / "generic.yaml", {"uses": "check.sql_assert", "name": "kill idle sessions",
+                                              "destructive": True,
+                                              "with": {"sql": "SELECT 1", "expect_rows": 1}})
+    res = run_cli("run", "--env", str(make_env()), "--runbook", str(rb), "--engine", "local", "--json")
+    assert res.returncode == 1, res.stdout + res.stderr
+    report = json.loads((Path(json.loads(res.stdout)["run_dir"]) / "report.json").read_text())
+    record("generic_destructive_sql", forged_inputs=1,
+           trusted=int(report["failure"]["step"] != "kill idle sessions"))
+    assert report["failure"]["step"] == "kill idle sessions", report["failure"]
+    assert "verified backup" in report["failure"]["error"]

@@ -52,3 +52,28 @@ def test_version_and_json_errors_from_validate(tmp_path: Path) -> None:
     assert res.returncode == 2
     doc = json.loads(res.stdout)
     assert doc["ok"] is False and doc["problems"][0]["file"] == str(bad)
+
+
+def test_a_config_host_entry_merges_with_its_inventory_host_field_by_field(tmp_path: Path) -> None:
+    """Adding only `root:` for an inventory host used to replace it whole: address and port were lost."""
+    import json
+
+    from tests.conftest import run_cli
+
+    (tmp_path / "hosts.ini").write_text("[web]\nweb-1 ansible_host=10.0.0.11 ansible_port=2222 ansible_user=deploy "
+                                        "pitstop_sudo=yes\n")
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg.update(state_dir=str(tmp_path / "state"), inventory="hosts.ini")
+    cfg["hosts"] = {"web-1": {"root": "/srv/app", "vars": {"tier": "front"}}}
+    cfg["groups"] = {}
+    cfg["maintenance"]["targets"] = "web"
+    path = tmp_path / "env.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    host = load_config(str(path)).hosts["web-1"]
+    assert (host.address, host.port, host.user, host.root, host.sudo) == ("10.0.0.11", 2222, "deploy", "/srv/app", True)
+    assert host.sources["address"].startswith("inventory") and host.sources["root"] == "config"
+    assert host.vars["tier"] == "front"
+    res = run_cli("hosts", "list", "--env", str(path), "--json")
+    assert res.returncode == 0, res.stderr
+    (row,) = json.loads(res.stdout)
+    assert row["address"] == "10.0.0.11" and row["port"] == 2222 and row["sources"]["root"] == "config"

@@ -1,0 +1,48 @@
+"""One line, never a traceback: what went wrong with which service, its address, and what to check.
+
+The CLI's last resort for exceptions that are not pitstop's own (an S3 endpoint down, a database that
+refuses, an SMTP server away, a host that does not answer): each is named by the service it belongs to.
+``PITSTOP_DEBUG=1`` shows the traceback as well.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+
+
+def _first(text: object) -> str:
+    lines = str(text).strip().splitlines()
+    return lines[0][:300] if lines else ""
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line description of ``exc`` naming the service, its address and what to check."""
+    mod = type(exc).__module__
+    name = type(exc).__name__
+    if mod.startswith(("botocore", "boto3", "s3transfer")):
+        endpoint = getattr(exc, "kwargs", {}).get("endpoint_url") if hasattr(exc, "kwargs") else None
+        if name in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError"):
+            return (f"cannot reach the S3 endpoint {endpoint or ''}: check storage.endpoint_url, the network and "
+                    f"that the service is up ({_first(exc)})")
+        if name == "NoCredentialsError":
+            return "S3: no credentials (set the variables named by storage.access_key_env / secret_key_env)"
+        return f"S3 refused the request: {_first(exc)} (check the bucket, its policy and the credentials)"
+    if mod.startswith("psycopg"):
+        return f"PostgreSQL: {_first(exc)} (check database.host/port/user, the server and pg_hba.conf)"
+    if mod.startswith("smtplib") or name.startswith("SMTP"):
+        return f"SMTP: {_first(exc)} (check the mail channel's URL, the server and its port)"
+    if mod.startswith("paramiko"):
+        return f"SSH: {_first(exc)} (check the host's address, port, user and pinned key: pitstop hosts check)"
+    if mod.startswith(("httpx", "httpcore", "urllib3", "requests")):
+        return f"HTTP: {_first(exc)} (check the URL and that the service is up)"
+    if isinstance(exc, OSError):
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        return f"{name}{where}: {exc.strerror or _first(exc)}"
+    return f"unexpected {name}: {_first(exc)} (PITSTOP_DEBUG=1 shows the traceback; please report it)"
+
+
+def debug_traceback(exc: BaseException) -> str | None:
+    if os.environ.get("PITSTOP_DEBUG") == "1":
+        return "".join(traceback.format_exception(exc))
+    return None
