@@ -142,6 +142,10 @@ class ConsoleView:
             c.print(("[bold yellow]REHEARSAL[/bold yellow] " if rehearsal else "")
                     + f"[bold]pitstop[/bold] run [cyan]{d['run_id']}[/cyan] — runbook [bold]{d['runbook']}[/bold] "
                     f"on [bold]{d['environment']}[/bold] ({d['trigger']})", soft_wrap=True)
+        elif kind == "run.resumed" and not d.get("report_only"):
+            c.print(f"[bold]pitstop[/bold] resuming run [cyan]{d['run_id']}[/cyan] — runbook [bold]{d['runbook']}"
+                    f"[/bold] on [bold]{d['environment']}[/bold]: {len(d.get('completed') or [])} steps already done",
+                    soft_wrap=True)
         elif kind == "stage.started":
             if d["phase"] == "window":
                 c.print(f"[bold magenta]▶ {d['stage']}[/bold magenta] [dim](inside window)[/dim]")
