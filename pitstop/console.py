@@ -5,8 +5,11 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
@@ -83,6 +86,22 @@ def guard_log_consoles() -> None:
             c = getattr(h, "console", None)
             if isinstance(c, Console):
                 make_safe(c)
+
+
+@contextmanager
+def terminal_hangup_ignored() -> Iterator[None]:
+    """While a run is in progress, a hung-up terminal (SSH dropped: the shell passes SIGHUP on to its jobs)
+    does not kill it in the middle of its window: SIGHUP is ignored — by the commands the run starts too,
+    which inherit that, as under ``nohup`` — and the console, whose writes then fail with EIO, switches off.
+    Only from the main thread (where signal handlers live); the previous disposition comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def write_stdout(text: str) -> bool:
