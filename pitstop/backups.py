@@ -141,9 +141,16 @@ def judge(key: str, seen: StreamResult, expected: dict[str, Any] | None) -> None
 def create_database(admin: Any, dbname: str) -> None:
     """``CREATE DATABASE`` for a restore: from ``template0``, so nothing added to ``template1`` (tables, rows,
     extensions) ends up in the restored database beside the dump's contents."""
+    from psycopg import errors as pg_errors
     from psycopg import sql
 
-    admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(dbname)))
+    try:
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(dbname)))
+    except pg_errors.InsufficientPrivilege:
+        role = admin.info.user
+        raise BackupError(f"role {role!r} may not create databases, and a restore (or its verification) needs a new "
+                          f"one: grant it (ALTER ROLE {role} CREATEDB) or point database.verify_server / --into at "
+                          "a server and role that can") from None
 
 
 def precheck_size(storage: Storage, manifest: dict[str, Any]) -> None:

@@ -193,3 +193,22 @@ def test_a_dump_swapped_together_with_its_manifest_is_refused(shaped_env: tuple[
     finally:
         marker.unlink(missing_ok=True)
         _drop(pg_socket, target)
+
+
+def test_a_role_that_cannot_create_databases_gets_a_clear_verify_failure(make_env: Any, seeded_db: str,
+                                                                        pg_socket: str, tmp_path: Path) -> None:
+    """A non-superuser role without CREATEDB (a newcomer's first platform): the verification says what to grant."""
+    role = f"owner_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(host=pg_socket, dbname="postgres", user="postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN IN ROLE pg_read_all_data')  # reads everything, creates nothing
+    try:
+        env = make_env(lambda c: c["database"].update(user=role))
+        rb = write_runbook(tmp_path / "verify.yaml", [
+            {"name": "pre-backup", "steps": [{"uses": "backup.postgres"}, {"uses": "backup.verify"}]}])
+        res = run_cli("run", "--env", str(env), "--runbook", str(rb), "--engine", "local", "--json")
+        assert res.returncode == 1, res.stdout + res.stderr
+        failure = report_of(res.stdout)["failure"]
+        assert "may not create databases" in failure["error"] and "CREATEDB" in failure["error"]
+    finally:
+        with psycopg.connect(host=pg_socket, dbname="postgres", user="postgres", autocommit=True) as conn:
+            conn.execute(f'DROP ROLE "{role}"')
