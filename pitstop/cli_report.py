@@ -193,6 +193,6 @@ def report_verify(run: Annotated[str, typer.Argument(help="run folder, file:// U
     else:
         out.print("[green]✓[/green] audit chain and manifest intact"
                   + (f"; chain head matches the anchor at {anchors[0]}" if anchors else
-                     " (pass --env to check the anchor published in storage too)"))
+                     " (pass --env to check the anchor published in storage too)"), soft_wrap=True)
     if problem:
         raise typer.Exit(1)

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlparse
 import psycopg
 
 from ..config import EnvironmentConfig
+from ..config.data import is_loopback  # noqa: F401 - the transport's check, defined once with sslmode's default
 from ..errors import ConfigError, ConnectorError
 from .pgtools import ClientDir
 
@@ -148,15 +149,3 @@ class Database:
             return int(row[0]) // 10000, str(row[1])
 
         return call(None, "server_version", ask)
-
-
-def is_loopback(host: str | None) -> bool:
-    """A Unix socket directory, ``localhost`` or a loopback address: traffic never leaves the machine."""
-    import ipaddress
-
-    if not host or host.startswith("/") or host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -205,6 +205,23 @@ def _message(cfg: EnvironmentConfig, p: PlannedNotice, w: Window, ch: Channel, a
                          "expected_downtime_source": context["downtime"]["source"]})
 
 
+def _due(cfg: EnvironmentConfig, at: datetime, channels: list[Channel] | None,
+         ledger: Ledger) -> Iterator[tuple[PlannedNotice, Window, Channel, Audience, Callable[[str], str]]]:
+    """Each notice due (or stale) at ``at`` with its window, channel, audience and the run's redactor: what
+    ``send_due`` sends and ``preview_due`` renders."""
+    from ..context import Redactor, secret_values
+
+    channels = build_channels(cfg) if channels is None else channels
+    redact = Redactor(secret_values(cfg))
+    by_name = {c.name: c for c in channels}
+    auds = audiences(cfg)
+    windows = {w.id: w for w in _windows(cfg, at)}
+    for p in plan_notices(cfg, at, channels, ledger):
+        if p.state in ("due", "stale"):
+            yield p, windows.get(p.window_id) or _window_from_ledger(ledger, p), by_name[p.channel], \
+                auds[p.audience], redact
+
+
 def send_due(cfg: EnvironmentConfig, now: datetime | None = None, clock: Clock = system_clock,
              channels: list[Channel] | None = None, ledger: Ledger | None = None,
              sleep: Callable[[float], None] = time.sleep,
@@ -213,21 +230,10 @@ def send_due(cfg: EnvironmentConfig, now: datetime | None = None, clock: Clock =
 
     ``after_send`` is a test hook called between a delivery and its ledger record (crash injection).
     """
-    from ..context import Redactor, secret_values
-
     now = now or clock()
-    channels = build_channels(cfg) if channels is None else channels
     ledger = ledger or open_ledger(cfg)
-    redact = Redactor(secret_values(cfg))
-    by_name = {c.name: c for c in channels}
-    auds = audiences(cfg)
-    windows = {w.id: w for w in _windows(cfg, now)}
     outcomes = []
-    for p in plan_notices(cfg, now, channels, ledger):
-        if p.state not in ("due", "stale"):
-            continue
-        w = windows.get(p.window_id) or _window_from_ledger(ledger, p)
-        ch = by_name[p.channel]
+    for p, w, ch, aud, redact in _due(cfg, now, channels, ledger):
         attempt = ledger.claim(p.key, now, {"window": w.model_dump(mode="json"), "channel": ch.name,
                                             "audience": p.audience, "notice": p.notice, "event": p.event})
         if attempt is None:  # another sender has it, or at-most-once abandoned a crashed attempt
@@ -235,7 +241,7 @@ def send_due(cfg: EnvironmentConfig, now: datetime | None = None, clock: Clock =
             outcomes.append(SendOutcome(key=p.key, channel=ch.name, notice=p.notice, window_id=w.id,
                                         status="abandoned" if state == KeyState.ABANDONED else "not-claimed"))
             continue
-        msg = _message(cfg, p, w, ch, auds[p.audience], now)
+        msg = _message(cfg, p, w, ch, aud, now)
         d = deliver(ch, msg, redact, cfg.notifications.attempts, cfg.notifications.wait_max, sleep)
         if after_send:
             after_send(p.key)
@@ -262,20 +268,9 @@ def preview_due(cfg: EnvironmentConfig, at: datetime, channels: list[Channel] | 
     audience, with nothing delivered, claimed or recorded and the status feed untouched. A pretended time
     never becomes a send time: a message written for another moment ("in 48 hours") would tell customers
     something false, and recording it would stop the real notice from going out at the real time."""
-    from ..context import Redactor, secret_values
-
-    channels = build_channels(cfg) if channels is None else channels
-    ledger = ledger or open_ledger(cfg)
-    redact = Redactor(secret_values(cfg))
-    by_name = {c.name: c for c in channels}
-    auds = audiences(cfg)
-    windows = {w.id: w for w in _windows(cfg, at)}
     out = []
-    for p in plan_notices(cfg, at, channels, ledger):
-        if p.state not in ("due", "stale"):
-            continue
-        w = windows.get(p.window_id) or _window_from_ledger(ledger, p)
-        msg = _message(cfg, p, w, by_name[p.channel], auds[p.audience], at)
+    for p, w, ch, aud, redact in _due(cfg, at, channels, ledger or open_ledger(cfg)):
+        msg = _message(cfg, p, w, ch, aud, at)
         out.append(SendOutcome(key=p.key, channel=p.channel, notice=p.notice, window_id=w.id, status="preview",
                                audience=p.audience, subject=redact(msg.subject)))
     return out
