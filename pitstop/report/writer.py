@@ -167,10 +167,11 @@ def _html_note(name: str, exc: BaseException) -> str:
                       "</section>\n").format(section, error_text(exc)))
 
 
-def render_template(template: str, report: dict[str, Any]) -> str:
+def render_template(template: str, report: dict[str, Any]) -> tuple[str, list[str]]:
     """Render ``template`` section by section (its ``{% block %}``s): a section that fails on odd data is
     replaced by a note naming it and the error, and the list of problems at the top names it too.
-    Only a fault outside every section raises (the caller then falls back to the minimal rendering)."""
+    Returns the text and those problems. Only a fault outside every section raises (the caller then
+    falls back to the minimal rendering)."""
     tmpl = _env().get_template(template)
     note = _html_note if template.endswith(".html.j2") else _md_note
     problems = [str(p) for p in report.get("render_errors") or []] if isinstance(report, dict) else []
@@ -183,28 +184,31 @@ def render_template(template: str, report: dict[str, Any]) -> str:
         return str(tmpl.environment.concat(tmpl.root_render_func(context))), failed  # type: ignore[attr-defined]
 
     text, failed = once(problems)
-    if failed:  # once more, with the failed sections named at the top
-        text, _ = once(problems + [f"the {n.replace('_', ' ')} section could not be rendered ({error_text(e)})"
-                                   for n, e in failed])
-    return text
+    mine = [f"the {n.replace('_', ' ')} section could not be rendered ({error_text(e)})" for n, e in failed]
+    if mine:  # once more, with the failed sections named at the top
+        text, _ = once(problems + mine)
+    return text, mine
 
 
 def render(report: dict[str, Any]) -> dict[str, str]:
-    """The three renderings. A section that fails on odd data is replaced by a note; a renderer that
-    still fails gives way to a minimal rendering of the same format that says what could not be
-    rendered: a run never ends without its report files."""
-    renderers = {
-        "report.json": lambda: render_json(report),
-        "report.md": lambda: render_template("report.md.j2", report),
-        "report.html": lambda: render_template("report.html.j2", report),
-    }
-    out = {}
-    for name, make in renderers.items():
+    """The three renderings. A section that fails on odd data is replaced by a note (report.json's
+    ``render_errors`` names it too); a renderer that still fails gives way to a minimal rendering of the
+    same format that says what could not be rendered: a run never ends without its report files."""
+    out: dict[str, str] = {}
+    problems: list[str] = []
+    for name, template in (("report.md", "report.md.j2"), ("report.html", "report.html.j2")):
         try:
-            out[name] = make()
+            out[name], failed = render_template(template, report)
+            problems += [f"{name}: {p}" for p in failed]
         except Exception as exc:  # noqa: BLE001 - any rendering fault: fall back, never lose the report
             out[name] = fallback.render(name, report, exc)
-    return out
+            problems.append(f"{name}: rendered minimal ({error_text(exc)})")
+    try:
+        listed = report["render_errors"] if isinstance(report.get("render_errors"), list) else []
+        out["report.json"] = render_json({**report, "render_errors": listed + problems} if problems else report)
+    except Exception as exc:  # noqa: BLE001
+        out["report.json"] = fallback.render("report.json", report, exc)
+    return {name: out[name] for name in REPORT_FILES}
 
 
 def manifest_text(manifest: dict[str, Any]) -> str:

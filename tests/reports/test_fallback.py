@@ -43,7 +43,9 @@ def test_a_section_that_fails_is_a_note_and_the_rest_renders(tmp_path: Path) -> 
     for section in ('id="summary"', 'id="stages"', 'id="backup"', 'id="notifications"', "<footer>"):
         assert section in html, section
     assert "Traceback" not in html and "## Checks" in md  # the Markdown table renders the text as is
-    assert report["render_errors"] == []  # the builder read everything; the fault was the template's
+    # the builder read everything; report.json names the section the HTML could not render
+    assert report["render_errors"] == ["report.html: the checks section could not be rendered (TypeError: "
+                                       "%d format: a real number is required, not str)"]
 
 
 def test_a_renderer_that_fails_gives_a_minimal_file_and_the_folder_is_sealed(tmp_path: Path,
@@ -62,6 +64,8 @@ def test_a_renderer_that_fails_gives_a_minimal_file_and_the_folder_is_sealed(tmp
     assert "RuntimeError: disk said no" in html and "second line" not in html
     assert SECRET not in html and all(SECRET not in t for t in texts.values())
     assert report["run_id"] == RUN_ID and report["status"] == "crashed"  # report.json itself is whole
+    assert report["render_errors"] == ["report.html: rendered minimal (RuntimeError: disk said no while writing "
+                                       "for ***)"]
     assert "Maintenance report — monthly on test" in texts["report.md"]
 
 
