@@ -15,135 +15,41 @@ and the folder must still be complete and sealed, never a traceback, never the m
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pitstop.context import Redactor
-from pitstop.errors import InputError
 from tests.conftest import run_cli
-from tests.reliability.corpus import CASES
-from tests.reliability.helpers import DEMO_CONFIG, MONTHLY, kill_when, point_at, start
-from tests.reports.conftest import CANARIES, make_secret_env
+from tests.reports.conftest import CANARIES, Corpus
 from tests.reports.replay import chained, fully_rendered, lines_of, replay
 
-RUNS = ("killed-and-resumed", "monthly", "backup-verify-failed", "post-verification-failed", "failed-step",
-        "emergency")
 
-
-def _runbook(path: Path, stages: list[dict[str, Any]], kind: str = "custom") -> str:
-    path.write_text(yaml.safe_dump({"name": path.stem, "kind": kind, "expected_downtime": "5m",
-                                    "stages": stages}, sort_keys=False))
-    return str(path)
-
-
-def _cli_run(env_path: Path, env: dict[str, str], *args: str) -> tuple[Path, Any]:
-    res = run_cli(*args, "--env", str(env_path), "--engine", "local", "--json", env=env)
-    assert "Traceback" not in res.stderr, res.stderr
-    info = json.loads(res.stdout)
-    return Path(info["run_dir"]), res
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory, pg_data_dir: Path, pg_socket: str,
-           receiver: tuple[int, list[dict[str, Any]]]) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("replay")
-    env_path, env = make_secret_env(base, pg_data_dir, pg_socket, receiver[0])
-    state = base / "state"
-    runs: dict[str, Path] = {}
-
-    # killed inside the window (SIGKILL as soon as maintenance is on), then resumed to the end
-    proc = start("run", "--env", str(env_path), "--runbook", "monthly", "--engine", "local", "--json", env=env)
-    killed = kill_when(proc, state / "runs", lambda evs: any(e.get("kind") == "maintenance.on" for e in evs))
-    assert killed is not None and proc.returncode == -signal.SIGKILL
-    resumed = run_cli("resume", killed.name, "--env", str(env_path), "--engine", "local", "--json", env=env)
-    assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr
-    runs["killed-and-resumed"] = killed
-
-    runs["monthly"], res = _cli_run(env_path, env, "run", "--runbook", "monthly")
-    assert res.returncode == 0, res.stderr
-
-    newest_dump = f"ls -t {state}/storage/backups/*/*/*.dump | head -1"
-    truncate = _runbook(base / "verify-fails.yaml", [
-        {"name": "pre-backup", "steps": [
-            {"uses": "backup.postgres"},
-            {"uses": "host.command", "name": "damage the stored dump", "destructive": False, "targets": "app",
-             "window": "outside", "with": {"argv": ["sh", "-c", f'truncate -s 64 "$({newest_dump})"']}},
-            {"uses": "backup.verify"}]},
-        {"name": "maintenance-on", "steps": [{"uses": "maintenance.on"}]},
-        {"name": "database-cleanup", "steps": [{"uses": "cleanup.retention"}]},
-        {"name": "maintenance-off", "steps": [{"uses": "maintenance.off"}]}], kind="monthly")
-    runs["backup-verify-failed"], res = _cli_run(env_path, env, "run", "--runbook", truncate)
-    assert res.returncode == 1, res.stderr  # the run's exit code: it failed, its report says so
-
-    closed_port = _runbook(base / "post-verification-fails.yaml", [
-        {"name": "maintenance-on", "steps": [{"uses": "maintenance.on"}]},
-        {"name": "maintenance-off", "steps": [{"uses": "maintenance.off"}]},
-        {"name": "post-verification", "steps": [
-            {"uses": "check.tcp", "name": "application port answers",
-             "with": {"host": "127.0.0.1", "port": 9, "timeout_s": 1}}]}])
-    runs["post-verification-failed"], res = _cli_run(env_path, env, "run", "--runbook", closed_port)
-    assert res.returncode == 1, res.stderr
-
-    failing = _runbook(base / "failing.yaml", [
-        {"name": "maintenance-on", "steps": [{"uses": "maintenance.on"}]},
-        {"name": "server-tuning", "steps": [{"uses": "host.command", "destructive": False, "targets": "app",
-                                             "with": {"argv": ["false"]}}]},
-        {"name": "maintenance-off", "steps": [{"uses": "maintenance.off"}]}])
-    runs["failed-step"], res = _cli_run(env_path, env, "run", "--runbook", failing)
-    assert res.returncode == 1, res.stderr
-
-    runs["emergency"], res = _cli_run(env_path, env, "emergency", "--runbook", "emergency-disk",
-                                      "--reason", "disk on db-1 at 97%")
-    assert res.returncode == 0, res.stderr
-
-    # the reliability suite's bad-input corpus: every case is refused before a run folder exists
-    from pitstop.runner import execute
-
-    bad = base / "bad-inputs"
-    for i, case in enumerate(CASES):
-        d = bad / f"case{i}"
-        d.mkdir(parents=True)
-        cfg_text = DEMO_CONFIG if case.file == "runbook" else case.edit(DEMO_CONFIG)
-        rb_text = case.edit(MONTHLY) if case.file == "runbook" else MONTHLY
-        (d / "env.yaml").write_text(point_at(cfg_text, d / "state", pg_data_dir, "postgres"))
-        (d / "runbook.yaml").write_text(rb_text)
-        try:
-            result = execute(str(d / "env.yaml"), str(d / "runbook.yaml"))
-        except InputError:
-            assert not (d / "state").exists(), case.id
-            continue
-        runs[f"bad-input {case.id}"] = result.run_dir  # a case that ran: its log joins the corpus
-    return runs
-
-
-def test_the_corpus_runs_end_as_their_reports_say(corpus: dict[str, Path]) -> None:
+def test_the_corpus_runs_end_as_their_reports_say(corpus: Corpus) -> None:
     want = {"killed-and-resumed": "succeeded", "monthly": "succeeded", "backup-verify-failed": "failed",
             "post-verification-failed": "failed_verification", "failed-step": "failed", "emergency": "succeeded"}
     for name, status in want.items():
-        run_dir = corpus[name]
+        run_dir = corpus.runs[name]
         report = json.loads((run_dir / "report.json").read_text())
         assert report["status"] == status, (name, report["status"], report["failure"])
         assert (run_dir / "report.md").is_file() and (run_dir / "report.html").is_file()
         verified = run_cli("report", "verify", str(run_dir))
         assert verified.returncode == 0 and "intact" in verified.stdout, (name, verified.stdout, verified.stderr)
-    failed = json.loads((corpus["backup-verify-failed"] / "report.json").read_text())
+    failed = json.loads((corpus.runs["backup-verify-failed"] / "report.json").read_text())
     assert failed["backup"]["verified"] is False and failed["backup"]["verification"]
-    assert not failed["render_errors"] and "could not be" not in (corpus["backup-verify-failed"] /
+    assert not failed["render_errors"] and "could not be" not in (corpus.runs["backup-verify-failed"] /
                                                                   "report.html").read_text()
-    resumed = json.loads((corpus["killed-and-resumed"] / "report.json").read_text())
+    resumed = json.loads((corpus.runs["killed-and-resumed"] / "report.json").read_text())
     assert len(resumed["maintenance_window"]["attempts"]) == 2
 
 
-def test_every_prefix_of_every_audit_log_gives_a_complete_sealed_report(corpus: dict[str, Path],
+def test_every_prefix_of_every_audit_log_gives_a_complete_sealed_report(corpus: Corpus,
                                                                        tmp_path: Path) -> None:
     replayed = 0
-    for name, run_dir in corpus.items():
+    for name, run_dir in corpus.runs.items():
         lines = lines_of(run_dir / "audit.jsonl")
         for k in range(1, len(lines) + 1):
             events = [json.loads(x) for x in lines[:k]]
@@ -154,7 +60,6 @@ def test_every_prefix_of_every_audit_log_gives_a_complete_sealed_report(corpus: 
             finished = [e for e in events if e["kind"] == "run.finished"]
             assert report["status"] == (finished[-1]["data"]["status"] if finished else "crashed"), (name, k)
             replayed += 1
-    print("REPLAYED", replayed, {n: len(lines_of(d / "audit.jsonl")) for n, d in corpus.items()})
     assert replayed > 300, replayed
 
 
@@ -219,8 +124,8 @@ def mangled(draw: st.DrawFn, base: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
-def base_logs(corpus: dict[str, Path]) -> list[list[dict[str, Any]]]:
-    return [[json.loads(x) for x in lines_of(d / "audit.jsonl")] for d in corpus.values()]
+def base_logs(corpus: Corpus) -> list[list[dict[str, Any]]]:
+    return [[json.loads(x) for x in lines_of(d / "audit.jsonl")] for d in corpus.runs.values()]
 
 
 def test_generated_payloads_never_cost_a_report(base_logs: list[list[dict[str, Any]]], tmp_path: Path) -> None:
