@@ -71,3 +71,17 @@ def fully_rendered(report: dict[str, Any], texts: dict[str, str]) -> None:
     assert report["render_errors"] == [] and not report.get("minimal"), report["render_errors"]
     for name in ("report.md", "report.html"):
         assert "could not be" not in texts[name], (name, texts[name][:2000])
+
+
+def rewrite_without(run_dir: Path, drop_kind: str) -> None:
+    """What someone who can rewrite the run folder can do: drop every ``drop_kind`` event, recompute the
+    chain, re-render the reports and reseal the manifest. The folder alone then verifies."""
+    events = [json.loads(x) for x in lines_of(run_dir / "audit.jsonl")]
+    kept = [e for e in events if e["kind"] != drop_kind]
+    assert len(kept) < len(events), f"no {drop_kind} event to drop"
+    for p in run_dir.iterdir():
+        if p.is_file():
+            p.unlink()
+    (run_dir / "audit.jsonl").write_text("".join(line + "\n" for line in chained(kept)), encoding="utf-8")
+    render_run_folder(run_dir)
+    assert verify_run_dir(run_dir) is None, "the rewritten folder should verify on its own: the test proves nothing"
