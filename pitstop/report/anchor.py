@@ -85,7 +85,9 @@ def _first_version(storage: Any, k: str) -> bytes | None:
         except bex.ClientError:  # no versioning API on this endpoint: the object as it is
             versions = []
         if versions:
-            oldest = min(versions, key=lambda v: v["LastModified"])
+            # S3 lists a key's versions newest first; LastModified has whole seconds, so among equal
+            # times the one listed last is the older
+            _, oldest = min(enumerate(versions), key=lambda iv: (iv[1]["LastModified"], -iv[0]))
             return bytes(client.get_object(Bucket=bucket, Key=full, VersionId=oldest["VersionId"])["Body"].read())
     if not storage.exists(k):
         return None

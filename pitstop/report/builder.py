@@ -48,6 +48,7 @@ def _stage_records(events: list[dict[str, Any]], stage_order: list[str], plan: l
                    faults: Faults) -> list[dict[str, Any]]:
     stages: dict[str, dict[str, Any]] = {}
     started: dict[str, str | None] = {}
+    running: dict[str, dict[str, Any]] = {}  # steps started and not (yet) finished, in start order
 
     def rec(name: Any) -> dict[str, Any]:
         key = text(name) or "?"
@@ -70,6 +71,7 @@ def _stage_records(events: list[dict[str, Any]], stage_order: list[str], plan: l
                 r["status"] = text(d.get("status")) or "unknown"
         elif kind == "step.started":
             started[_step_key(d)] = ev["ts"]
+            running[_step_key(d)] = {**d, "ts": ev["ts"]}
         elif kind in ("step.finished", "step.skipped"):
             step = {"name": text(d.get("step")), "uses": text(d.get("uses")),
                     "status": text(d.get("status", "skipped")) or "unknown",
@@ -78,8 +80,17 @@ def _stage_records(events: list[dict[str, Any]], stage_order: list[str], plan: l
                     "summary": text(d.get("summary") or d.get("reason", "")), "changed": d.get("changed", False),
                     "error": d.get("error"), "error_type": d.get("error_type"), "hosts": dicts(d.get("hosts"))}
             rec(d.get("stage"))["steps"].append(step)
+            running.pop(_step_key(d), None)
 
     faults.each(events, fold, "stages")
+    for d in running.values():  # the log stops inside these steps: the run was killed while they ran
+        rec(d.get("stage"))["steps"].append({
+            "name": text(d.get("step")), "uses": text(d.get("uses")), "status": "interrupted", "started_at": d["ts"],
+            "finished_at": None, "duration_s": None, "summary": "started; no result recorded (the run stopped "
+            "during this step)", "changed": None, "error": None, "error_type": None, "hosts": []})
+    for r in stages.values():
+        if r["started_at"] and not r["finished_at"]:
+            r["status"] = "interrupted"
     for p in plan:  # planned steps the run never reached (e.g. the window after a failed preflight)
         r = rec(p.get("stage"))
         if not any(st["name"] == text(p.get("label")) and st["uses"] == text(p.get("uses")) for st in r["steps"]):
@@ -211,6 +222,8 @@ def _verification(stages: list[dict[str, Any]], checks: list[dict[str, Any]]) ->
     failed = [c for c in mine if c["status"] == "fail"]
     if post is None or not post["steps"] or all(st["status"] == "skipped" for st in post["steps"]):
         status = "not run"
+    elif post["status"] == "interrupted":
+        status = "interrupted"
     else:
         status = "failed" if failed or post["status"] == "failed" else "passed"
     return {"status": status, "checks": len(mine), "failed": [
@@ -251,6 +264,16 @@ def _notifications(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for d in (e["data"] for e in events if e["kind"] == "notification")]
 
 
+def _interrupted(events: list[dict[str, Any]], stages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Where a run without ``run.finished`` stopped: its last event and the steps it was in."""
+    if not events:
+        return None
+    last = events[-1]
+    steps = [{"stage": s["name"], "step": st["name"], "started_at": st["started_at"]}
+             for s in stages for st in s["steps"] if st["status"] == "interrupted"]
+    return {"last_event": last["kind"], "at": last["ts"], "steps": steps}
+
+
 def build_report(events: list[dict[str, Any]], stage_order: list[str], run_id: str = "") -> dict[str, Any]:
     """The report of ``events`` (``run_id``: the folder's name, used when no event names the run)."""
     events = normalize(events)
@@ -272,6 +295,7 @@ def build_report(events: list[dict[str, Any]], stage_order: list[str], run_id: s
         "started_at": start["ts"],
         "finished_at": finish["ts"] if finish else None,
         "duration_s": _secs(start["ts"], finish["ts"] if finish else None),
+        "last_event_at": next((e["ts"] for e in reversed(events) if e["ts"]), None),
         "status": (text(finish["data"].get("status")) or "unknown") if finish else "crashed",
         "failure": failure(finish["data"].get("failure")) if finish else None,
         "expected_downtime_s": num(s.get("expected_downtime_s")),
@@ -298,6 +322,8 @@ def build_report(events: list[dict[str, Any]], stage_order: list[str], run_id: s
         report["deviations"].append({"at": w["ended_at"], "kind": "window.overrun",
                                      "reason": f"the window took {w['duration_s']}s, {w['overrun_s']}s more than "
                                                f"the {w['downtime_announced_s']}s announced"})
+    if not finish:
+        part("interrupted", lambda: _interrupted(events, report["stages"]))
     hashes = [e["hash"] for e in events]
     report["audit"] = {"file": "audit.jsonl", "events": len(events), "first_hash": hashes[0] if hashes else None,
                        "last_hash": hashes[-1] if hashes else None}

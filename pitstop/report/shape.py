@@ -147,7 +147,8 @@ SECTION_DEFAULTS: dict[str, Callable[[], Any]] = {
     "cleanup": empty_cleanup, "metrics": empty_metrics, "checks": list, "verification": empty_verification,
     "commands": list, "notifications": list, "retries": list, "deviations": list,
     "audit": lambda: {"file": "audit.jsonl", "events": 0, "first_hash": None, "last_hash": None},
-    "in_window": empty_in_window, "follow_ups": list, "post_maintenance": lambda: None, "render_errors": list,
+    "interrupted": lambda: None, "in_window": empty_in_window, "follow_ups": list, "post_maintenance": lambda: None,
+    "render_errors": list,
 }
 
 
@@ -155,7 +156,8 @@ def empty_report(schema_version: int) -> dict[str, Any]:
     """Every key a report has, at its empty value: what renderers and the console may rely on."""
     head: dict[str, Any] = {"schema_version": schema_version, "run_id": "", "environment": "", "runbook": "",
                             "trigger": "", "reason": None, "dry_run": False, "rehearsal": False,
-                            "started_at": None, "finished_at": None, "duration_s": None, "status": "unknown"}
+                            "started_at": None, "finished_at": None, "duration_s": None, "last_event_at": None,
+                            "status": "unknown"}
     return {**head, **{k: make() for k, make in SECTION_DEFAULTS.items()}}
 
 

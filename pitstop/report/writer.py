@@ -94,8 +94,9 @@ def _t(x: Any) -> float | None:
 
 
 def _span(r: dict[str, Any]) -> tuple[float | None, float | None]:
-    """The timeline's extent: the run itself (a planned window longer than the run is clipped)."""
-    return _t(_get(r, "started_at")), _t(_get(r, "finished_at"))
+    """The timeline's extent: the run itself, to its last event when it never finished (a planned window
+    longer than the run is clipped)."""
+    return _t(_get(r, "started_at")), _t(_get(r, "finished_at")) or _t(_get(r, "last_event_at"))
 
 
 def _style(s0: float | None, s1: float | None, r: dict[str, Any]) -> str:

@@ -19,9 +19,11 @@ from pitstop.report.anchor import key
 from tests.conftest import run_cli
 from tests.reports.replay import rewrite_without
 
+NO_PREFECT = {"PREFECT_API_URL": ""}  # a local run publishes no artifact: only storage and --head are anchors
+
 
 def _verify(run_id: str, env: Path, *extra: str) -> tuple[int, dict[str, Any]]:
-    res = run_cli("report", "verify", run_id, "--env", str(env), "--json", *extra)
+    res = run_cli("report", "verify", run_id, "--env", str(env), "--json", *extra, env=NO_PREFECT)
     assert "Traceback" not in res.stderr, res.stderr
     return res.returncode, json.loads(res.stdout)
 
@@ -58,7 +60,7 @@ def test_a_rewritten_and_resealed_folder_is_caught_by_the_anchors(make_env: Any,
     assert rc == 1 and not bad["ok"] and "anchor" in bad["problem"], bad
     assert [(a["anchor"], a["status"]) for a in bad["anchors"]] == [("storage", "MISMATCH"),
                                                                    ("given head", "MISMATCH")]
-    human = run_cli("report", "verify", run_id, "--env", str(env))
+    human = run_cli("report", "verify", run_id, "--env", str(env), env=NO_PREFECT)
     assert human.returncode == 1 and "TAMPERED" in human.stderr and "MISMATCH" in human.stderr
 
 
@@ -70,7 +72,7 @@ def test_a_missing_anchor_is_unchecked_not_tampered(make_env: Any, tmp_path: Pat
     (tmp_path / "state" / "storage" / key("test", run_id)).unlink()
     rc, out = _verify(run_id, env)
     assert rc == 0 and out["ok"] and out["anchors"][0]["status"] == "not found" and out["anchors_checked"] == []
-    human = run_cli("report", "verify", run_id, "--env", str(env))
+    human = run_cli("report", "verify", run_id, "--env", str(env), env=NO_PREFECT)
     assert human.returncode == 0 and "not found (not checked)" in " ".join(human.stdout.split())
     rc, out = _verify(run_id, env, "--require-anchor")
     assert rc == 1 and "no anchor" in out["problem"]
