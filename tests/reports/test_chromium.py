@@ -67,8 +67,12 @@ def test_failed_verification_and_truncated_reports_render_in_chromium(corpus, tm
     cut = next(i for i, x in enumerate(lines) if json.loads(x)["kind"] == "maintenance.on") + 1
     replay(tmp_path / corpus.runs["monthly"].name, lines[:cut])
     truncated = tmp_path / corpus.runs["monthly"].name / "report.html"
-    for html, status, texts in ((failed, "failed", ("Failure", "backup.verify", "no</span>")),
-                                (truncated, "crashed", ("maintenance.on", "not reached"))):
+    resume = f"pitstop resume {corpus.runs['monthly'].name}"
+    for html, status, texts in ((failed, "failed", ("Failure", "backup.verify", "no</span>", "verification failed",
+                                                    "is truncated")),
+                                (truncated, "crashed", ("The run stopped without finishing", "interrupted</span>",
+                                                        "still open when the log stopped", "log stopped",
+                                                        "not reached", resume))):
         dom = chromium(tmp_path, "--dump-dom", html.as_uri())
         assert dom.returncode == 0, dom.stderr[-2000:]
         assert f'id="status">{status}</span>' in dom.stdout
