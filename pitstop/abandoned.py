@@ -64,7 +64,9 @@ def _events(path: Path) -> list[dict[str, Any]]:
 
 def inspect(run_dir: Path, environment: str) -> Abandoned | None:
     """The abandoned attempt of ``run_dir``, or None (finished, never started, other environment)."""
-    events = _events(run_dir / "audit.jsonl")
+    from .resume import attempt_events
+
+    events = attempt_events(_events(run_dir / "audit.jsonl"))  # a report-only resume is not an attempt
     starts = [i for i, e in enumerate(events) if e.get("kind") in ("run.started", "run.resumed")]
     if not starts or any(e.get("kind") == "run.finished" for e in events[starts[-1]:]):
         return None

@@ -23,7 +23,13 @@ import typer  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
 from . import cli_backup, cli_deploy, cli_hosts, cli_maintenance, cli_notices, cli_report  # noqa: E402
-from .console import flush_std_streams, safe_console, stream_to_devnull, write_stdout  # noqa: E402
+from .console import (  # noqa: E402
+    flush_std_streams,
+    safe_console,
+    stream_to_devnull,
+    terminal_hangup_ignored,
+    write_stdout,
+)
 from .errors import InputError, PitstopError  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
@@ -150,6 +156,15 @@ def _run(env: str, runbook: str, trigger: str, reason: str, accept_unverified_ba
         parse_expected_downtime(expected_downtime)
     if accept_unverified_backup and not reason.strip():
         raise InputError("--accept-unverified-backup needs --reason explaining why")
+    with terminal_hangup_ignored():  # the terminal going away never stops a run (the console goes quiet)
+        run_dir = _run_engine(env, runbook, trigger, reason, accept_unverified_backup, engine, as_json, run_id,
+                              wait_s, override_blackout, expected_downtime, rehearsal)
+    _finish_run(run_dir, as_json)
+
+
+def _run_engine(env: str, runbook: str, trigger: str, reason: str, accept_unverified_backup: bool, engine: Engine,
+                as_json: bool, run_id: str | None, wait_s: float, override_blackout: bool,
+                expected_downtime: str | None, rehearsal: bool) -> Path:
     if engine == Engine.prefect:
         if not as_json:  # say what happens from the first second: Prefect's start is the slow part
             where = os.environ.get("PREFECT_API_URL") or "a local Prefect API server (a few seconds on first start)"
@@ -170,7 +185,7 @@ def _run(env: str, runbook: str, trigger: str, reason: str, accept_unverified_ba
                          rehearsal=rehearsal, accept_unverified_backup=accept_unverified_backup,
                          listener=None if as_json else ConsoleView(out))
         run_dir = result.run_dir
-    _finish_run(run_dir, as_json)
+    return run_dir
 
 
 def _finish_run(run_dir: Path, as_json: bool) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
@@ -85,6 +88,22 @@ def guard_log_consoles() -> None:
                 make_safe(c)
 
 
+@contextmanager
+def terminal_hangup_ignored() -> Iterator[None]:
+    """While a run is in progress, a hung-up terminal (SSH dropped: the shell passes SIGHUP on to its jobs)
+    does not kill it in the middle of its window: SIGHUP is ignored — by the commands the run starts too,
+    which inherit that, as under ``nohup`` — and the console, whose writes then fail with EIO, switches off.
+    Only from the main thread (where signal handlers live); the previous disposition comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
 def write_stdout(text: str) -> bool:
     """Write ``text`` (JSON output) to stdout and flush it. A closed pipe, EIO or a full disk points stdout
     at /dev/null and returns False: whoever stopped reading does not change the command's exit code."""
@@ -142,6 +161,10 @@ class ConsoleView:
             c.print(("[bold yellow]REHEARSAL[/bold yellow] " if rehearsal else "")
                     + f"[bold]pitstop[/bold] run [cyan]{d['run_id']}[/cyan] — runbook [bold]{d['runbook']}[/bold] "
                     f"on [bold]{d['environment']}[/bold] ({d['trigger']})", soft_wrap=True)
+        elif kind == "run.resumed" and not d.get("report_only"):
+            c.print(f"[bold]pitstop[/bold] resuming run [cyan]{d['run_id']}[/cyan] — runbook [bold]{d['runbook']}"
+                    f"[/bold] on [bold]{d['environment']}[/bold]: {len(d.get('completed') or [])} steps already done",
+                    soft_wrap=True)
         elif kind == "stage.started":
             if d["phase"] == "window":
                 c.print(f"[bold magenta]▶ {d['stage']}[/bold magenta] [dim](inside window)[/dim]")

@@ -54,6 +54,12 @@ def rehydrate(ctx: RunContext, events: list[dict[str, Any]]) -> None:
                 ctx.state["backup"].update(verified=True, verification=data["verification"])
 
 
+def attempt_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``events`` without report-only ``run.resumed`` events (a finished run whose report was written late:
+    not an attempt, nothing ran)."""
+    return [e for e in events if not (e.get("kind") == "run.resumed" and (e.get("data") or {}).get("report_only"))]
+
+
 def earlier_attempts(events: list[dict[str, Any]]) -> dict[str, Any]:
     """What the earlier attempts leave the resumed one: when the run first started (its window policy, e.g. a
     schedule's cutoff, is that start's), and the maintenance window as the site saw it.

@@ -137,12 +137,12 @@ def resume(env: str, run_id: str, *, unit_runner: UnitRunner = direct, listener:
     started, events = resumable(cfg, run_id)
     rb = load_runbook(started.get("runbook_source") or started["runbook"], cfg)
     options = recorded_options(run_id, started)
-    last = next((e for e in reversed(events) if e["kind"] in ("run.started", "run.resumed", "run.finished")), None)
-    if last is not None and last["kind"] == "run.finished":
-        # killed after the run finished but before its report was sealed: write the report, nothing else
-        # (no step, no notification runs again)
+    if finished_at(events) is not None:
+        # killed after the run finished but before its report was sealed (resumable() refuses a sealed one):
+        # write the report, nothing else (no step, no notification runs again)
         from .report.writer import write_report
 
+        last = finished_at(events) or {}
         ctx = RunContext.create(cfg, rb, options, run_id=run_id)
         try:
             ctx.event("run.resumed", run_id=run_id, environment=cfg.name, runbook=rb.name, report_only=True,
@@ -168,6 +168,18 @@ def recorded_options(run_id: str, started: dict[str, Any]) -> RunOptions:
                          f"({str(exc).splitlines()[0]})") from None
 
 
+def finished_at(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The ``run.finished`` event that ends the run's last attempt, or None (the attempt died before it).
+
+    A report-only ``run.resumed`` (written for a run killed between ``run.finished`` and its seal) is not an
+    attempt: the run stays finished."""
+    from .resume import attempt_events
+
+    last = next((e for e in reversed(attempt_events(events)) if e["kind"] in ("run.started", "run.resumed",
+                                                                               "run.finished")), None)
+    return last if last is not None and last["kind"] == "run.finished" else None
+
+
 def resumable(cfg: EnvironmentConfig, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The first event's data and all events of a run that may be resumed; InputError (exit 2) if not."""
     from .audit import verify_chain
@@ -183,14 +195,12 @@ def resumable(cfg: EnvironmentConfig, run_id: str) -> tuple[dict[str, Any], list
                          f"`pitstop report verify {run_dir}` says more")
     started, events = prior_run(run_dir)
     last = next((e for e in reversed(events) if e["kind"] in ("run.started", "run.resumed", "run.finished")), None)
-    if last is not None and last["kind"] == "run.finished" and (run_dir / "manifest.json").is_file():
-        # sealed: finished, reported, everyone told. (Killed after run.finished but before the seal: resume
-        # writes the report only, see resume().)
+    last = finished_at(events)
+    if last is not None and (run_dir / "manifest.json").is_file():
         status = last["data"].get("status")
-        report = run_dir / "report.html"
         again = "" if status in ("succeeded", "skipped") else \
             f"; to try again, start a new run: pitstop run --env {cfg.source} --runbook {started.get('runbook')}"
         raise InputError(f"run {run_id} already finished ({status} at {last['ts']}): there is nothing to resume; "
-                         f"its report is {report}{again}")
+                         f"its report is {run_dir / 'report.html'}{again}")
     recorded_options(run_id, started)
     return started, events

@@ -104,6 +104,9 @@ case $op in
       who=$dwho; why=$dwhy
       if [ $dok = 0 ] || ! { [ "$me" != 0 ] || entry "$d" "${f##*/}"; }; then rec refused "$f: $why"; continue; fi
       if [ -L "$f" ] || [ ! -f "$f" ]; then rec refused "$f: not a regular file (a link, or swapped)"; continue; fi
+      if [ "$me" = 0 ] && [ -z "$who" ] && [ $(( 0$(stat -c %a -- "$d") & 530 )) -gt 512 ]; then
+        rec refused "$f: in a shared directory with no owner seen (vanished or root's): not acted on as root"; continue
+      fi
       if [ $op = compress ]; then
         out=$(runas sh -c '[ -r "$1" ] && [ -w "${1%/*}" ] || exit 3; exec gzip -f -- "$1"' sh "$f" 2>&1)
       else

@@ -38,16 +38,22 @@ def _clean(stderr: str) -> None:
     assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr[-3000:]
 
 
-def test_a_terminal_resized_then_gone_mid_window_never_changes_the_run(make_env: Any, tmp_path: Path) -> None:
-    """The operator's terminal is resized, then vanishes (SSH dropped, tmux pane killed) while the run is
-    inside its window: writes to it fail with EIO from then on. The run finishes, succeeds, exits 0, and its
-    audit log says once that the console went away."""
+def _take_terminal() -> None:  # in the child: the pty on stdout becomes its controlling terminal
+    fcntl.ioctl(1, termios.TIOCSCTTY, 0)
+
+
+def test_a_terminal_resized_then_hung_up_mid_window_never_changes_the_run(make_env: Any, tmp_path: Path) -> None:
+    """The operator's terminal is resized, then hangs up (SSH dropped) while the run is inside its window:
+    the kernel sends SIGHUP to the session, the shell passes it on to the job's process group, and every
+    later write to the terminal fails with EIO. The run — and the commands it runs — carry on; it succeeds,
+    exits 0, and its audit log says once that the console went away."""
     env = make_env()
     rb = blocking_runbook(tmp_path)
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "pitstop.cli", "run", "--env", str(env), "--runbook", str(rb),
                              "--engine", "local"], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, cwd=ROOT,
-                            env={k: v for k, v in os.environ.items() if k != "COLUMNS"}, start_new_session=True)
+                            env={k: v for k, v in os.environ.items() if k != "COLUMNS"}, start_new_session=True,
+                            preexec_fn=_take_terminal)
     os.close(slave)
     seen = bytearray()
     stop = threading.Event()
@@ -71,7 +77,8 @@ def test_a_terminal_resized_then_gone_mid_window_never_changes_the_run(make_env:
         assert b"inside window" in bytes(seen), bytes(seen)[-2000:]
     finally:
         stop.set()
-        os.close(master)  # the terminal is gone: every later write to it is EIO
+        os.close(master)  # hang-up: SIGHUP to the session leader, every later write to the terminal is EIO
+    os.killpg(proc.pid, signal.SIGHUP)  # what the login shell does to its jobs when it gets SIGHUP
     release(env)
     assert proc.wait(timeout=300) == 0
     reader.join(timeout=5)

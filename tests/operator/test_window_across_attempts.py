@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from pitstop.units import human_seconds
 from tests.conftest import ROOT, report_of, run_cli
 from tests.operator.helpers import WAIT_FOR_RELEASE, blocking_runbook, events, release, state_dir, wait_for_event
 
@@ -71,18 +72,22 @@ def test_killed_inside_the_window_the_resumed_window_goes_on(make_env: Any, tmp_
         proc.communicate(timeout=30)
         time.sleep(2.0)  # nobody runs: the page is still up
         release(env)
-        res = run_cli("resume", run_dir.name, "--env", str(env), "--engine", "local", "--json")
+        res = run_cli("resume", run_dir.name, "--env", str(env), "--engine", "local")  # what the operator sees
         assert res.returncode == 0, res.stdout + res.stderr
     real = watch.lifetime
     assert real > 3, real
+    shown = " ".join(res.stdout.split())
+    assert f"resuming run {run_dir.name}" in shown, shown
     evs = events(run_dir)
     first_open = next(e for e in evs if e["kind"] == "window.opened")
     (resumed_open,) = [e["data"] for e in evs if e["kind"] == "window.opened" and e["data"].get("down_since")]
     assert resumed_open["down_since"] == first_open["ts"]
+    assert f"maintenance on since {first_open['ts']}" in shown, shown
     (closed,) = [e["data"] for e in evs if e["kind"] == "window.closed"]
-    assert abs(closed["duration_s"] - real) < 1.0, (closed, real)  # what the console printed, too
+    assert abs(closed["duration_s"] - real) < 1.0, (closed, real)
+    assert f"window closed after {human_seconds(closed['duration_s'])}" in shown, shown
     assert closed["attempt_duration_s"] < real - 2
-    w = report_of(res.stdout)["maintenance_window"]
+    w = json.loads((run_dir / "report.json").read_text())["maintenance_window"]
     assert abs(w["duration_s"] - real) < 1.0 and abs(w["downtime_actual_s"] - real) < 1.0, (w, real)
     assert len(w["attempts"]) == 2 and w["attempts"][1]["gap_before_s"] > 1.5
 

@@ -117,7 +117,8 @@ def test_missing_bucket(ssh_env: Any, moto_endpoint: str, tmp_path: Path) -> Non
                           "access_key_env": "PITSTOP_REL_S3_KEY", "secret_key_env": "PITSTOP_REL_S3_SECRET"}
 
     env = ssh_env(mutate)
-    out = run_failing(env, "monthly", {"PITSTOP_REL_S3_KEY": "k", "PITSTOP_REL_S3_SECRET": "s"})
+    out = run_failing(env, "monthly", {"PITSTOP_REL_S3_KEY": "rel-test-key",
+                                       "PITSTOP_REL_S3_SECRET": "rel-test-secret"})
     err = out["report"]["failure"]["error"]
     assert bucket in err and ("NoSuchBucket" in err or "does not exist" in err), err
     assert not [e for e in out["events"] if e["kind"] == "retry"]

@@ -133,8 +133,8 @@ def test_s3_outage_mid_upload(make_env: Any, moto_endpoint: str, monkeypatch: py
     bucket = f"rel-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1", aws_access_key_id="k",
                  aws_secret_access_key="s").create_bucket(Bucket=bucket)  # noqa: S106 - moto accepts any
-    monkeypatch.setenv("PITSTOP_REL_S3_KEY", "k")
-    monkeypatch.setenv("PITSTOP_REL_S3_SECRET", "s")
+    monkeypatch.setenv("PITSTOP_REL_S3_KEY", "rel-test-key")
+    monkeypatch.setenv("PITSTOP_REL_S3_SECRET", "rel-test-secret")
 
     def mutate(cfg: dict[str, Any]) -> None:
         cfg["storage"] = {"kind": "s3", "bucket": bucket, "endpoint_url": f"http://127.0.0.1:{proxy.port}",

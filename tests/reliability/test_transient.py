@@ -104,7 +104,7 @@ def test_transient_faults_are_retried_and_the_run_completes(ssh_env: Any, rel_ho
     ready.wait(30)
     import os
 
-    os.environ.update(PITSTOP_REL_S3_KEY="k", PITSTOP_REL_S3_SECRET="s",  # noqa: S105 - moto accepts any
+    os.environ.update(PITSTOP_REL_S3_KEY="rel-test-key", PITSTOP_REL_S3_SECRET="rel-test-secret",  # noqa: S105 - moto accepts any
                       PITSTOP_REL_MAIL_URL=f"mailto://127.0.0.1:{smtp_port}?from=m@demo.example&to=ops@demo.example"
                                            "&mode=insecure")
     try:
