@@ -181,11 +181,16 @@ def _window(events: list[dict[str, Any]], start: dict[str, Any]) -> dict[str, An
     }
 
 
+def _report_only(e: dict[str, Any]) -> bool:
+    """A ``run.resumed`` that only wrote the report of a run killed before its seal: not an attempt."""
+    return e["kind"] == "run.resumed" and bool(e["data"].get("report_only"))
+
+
 def _attempts(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each attempt's span (its first to its last event) and the gap before it."""
     out: list[dict[str, Any]] = []
     for e in events:
-        if e["kind"] in ("run.started", "run.resumed"):
+        if e["kind"] in ("run.started", "run.resumed") and not _report_only(e):
             gap = _secs(out[-1]["last_event_at"], e["ts"]) if out else None
             out.append({"attempt": len(out) + 1, "started_at": e["ts"], "last_event_at": e["ts"], "gap_before_s": gap,
                         "window_opened": False})

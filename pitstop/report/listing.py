@@ -4,7 +4,8 @@ An auditor's list hides nothing: a folder is listed whether or not it has a repo
 from what the folder holds, read defensively (a damaged folder is listed as such, never skipped):
 
 * ``succeeded`` / ``failed`` / ``failed_verification`` / ``skipped``: the run's last attempt ended
-  (its ``run.finished``), marked ``resumed`` when an attempt was resumed after a crash, ``rehearsal``
+  (its ``run.finished``), marked ``resumed`` when an attempt was resumed after a crash (a resume that
+  only wrote the report of a run killed before its seal is not one), ``rehearsal``
   for a rehearsal, and ``no manifest`` when the log records the end but the folder was never sealed
   (killed before its report was written, or the report removed: ``report verify`` says TAMPERED);
 * ``running``: its last attempt has not ended and it holds the environment lock now;
@@ -67,14 +68,16 @@ def _from_report(row: RunRow, path: Path) -> bool:
     deviations: list[Any] = raw if isinstance(raw, list) else []
     row.status, row.runbook, row.trigger = r["status"], _str(r.get("runbook")), _str(r.get("trigger"))
     row.started_at, row.finished_at = r.get("started_at"), r.get("finished_at")
-    row.resumed = any(isinstance(d, dict) and d.get("kind") == "run.resumed" for d in deviations)
+    row.resumed = any(isinstance(d, dict) and d.get("kind") == "run.resumed" and not d.get("report_only")
+                      for d in deviations)
     row.rehearsal = bool(r.get("rehearsal"))
     row.ended = True
     return True
 
 
 def _from_log(row: RunRow, audit: Path) -> None:
-    events = readable_events(audit)
+    events = [e for e in readable_events(audit)  # a report-only resume is not an attempt
+              if not (e["kind"] == "run.resumed" and e["data"].get("report_only"))]
     start = next((e for e in events if e["kind"] == "run.started"), None)
     s = start["data"] if start else {}
     attempts = [i for i, e in enumerate(events) if e["kind"] in ("run.started", "run.resumed")]
