@@ -32,18 +32,22 @@ def _emit_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def _from_storage(env: str, run: str, into: Path) -> Path | None:
-    from .config import load_config
+def _from_storage(cfg: Any, run: str, scratch: Path) -> Path | None:
+    """Download the storage copy of run ``run`` into ``scratch/<run>``; None if storage holds none.
+    A stored name that would land outside that folder (``..``, an absolute path) is refused."""
     from .connectors.storage import open_storage
 
-    cfg = load_config(env)
     storage = open_storage(cfg)
     prefix = f"reports/{cfg.name}/{run}/"
     keys = storage.list(prefix)
     if not keys:
         return None
+    into = scratch / run
     for key in keys:
-        target = into / key[len(prefix):]
+        rel = Path(key[len(prefix):])
+        if rel.is_absolute() or not rel.parts or any(part in ("", ".", "..") for part in rel.parts):
+            raise InputError(f"storage object {key!r} of run {run} is not a file of a run folder (refused)")
+        target = into / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         with storage.open(key) as src:
             target.write_bytes(src.read())
@@ -51,55 +55,56 @@ def _from_storage(env: str, run: str, into: Path) -> Path | None:
 
 
 def resolve_run(env: str | None, run: str, scratch: Path | None = None) -> Path:
-    """The run folder named by a path, a ``file://`` URL or a run id (with ``--env``)."""
-    if env and not run.startswith("file://"):
-        from .ids import check_run_id
+    """The run folder named by a path, a ``file://`` URL, or a run id with ``--env``.
 
-        check_run_id(run, "with --env, the run")  # an id under the reports directory, never a path out of it
+    With ``--env`` a run is an id (checked: never a path), looked up only under the environment's
+    reports directory (a folder resolving outside it, through a link, is refused), or else in storage."""
     if run.startswith("file://"):
-        run = unquote(urlparse(run).path)
-    p = Path(run)
-    if p.is_dir():
-        return p
-    if env:
-        from .config import load_config
+        p = Path(unquote(urlparse(run).path))
+        if p.is_dir():
+            return p
+        raise InputError(f"no run folder {str(p)!r}")
+    if not env:
+        if Path(run).is_dir():
+            return Path(run)
+        raise InputError(f"no run folder {run!r} (pass --env to look a run id up)")
+    from .config import load_config
+    from .ids import check_run_id
 
-        cfg = load_config(env)
-        cand = cfg.resolve(cfg.reports.dir) / run
-        if cand.is_dir():
-            return cand
-        if scratch is not None and "/" not in run:
-            found = _from_storage(env, run, scratch)
-            if found is not None:
-                return found
-    raise InputError(f"no run folder {run!r}" + ("" if env else " (pass --env to look a run id up)"))
+    check_run_id(run, "with --env, the run")  # an id under the reports directory, never a path out of it
+    cfg = load_config(env)
+    root = cfg.resolve(cfg.reports.dir)
+    cand = root / run
+    if cand.is_symlink() or (cand.exists() and root.resolve() not in cand.resolve().parents):
+        raise InputError(f"run {run!r} of {cfg.name} is a link or resolves outside {root} (refused)")
+    if cand.is_dir():
+        return cand
+    if scratch is not None:
+        found = _from_storage(cfg, run, scratch)
+        if found is not None:
+            return found
+    raise InputError(f"no run {run!r} in {root} or in the storage of {cfg.name}")
 
 
 @report_app.command("list")
 def report_list(env: Annotated[str, typer.Option("--env", "-e", help="environment name or config path")],
                 as_json: JsonOpt = False) -> None:
-    """List the runs of an environment, newest first."""
+    """List every run folder of an environment with its state, newest first (a run without a report too:
+    running, abandoned, unfinished; marks: resumed, rehearsal, no manifest)."""
     from .config import load_config
+    from .report.listing import OPEN, list_runs, settle_open
 
     cfg = load_config(env)
-    root = cfg.resolve(cfg.reports.dir)
-    rows = []
-    for d in sorted(root.glob("*/report.json"), reverse=True):
-        try:
-            r = json.loads(d.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        resumed = any(isinstance(x, dict) and x.get("kind") == "run.resumed" for x in r.get("deviations") or [])
-        rows.append({k: r.get(k) for k in COLUMNS} | {"run_dir": str(d.parent), "resumed": resumed,
-                                                      "rehearsal": bool(r.get("rehearsal"))})
-    rows = _with_open_runs(cfg, rows)
+    rows = list_runs(cfg.resolve(cfg.reports.dir))
+    if any(r.status == OPEN for r in rows):
+        holder, known = _lock_holder(cfg)
+        settle_open(rows, holder, known)
     if as_json:
-        _emit_json(rows)
+        _emit_json([r.to_json() for r in rows])
         return
     from .console import print_rows
 
-    print_rows(out, f"runs of {cfg.name}", list(COLUMNS),
-               [[_cell(r, c) for c in COLUMNS] for r in rows])
+    print_rows(out, f"runs of {cfg.name}", list(COLUMNS), [[_cell(r.to_json(), c) for c in COLUMNS] for r in rows])
 
 
 def _cell(r: dict[str, Any], c: str) -> str:
@@ -107,53 +112,39 @@ def _cell(r: dict[str, Any], c: str) -> str:
     if c in ("started_at", "finished_at") and v:
         return str(v).replace("T", " ")[:19]
     if c == "status":
-        marks = [m for m, on in (("resumed", r.get("resumed")), ("rehearsal", r.get("rehearsal"))) if on]
-        return f"{v} ({', '.join(marks)})" if marks else str(v)
+        return f"{v} ({', '.join(r['marks'])})" if r.get("marks") else str(v)
     return "" if v is None else str(v)
 
 
-def _with_open_runs(cfg: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Runs whose last attempt never finished have no (or an older) report: list them with what the
-    environment lock says — ``running`` while their run id holds it, ``abandoned`` when it is free or
-    held by another run (the process died; the next run or resume alerts about it), ``unfinished``
-    when the database cannot be asked."""
-    from .abandoned import scan
-
-    open_runs = {a.run_id: a for a in scan(cfg)}
-    if not open_runs:
-        return rows
+def _lock_holder(cfg: Any) -> tuple[str | None, bool]:
+    """The run holding the environment lock now, and whether the database could be asked."""
     try:
         from .connectors.postgres import Database
         from .locks import current_holder
 
-        holder: str | None = current_holder(Database(cfg), cfg.name)
-        known = True
+        return current_holder(Database(cfg), cfg.name), True
     except Exception:  # noqa: BLE001 - listing must work without the database
-        holder, known = None, False
-    by_id = {r["run_id"]: r for r in rows}
-    for run_id, a in open_runs.items():
-        status = "running" if holder == run_id else ("abandoned" if known else "unfinished")
-        row = by_id.get(run_id)
-        if row is None:
-            row = by_id[run_id] = {"run_id": run_id, "runbook": a.runbook, "trigger": a.trigger,
-                                   "started_at": a.started_at, "finished_at": None, "run_dir": str(a.run_dir)}
-        row["status"] = status
-    return sorted(by_id.values(), key=lambda r: str(r["run_id"]), reverse=True)
+        return None, False
+
+
+def _no_report(d: Path, env: str | None) -> InputError:
+    from .report.verify import finished_unsealed, unfinished
+
+    return InputError(unfinished(d, env) or finished_unsealed(d) or f"{d} has no report (report.json is missing)")
 
 
 @report_app.command("show")
 def report_show(run: Annotated[str, typer.Argument(help="run id, run folder or file:// URL")], env: EnvOpt = None,
                 as_json: JsonOpt = False,
                 html: Annotated[bool, typer.Option("--html", help="print the path of report.html")] = False) -> None:
-    """Print a run's report (Markdown; JSON with --json)."""
+    """Print a run's report (Markdown; JSON with --json). An unfinished run has none yet: the command
+    that finishes it is printed instead (exit 2)."""
     with tempfile.TemporaryDirectory(prefix="pitstop-report-") as tmp:
         d = resolve_run(env, run, Path(tmp))
         if not (d / "report.json").is_file():
-            from .report.verify import unfinished
-
-            raise InputError(unfinished(d) or f"{d} has no report (report.json is missing)")
+            raise _no_report(d, env)
         if html:
-            out.print(str(d / "report.html"))
+            out.print(str(d / "report.html"), soft_wrap=True, markup=False)
         elif as_json:
             sys.stdout.write((d / "report.json").read_text())
         else:
@@ -162,37 +153,79 @@ def report_show(run: Annotated[str, typer.Argument(help="run id, run folder or f
             out.print(Markdown((d / "report.md").read_text()))
 
 
+HeadOpt = Annotated[str | None, typer.Option("--head", help="a chain head published elsewhere, as N:HASH (or the "
+                                             "ops message's 'event N, hash H'): event N must have that hash")]
+RequireOpt = Annotated[bool, typer.Option("--require-anchor", help="exit 1 unless at least one anchor outside "
+                                          "the run folder was checked and matched")]
+
+
 @report_app.command("verify")
 def report_verify(run: Annotated[str, typer.Argument(help="run folder, file:// URL, or run id with --env")],
-                  env: EnvOpt = None, as_json: JsonOpt = False) -> None:
-    """Recompute the audit hash chain and the manifest; exit 1 naming the first bad event or file."""
+                  env: EnvOpt = None, head: HeadOpt = None, require_anchor: RequireOpt = False,
+                  as_json: JsonOpt = False) -> None:
+    """Recompute the audit hash chain and the manifest, then compare the chain head with every anchor
+    published outside the run folder that can be reached (storage, the Prefect artifact, --head).
+    Exit 1 naming the first bad event, file or anchor; an unfinished run (no manifest yet) is said so."""
+    from .report.anchor import parse_head
     from .report.verify import unfinished, verify_run_dir
 
-    anchors: list[str] = []
+    given = parse_head(head) if head is not None else None
+    if head is not None and given is None:
+        raise InputError(f"--head {head!r}: expected N:HASH (event number, 64 hex digits)")
     with tempfile.TemporaryDirectory(prefix="pitstop-verify-") as tmp:
         d = resolve_run(env, run, Path(tmp))
-        if (pending := unfinished(d)) is not None:
+        if (pending := unfinished(d, env)) is not None:
             if as_json:
-                _emit_json({"run": run, "ok": False, "unfinished": True, "problem": pending})
+                _emit_json({"run": run, "ok": False, "unfinished": True, "problem": pending, "anchors": []})
             else:
-                err.print(f"[bold yellow]UNFINISHED[/bold yellow]: {escape(pending)}")
+                err.print(f"[bold yellow]UNFINISHED[/bold yellow]: {escape(pending)}",
+                          soft_wrap=True)
             raise typer.Exit(1)
         problem = verify_run_dir(d)
-        if env and problem is None and not str(d).startswith(tmp):  # a storage copy is no anchor of itself
-            from .config import load_config
-            from .connectors.storage import open_storage
-            from .report.anchor import check_storage
-
-            cfg = load_config(env)
-            where, problem = check_storage(open_storage(cfg), cfg.name, d)
-            anchors.append(where)
+        anchors = _anchors(d, env, given) if problem is None else []
+    problem = problem or next((a.detail for a in anchors if a.tampered), None)
+    matched = [a for a in anchors if a.status == "matched"]
+    if problem is None and require_anchor and not matched:
+        problem = "no anchor outside the run folder was checked and matched (--require-anchor)"
     if as_json:
-        _emit_json({"run": run, "ok": problem is None, "problem": problem, "anchors_checked": anchors})
-    elif problem:
-        err.print(f"[bold red]TAMPERED[/bold red]: {escape(problem)}")
+        _emit_json({"run": run, "ok": problem is None, "unfinished": False, "problem": problem,
+                    "anchors": [a.to_json() for a in anchors],
+                    "anchors_checked": [a.where for a in anchors if a.status in ("matched", "MISMATCH")]})
     else:
-        out.print("[green]✓[/green] audit chain and manifest intact"
-                  + (f"; chain head matches the anchor at {anchors[0]}" if anchors else
-                     " (pass --env to check the anchor published in storage too)"), soft_wrap=True)
+        _print_verdict(problem, anchors, env)
     if problem:
         raise typer.Exit(1)
+
+
+def _anchors(d: Path, env: str | None, given: tuple[int, str] | None) -> list[Any]:
+    import os
+
+    from .report.anchor import check_head, check_prefect, check_storage
+
+    found = []
+    if env:
+        from .config import load_config
+        from .connectors.storage import open_storage
+
+        cfg = load_config(env)
+        found.append(check_storage(open_storage(cfg), cfg.name, d))
+        if os.environ.get("PREFECT_API_URL"):
+            found.append(check_prefect(d, cfg.name, os.environ["PREFECT_API_URL"]))
+    if given is not None:
+        found.append(check_head(d, "given head", "--head", *given))
+    return found
+
+
+def _print_verdict(problem: str | None, anchors: list[Any], env: str | None) -> None:
+    if problem:
+        err.print(f"[bold red]TAMPERED[/bold red]: {escape(problem)}", soft_wrap=True)
+    else:
+        out.print("[green]✓[/green] audit chain and manifest intact", soft_wrap=True)
+    for a in anchors:
+        mark = {"matched": "[green]matched[/green]", "MISMATCH": "[bold red]MISMATCH[/bold red]"}.get(
+            a.status, f"[yellow]{a.status}[/yellow] (not checked)")
+        detail = f": {escape(a.detail)}" if a.detail and a.status != "MISMATCH" else ""
+        (err if a.tampered else out).print(f"  anchor {a.anchor} at {escape(a.where)}: {mark}{detail}", soft_wrap=True)
+    if not anchors and not problem:
+        out.print("  no anchor outside the run folder was checked"
+                  + ("" if env else " (pass --env to check the one published in storage)"), soft_wrap=True)

@@ -9,10 +9,19 @@ import sys
 from typing import Any
 
 
-def artifact_key(report: dict[str, Any], suffix: str) -> str:
+def _slug(text: str) -> str:
     """Artifact keys allow lowercase letters, digits and dashes only."""
-    base = re.sub(r"[^a-z0-9-]+", "-", f"pitstop-{report['environment']}-{report['runbook']}".lower())
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower())
+
+
+def artifact_key(report: dict[str, Any], suffix: str) -> str:
+    base = _slug(f"pitstop-{report['environment']}-{report['runbook']}")
     return f"{base.strip('-')}-{suffix}"
+
+
+def artifact_prefix(env: str) -> str:
+    """The start of every artifact key of environment ``env`` (``report verify`` looks them up by it)."""
+    return _slug(f"pitstop-{env}-")
 
 
 def table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:

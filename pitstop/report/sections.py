@@ -66,6 +66,11 @@ def follow_ups(r: dict[str, Any]) -> list[str]:
         items.append("Notifications not delivered: " + ", ".join(failed_notes))
     if r.get("backup") and not r["backup"]["verified"]:
         items.append("The backup of this run was not verified by a restore: verify it or take a new one")
+    stopped = r.get("interrupted")
+    if isinstance(stopped, dict):
+        items.append(f"The run stopped without finishing (its last event: {stopped.get('last_event')} at "
+                     f"{stopped.get('at')}): `pitstop resume {r.get('run_id')} --env {r.get('environment')}` "
+                     "finishes it")
     if r["trigger"] == "emergency":
         items.append("Write the root-cause analysis of the cause above and schedule preventive work")
     return items

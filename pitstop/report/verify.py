@@ -97,14 +97,34 @@ def verify_run_dir(run_dir: Path) -> str | None:
     return _check_audit(run_dir, manifest) or _check_files(run_dir, manifest["files"])
 
 
-def unfinished(run_dir: Path) -> str | None:
+def unfinished(run_dir: Path, env: str | None = None) -> str | None:
     """A message when ``run_dir`` is a run that never finished (intact chain, no ``run.finished``, no
-    manifest): it is not tampered with, it has no report yet. None otherwise."""
+    manifest): not tampered with, it has no report yet. None
+    otherwise — in particular for a log that records the run's end without a manifest: that folder
+    lost its seal (``verify_run_dir`` says so)."""
     audit = run_dir / "audit.jsonl"
     if (run_dir / MANIFEST).is_file() or not audit.is_file() or verify_chain(audit):
         return None
     events = read_events(audit)
     if any(e.get("kind") == "run.finished" for e in events):
         return None
-    return (f"run {run_dir.name} is unfinished ({len(events)} events, no report yet): finish it with "
-            f"`pitstop resume {run_dir.name} --env ENV`")
+    last = events[-1] if events else {}
+    what = f"{len(events)} events, the last {last.get('kind')} at {last.get('ts')}" if events else "no events"
+    return (f"run {run_dir.name} is unfinished (no manifest yet; {what}): finish it with "
+            f"`pitstop resume {run_dir.name} --env {env or 'ENV'}`")
+
+
+def finished_unsealed(run_dir: Path) -> str | None:
+    """A message when the audit log records the run's end but the folder has no manifest."""
+    audit = run_dir / "audit.jsonl"
+    if (run_dir / MANIFEST).is_file() or not audit.is_file():
+        return None
+    try:
+        ended = any(e.get("kind") == "run.finished" for e in read_events(audit))
+    except ValueError:
+        return None
+    if not ended:
+        return None
+    return (f"run {run_dir.name} has no report: its audit log records the end of the run but the folder was never "
+            "sealed (killed before its report was written, or the report removed); `pitstop report verify` checks "
+            "it")

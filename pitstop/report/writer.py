@@ -7,18 +7,21 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
+from jinja2 import ChainableUndefined, Environment, PackageLoader, Undefined, select_autoescape
+from markupsafe import Markup
 
 from ..audit import read_events
 from ..fsmodes import write_private
 from ..runbook import STAGE_ORDER
 from ..units import human_seconds
 from . import fallback
+from .shape import error_text
 
 if TYPE_CHECKING:
     from ..context import RunContext
@@ -45,6 +48,13 @@ def _dur(s: Any) -> str:
         return str(s)
 
 
+def _kib(n: Any) -> str:
+    try:
+        return f"{n / 1024:,.1f} KiB" if _is_num(n) else "—"
+    except OverflowError:  # an int too large for a float: shown as it is
+        return f"{n} B"
+
+
 def _num(v: Any) -> str:
     if v is None or isinstance(v, Undefined):
         return "—"
@@ -53,11 +63,13 @@ def _num(v: Any) -> str:
 
 @functools.cache
 def _env() -> Environment:
-    """One environment per process: templates are compiled once, not on every report."""
-    env = Environment(loader=PackageLoader("pitstop", "report/templates"),
+    """One environment per process: templates are compiled once, not on every report. A value missing
+    anywhere (``r.backup.verification.rows`` of a failed verification) reads as empty, never raises."""
+    env = Environment(loader=PackageLoader("pitstop", "report/templates"), undefined=ChainableUndefined,
                       autoescape=select_autoescape(["html", "html.j2"]), trim_blocks=True, lstrip_blocks=True)
     env.filters["dur"] = _dur
-    env.filters["kib"] = lambda n: "—" if not _is_num(n) else f"{n / 1024:,.1f} KiB"
+    env.filters["kib"] = _kib
+    env.filters["total"] = lambda xs: sum(xs) if xs and all(_is_num(x) for x in xs) else None
     env.filters["ts"] = lambda t: "—" if not t else str(t).replace("T", " ")[:19] + " UTC"
     env.filters["hms"] = lambda t: "—" if not t else str(t)[11:19]
     env.filters["pct"] = lambda v: "—" if v is None or isinstance(v, Undefined) else f"{v}%"
@@ -82,8 +94,9 @@ def _t(x: Any) -> float | None:
 
 
 def _span(r: dict[str, Any]) -> tuple[float | None, float | None]:
-    """The timeline's extent: the run itself (a planned window longer than the run is clipped)."""
-    return _t(_get(r, "started_at")), _t(_get(r, "finished_at"))
+    """The timeline's extent: the run itself, to its last event when it never finished (a planned window
+    longer than the run is clipped)."""
+    return _t(_get(r, "started_at")), _t(_get(r, "finished_at")) or _t(_get(r, "last_event_at"))
 
 
 def _style(s0: float | None, s1: float | None, r: dict[str, Any]) -> str:
@@ -111,22 +124,92 @@ def _planned_bar(w: dict[str, Any], r: dict[str, Any]) -> str:
     return _style(start, end, r)
 
 
-def render(report: dict[str, Any]) -> dict[str, str]:
-    """The three renderings. A renderer that fails on odd data gives way to a minimal rendering of the
-    same format that says what could not be rendered: a run never ends without its report files."""
-    env = _env()
-    renderers = {
-        "report.json": lambda: json.dumps(report, indent=2, sort_keys=False, default=str) + "\n",
-        "report.md": lambda: env.get_template("report.md.j2").render(r=report),
-        "report.html": lambda: env.get_template("report.html.j2").render(r=report),
-    }
-    out = {}
-    for name, make in renderers.items():
+def _jsonable(v: Any, depth: int = 0) -> Any:
+    """``v`` as strict JSON can hold it: non-finite floats and unknown objects as text, keys as strings."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if depth > 200:  # deeper than any report: cut rather than overflow the stack
+        return "…"
+    if isinstance(v, dict):
+        return {k if isinstance(k, str) else str(k): _jsonable(x, depth + 1) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x, depth + 1) for x in v]
+    if v is None or isinstance(v, str | int | float | bool):
+        return v
+    return str(v)
+
+
+def render_json(report: dict[str, Any]) -> str:
+    return json.dumps(_jsonable(report), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
+def _guarded(name: str, block: Callable[[Any], Iterator[str]], failed: list[tuple[str, BaseException]],
+             note: Callable[[str, BaseException], str]) -> Callable[[Any], Iterator[str]]:
+    """A template block that renders whole or, when it raises, as a short note saying so."""
+    def run(context: Any) -> Iterator[str]:
         try:
-            out[name] = make()
+            parts = list(block(context))
+        except Exception as exc:  # noqa: BLE001 - this section only; the rest of the report renders
+            failed.append((name, exc))
+            yield note(name, exc)
+            return
+        yield from parts
+    return run
+
+
+def _md_note(name: str, exc: BaseException) -> str:
+    section = name.replace("_", " ")
+    return f"\n> **The {section} section could not be rendered** ({error_text(exc)}).\n\n".replace("|", "/")
+
+
+def _html_note(name: str, exc: BaseException) -> str:
+    section = name.replace("_", " ")
+    return str(Markup('<section class="unrendered"><p><b>The {} section could not be rendered</b> ({}).</p>'
+                      "</section>\n").format(section, error_text(exc)))
+
+
+def render_template(template: str, report: dict[str, Any]) -> tuple[str, list[str]]:
+    """Render ``template`` section by section (its ``{% block %}``s): a section that fails on odd data is
+    replaced by a note naming it and the error, and the list of problems at the top names it too.
+    Returns the text and those problems. Only a fault outside every section raises (the caller then
+    falls back to the minimal rendering)."""
+    tmpl = _env().get_template(template)
+    note = _html_note if template.endswith(".html.j2") else _md_note
+    problems = [str(p) for p in report.get("render_errors") or []] if isinstance(report, dict) else []
+
+    def once(listed: list[str]) -> tuple[str, list[tuple[str, BaseException]]]:
+        failed: list[tuple[str, BaseException]] = []
+        context = tmpl.new_context({"r": report, "problems": listed})
+        for name, funcs in context.blocks.items():
+            context.blocks[name] = [_guarded(name, f, failed, note) for f in funcs]
+        return str(tmpl.environment.concat(tmpl.root_render_func(context))), failed  # type: ignore[attr-defined]
+
+    text, failed = once(problems)
+    mine = [f"the {n.replace('_', ' ')} section could not be rendered ({error_text(e)})" for n, e in failed]
+    if mine:  # once more, with the failed sections named at the top
+        text, _ = once(problems + mine)
+    return text, mine
+
+
+def render(report: dict[str, Any]) -> dict[str, str]:
+    """The three renderings. A section that fails on odd data is replaced by a note (report.json's
+    ``render_errors`` names it too); a renderer that still fails gives way to a minimal rendering of the
+    same format that says what could not be rendered: a run never ends without its report files."""
+    out: dict[str, str] = {}
+    problems: list[str] = []
+    for name, template in (("report.md", "report.md.j2"), ("report.html", "report.html.j2")):
+        try:
+            out[name], failed = render_template(template, report)
+            problems += [f"{name}: {p}" for p in failed]
         except Exception as exc:  # noqa: BLE001 - any rendering fault: fall back, never lose the report
             out[name] = fallback.render(name, report, exc)
-    return out
+            problems.append(f"{name}: rendered minimal ({error_text(exc)})")
+    try:
+        listed = report["render_errors"] if isinstance(report.get("render_errors"), list) else []
+        out["report.json"] = render_json({**report, "render_errors": listed + problems} if problems else report)
+    except Exception as exc:  # noqa: BLE001
+        out["report.json"] = fallback.render("report.json", report, exc)
+    return {name: out[name] for name in REPORT_FILES}
 
 
 def manifest_text(manifest: dict[str, Any]) -> str:
@@ -141,8 +224,13 @@ def seal(run_dir: Path) -> Path:
     manifest: dict[str, Any] = {"algorithm": "sha256", "files": files}
     audit = run_dir / "audit.jsonl"
     if audit.is_file():
-        events = read_events(audit)
-        manifest["audit"] = {"events": len(events), "last_hash": events[-1]["hash"] if events else None}
+        try:
+            events = read_events(audit)
+        except ValueError:  # a damaged line: seal what is readable; `report verify` names the damage
+            events = fallback.readable_events(audit)
+        last = events[-1].get("hash") if events else None
+        if isinstance(last, str) and len(last) == 64:
+            manifest["audit"] = {"events": len(events), "last_hash": last}
     path = run_dir / MANIFEST
     write_private(path, manifest_text(manifest))
     return path
@@ -180,7 +268,7 @@ def render_run_folder(run_dir: Path, redact: Callable[[str], str] = str) -> tupl
     Never raises on what the audit log holds (pitstop.report.fallback): only a disk that refuses the
     writes stops it. Returns the report and the texts written."""
     events = fallback.readable_events(run_dir / "audit.jsonl")
-    report = fallback.build(events, [s.value for s in STAGE_ORDER])
+    report = fallback.build(events, [s.value for s in STAGE_ORDER], run_dir.name)
     texts = {name: redact(text) for name, text in render(report).items()}
     for name, text in texts.items():
         write_private(run_dir / name, text)

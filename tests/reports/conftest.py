@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import http.server
 import json
+import signal
 import socket
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,10 @@ import psycopg
 import pytest
 import yaml
 
+from pitstop.errors import InputError
 from tests.conftest import demo_config, run_cli
+from tests.reliability.corpus import CASES
+from tests.reliability.helpers import DEMO_CONFIG, MONTHLY, kill_when, point_at, start
 
 CANARIES = {
     "PITSTOP_T_DB_PASSWORD": "canary-db-pw-7f3a91c2",
@@ -112,3 +117,97 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@dataclass
+class Corpus:
+    env_path: Path
+    env: dict[str, str]
+    runs: dict[str, Path]
+
+
+def _runbook(path: Path, stages: list[dict[str, Any]], kind: str = "custom") -> str:
+    path.write_text(yaml.safe_dump({"name": path.stem, "kind": kind, "expected_downtime": "5m",
+                                    "stages": stages}, sort_keys=False))
+    return str(path)
+
+
+def _cli_run(env_path: Path, env: dict[str, str], *args: str) -> tuple[Path, Any]:
+    res = run_cli(*args, "--env", str(env_path), "--engine", "local", "--json", env=env)
+    assert "Traceback" not in res.stderr, res.stderr
+    info = json.loads(res.stdout)
+    return Path(info["run_dir"]), res
+
+
+@pytest.fixture(scope="package")
+def corpus(tmp_path_factory: pytest.TempPathFactory, pg_data_dir: Path, pg_socket: str,
+           receiver: tuple[int, list[dict[str, Any]]]) -> Corpus:
+    """Real runs of every ending, through the CLI, in an environment of their own (see test_replay.py)."""
+    base = tmp_path_factory.mktemp("replay")
+    env_path, env = make_secret_env(base, pg_data_dir, pg_socket, receiver[0])
+    state = base / "state"
+    runs: dict[str, Path] = {}
+
+    # killed inside the window (SIGKILL as soon as maintenance is on), then resumed to the end
+    proc = start("run", "--env", str(env_path), "--runbook", "monthly", "--engine", "local", "--json", env=env)
+    killed = kill_when(proc, state / "runs", lambda evs: any(e.get("kind") == "maintenance.on" for e in evs))
+    assert killed is not None and proc.returncode == -signal.SIGKILL
+    resumed = run_cli("resume", killed.name, "--env", str(env_path), "--engine", "local", "--json", env=env)
+    assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr
+    runs["killed-and-resumed"] = killed
+
+    runs["monthly"], res = _cli_run(env_path, env, "run", "--runbook", "monthly")
+    assert res.returncode == 0, res.stderr
+
+    newest_dump = f"ls -t {state}/storage/backups/*/*/*.dump | head -1"
+    truncate = _runbook(base / "verify-fails.yaml", [
+        {"name": "pre-backup", "steps": [
+            {"uses": "backup.postgres"},
+            {"uses": "host.command", "name": "damage the stored dump", "destructive": False, "targets": "app",
+             "window": "outside", "with": {"argv": ["sh", "-c", f'truncate -s 64 "$({newest_dump})"']}},
+            {"uses": "backup.verify"}]},
+        {"name": "maintenance-on", "steps": [{"uses": "maintenance.on"}]},
+        {"name": "database-cleanup", "steps": [{"uses": "cleanup.retention"}]},
+        {"name": "maintenance-off", "steps": [{"uses": "maintenance.off"}]}], kind="monthly")
+    runs["backup-verify-failed"], res = _cli_run(env_path, env, "run", "--runbook", truncate)
+    assert res.returncode == 1, res.stderr  # the run's exit code: it failed, its report says so
+
+    closed_port = _runbook(base / "post-verification-fails.yaml", [
+        {"name": "maintenance-on", "steps": [{"uses": "maintenance.on"}]},
+        {"name": "maintenance-off", "steps": [{"uses": "maintenance.off"}]},
+        {"name": "post-verification", "steps": [
+            {"uses": "check.tcp", "name": "application port answers",
+             "with": {"host": "127.0.0.1", "port": 9, "timeout_s": 1}}]}])
+    runs["post-verification-failed"], res = _cli_run(env_path, env, "run", "--runbook", closed_port)
+    assert res.returncode == 1, res.stderr
+
+    failing = _runbook(base / "failing.yaml", [
+        {"name": "maintenance-on", "steps": [{"uses": "maintenance.on"}]},
+        {"name": "server-tuning", "steps": [{"uses": "host.command", "destructive": False, "targets": "app",
+                                             "with": {"argv": ["false"]}}]},
+        {"name": "maintenance-off", "steps": [{"uses": "maintenance.off"}]}])
+    runs["failed-step"], res = _cli_run(env_path, env, "run", "--runbook", failing)
+    assert res.returncode == 1, res.stderr
+
+    runs["emergency"], res = _cli_run(env_path, env, "emergency", "--runbook", "emergency-disk",
+                                      "--reason", "disk on db-1 at 97%")
+    assert res.returncode == 0, res.stderr
+
+    # the reliability suite's bad-input corpus: every case is refused before a run folder exists
+    from pitstop.runner import execute
+
+    bad = base / "bad-inputs"
+    for i, case in enumerate(CASES):
+        d = bad / f"case{i}"
+        d.mkdir(parents=True)
+        cfg_text = DEMO_CONFIG if case.file == "runbook" else case.edit(DEMO_CONFIG)
+        rb_text = case.edit(MONTHLY) if case.file == "runbook" else MONTHLY
+        (d / "env.yaml").write_text(point_at(cfg_text, d / "state", pg_data_dir, "postgres"))
+        (d / "runbook.yaml").write_text(rb_text)
+        try:
+            result = execute(str(d / "env.yaml"), str(d / "runbook.yaml"))
+        except InputError:
+            assert not (d / "state").exists(), case.id
+            continue
+        runs[f"bad-input {case.id}"] = result.run_dir  # a case that ran: its log joins the corpus
+    return Corpus(env_path, env, runs)

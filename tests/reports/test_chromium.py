@@ -55,3 +55,32 @@ def test_report_html_renders_in_chromium(make_env, tmp_path):
         assert res.returncode == 0 and shot.is_file(), res.stderr[-2000:]
         assert png_size(shot) == (width, 2400)
         assert shot.stat().st_size > 20_000  # a rendered page, not a blank canvas
+
+
+def test_failed_verification_and_truncated_reports_render_in_chromium(corpus, tmp_path):
+    """A run whose backup verification failed, and a run killed inside its window (its log cut right
+    after maintenance went on), rendered in full: no section replaced by a note, the failure shown."""
+    from tests.reports.replay import lines_of, replay
+
+    failed = corpus.runs["backup-verify-failed"] / "report.html"
+    lines = lines_of(corpus.runs["monthly"] / "audit.jsonl")
+    cut = next(i for i, x in enumerate(lines) if json.loads(x)["kind"] == "maintenance.on") + 1
+    replay(tmp_path / corpus.runs["monthly"].name, lines[:cut])
+    truncated = tmp_path / corpus.runs["monthly"].name / "report.html"
+    resume = f"pitstop resume {corpus.runs['monthly'].name}"
+    for html, status, texts in ((failed, "failed", ("Failure", "backup.verify", "no</span>", "verification failed",
+                                                    "is truncated")),
+                                (truncated, "crashed", ("The run stopped without finishing", "interrupted</span>",
+                                                        "still open when the log stopped", "log stopped",
+                                                        "not reached", resume))):
+        dom = chromium(tmp_path, "--dump-dom", html.as_uri())
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        assert f'id="status">{status}</span>' in dom.stdout
+        assert "could not be rendered" not in dom.stdout and "(minimal)" not in dom.stdout
+        for section in ("summary", "timeline", "stages", "backup", "notifications", "deviations"):
+            assert f'id="{section}"' in dom.stdout, (html, section)
+        for text in texts:
+            assert text in dom.stdout, (html, text)
+        shot = tmp_path / f"{status}.png"
+        res = chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2400", html.as_uri())
+        assert res.returncode == 0 and png_size(shot) == (1280, 2400) and shot.stat().st_size > 20_000

@@ -13,6 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import report_of, run_cli
+from tests.reports.replay import rewrite_without
 
 ENV = {"PITSTOP_T_MOTO_KEY": "testing-key", "PITSTOP_T_MOTO_SECRET": "testing-secret"}
 
@@ -83,3 +84,60 @@ def test_plain_bucket_gets_plain_copies(make_env, moto):
     assert not run_dir.with_name(f"{r['run_id']}.receipt.json").exists()
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="reports-plain", Prefix="reports/")["Contents"]]
     assert f"reports/test/{r['run_id']}/report.html" in keys
+
+
+def _rewritten_run(make_env, moto: str, bucket: str) -> tuple[Path, str, Path]:
+    env_path = _s3_env(make_env, moto, bucket)
+    proc = run_cli("run", "--env", str(env_path), "--runbook", "monthly", "--engine", "local", "--json", env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads(proc.stdout)
+    run_dir, run_id = Path(info["run_dir"]), info["run_id"]
+    ok = run_cli("report", "verify", run_id, "--env", str(env_path), "--json", env=ENV)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert _storage_anchor(json.loads(ok.stdout))["status"] == "matched"
+    rewrite_without(run_dir, "cleanup.purged")
+    return env_path, run_id, run_dir
+
+
+def _storage_anchor(out: dict) -> dict:
+    return next(a for a in out["anchors"] if a["anchor"] == "storage")
+
+
+def _anchor_says_tampered(env_path: Path, run_id: str) -> None:
+    res = run_cli("report", "verify", run_id, "--env", str(env_path), "--json", env=ENV)
+    out = json.loads(res.stdout)
+    assert res.returncode == 1 and not out["ok"], out
+    anchor = _storage_anchor(out)
+    assert anchor["status"] == "MISMATCH" and anchor["where"].startswith("s3://"), out
+
+
+def test_s3_anchor_catches_a_rewritten_folder(make_env, moto):
+    _client(moto).create_bucket(Bucket="anchors-plain")
+    env_path, run_id, _ = _rewritten_run(make_env, moto, "anchors-plain")
+    _anchor_says_tampered(env_path, run_id)
+
+
+def test_locked_anchor_survives_an_overwrite_by_whoever_rewrote_the_folder(make_env, moto):
+    """With Object Lock (versioning on) a new version of the anchor does not replace the first one."""
+    from pitstop.report.anchor import head, key
+
+    s3 = _client(moto)
+    s3.create_bucket(Bucket="anchors-locked", ObjectLockEnabledForBucket=True)
+    s3.put_object_lock_configuration(Bucket="anchors-locked", ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}}})
+    env_path, run_id, run_dir = _rewritten_run(make_env, moto, "anchors-locked")
+    forged = (json.dumps(head(run_dir), indent=2, sort_keys=True) + "\n").encode()
+    s3.put_object(Bucket="anchors-locked", Key=key("test", run_id), Body=forged)  # the latest version now agrees
+    _anchor_says_tampered(env_path, run_id)
+
+
+def test_a_storage_copy_with_names_outside_its_folder_is_refused(make_env, moto, tmp_path):
+    s3 = _client(moto)
+    s3.create_bucket(Bucket="reports-hostile")
+    env_path = _s3_env(make_env, moto, "reports-hostile")
+    run_id = "20261204T020000Z-test-monthly-hostil"
+    s3.put_object(Bucket="reports-hostile", Key=f"reports/test/{run_id}/report.md", Body=b"# fine\n")
+    s3.put_object(Bucket="reports-hostile", Key=f"reports/test/{run_id}/../../../../escaped.md", Body=b"x")
+    res = run_cli("report", "show", run_id, "--env", str(env_path), env=ENV, cwd=tmp_path)
+    assert res.returncode == 2 and "not a file of a run folder" in " ".join(res.stderr.split()), res.stderr
+    assert not list(Path("/tmp").glob("escaped.md")) and not (tmp_path / "escaped.md").exists()
