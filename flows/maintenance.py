@@ -15,6 +15,8 @@ from prefect.cache_policies import NO_CACHE
 from pitstop import runner
 from pitstop.console import ConsoleView
 
+from .common import announce_files, deployment_defaults
+
 T = TypeVar("T")
 
 
@@ -43,19 +45,20 @@ def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "
     Without a ``run_id`` the id derives from the Prefect flow run, so when Prefect retries or
     reschedules this flow run after a crash, the retry finds the run folder and *resumes* it.
     """
-    from prefect.runtime import deployment
-
     from pitstop.fsmodes import private_umask
     from pitstop.input_guards import flow_parameters
 
-    # the same guards as the CLI: a Prefect UI or API user is not trusted with paths or overrides
-    flow_parameters(env=env, runbook=runbook, run_id=run_id, reason=reason,
-                    accept_unverified_backup=accept_unverified_backup,
-                    deployment_parameters=dict(deployment.parameters or {}) if deployment.id else None)
+    # the same guards as the CLI, before anything is read or written: a Prefect UI or API user is not
+    # trusted with paths, run ids or overrides without a reason
+    files = flow_parameters(env=env, runbook=runbook, run_id=run_id, reason=reason,
+                            accept_unverified_backup=accept_unverified_backup,
+                            deployment_parameters=deployment_defaults(), trigger=trigger,
+                            override_blackout=override_blackout, expected_downtime=expected_downtime, wait_s=wait_s)
+    announce_files(files.env, files.runbook)
     listener = ConsoleView() if console else None
     run_id = run_id or _flow_run_id(env, runbook)
     with private_umask():
-        result = runner.execute(env, runbook, trigger=trigger, reason=reason,
+        result = runner.execute(files.env, files.runbook, trigger=trigger, reason=reason,
                                 accept_unverified_backup=accept_unverified_backup, run_id=run_id,
                                 unit_runner=prefect_unit, listener=listener, wait_s=wait_s,
                                 override_blackout=override_blackout, expected_downtime=expected_downtime,

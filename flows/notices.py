@@ -20,15 +20,23 @@ from pitstop.notify import notices as notices_mod
 
 @flow(name="pitstop-notices", persist_result=False, log_prints=False, validate_parameters=True)
 def notices(env: str, now: str | None = None) -> dict[str, Any]:
-    """Send the notices of ``env`` due now (``now``: ISO time, for rehearsals)."""
+    """Send the notices of ``env`` due now. ``now`` (ISO time) is a rehearsal: what would be sent then is
+    returned, nothing is sent or recorded (a pretended time never becomes a send time)."""
+    from flows.common import announce_files, deployment_defaults
     from pitstop.cli_notices import parse_now
     from pitstop.fsmodes import private_umask
+    from pitstop.input_guards import flow_env
 
-    cfg = load_config(env)
+    path = flow_env(env, deployment_defaults())  # a name, or the deployment's own path: never any YAML file
+    announce_files(path)
+    cfg = load_config(path)
     when = parse_now(now)
     with private_umask():
-        results = notices_mod.send_due(cfg, when, clock=notices_mod.system_clock)
-    return {"environment": cfg.name, "sent": sum(r.status == "sent" for r in results),
+        if now is not None:
+            results = notices_mod.preview_due(cfg, when)
+        else:
+            results = notices_mod.send_due(cfg, clock=notices_mod.system_clock)
+    return {"environment": cfg.name, "rehearsal": now is not None, "sent": sum(r.status == "sent" for r in results),
             "failed": sum(r.status == "failed" for r in results),
             "results": [r.model_dump(mode="json") for r in results]}
 

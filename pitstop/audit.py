@@ -56,11 +56,15 @@ class AuditLog:
     def emit(self, kind: str, /, **data: Any) -> dict[str, Any]:
         with self._lock:
             # raw values first (a secret holding '"', '\\' or non-ASCII is not in its JSON-escaped text as
-            # itself), then the serialised text once more for anything a str() of an object produced
+            # itself): anything that is not JSON yet becomes its str() first, so that text is scrubbed raw too;
+            # then the serialised text once more, as a net
             from .redact import redact_value
 
-            raw = json.loads(json.dumps(redact_value(data, self._redact), default=str))
-            clean = json.loads(self._redact(json.dumps(raw, ensure_ascii=False, default=str)))
+            raw = redact_value(json.loads(json.dumps(data, default=str)), self._redact)
+            try:
+                clean = json.loads(self._redact(json.dumps(raw, ensure_ascii=False)))
+            except ValueError:  # a mask landed across JSON syntax: the raw pass already scrubbed every value
+                clean = raw
             event = {"seq": len(self.events) + 1, "ts": now_iso(), "kind": kind, "data": clean, "prev": self._prev}
             event["hash"] = event_hash(event)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)

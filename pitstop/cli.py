@@ -312,7 +312,7 @@ def main() -> None:
     from . import yamlfile
     from .fsmodes import private_umask
 
-    yamlfile.on_load(lambda kind, path: err.print(f"[dim]{kind}: {path}[/dim]", soft_wrap=True))
+    yamlfile.on_load(lambda kind, path: err.print(f"{kind}: {path}", style="dim", markup=False, soft_wrap=True))
     try:
         with private_umask():  # every file of this command: run folders, reports, dumps, archives
             rc = app(standalone_mode=False)  # click returns typer.Exit codes instead of raising here

@@ -160,8 +160,11 @@ def restore_cmd(env: EnvOpt,
         attempt.finish(comment)
     except BaseException as exc:
         outcome = attempt.abandon()
-        journal(cfg.resolve("restores.jsonl"), {**record, "outcome": "failed", "error": str(exc)[:500],
-                                                "cleanup": outcome})
+        try:
+            journal(cfg.resolve("restores.jsonl"), {**record, "outcome": "failed", "error": str(exc)[:500],
+                                                    "cleanup": outcome})
+        except OSError as jexc:  # the restore's own error is the one to report
+            err.print(f"[yellow]warning:[/yellow] could not record the failed restore: {jexc}")
         if isinstance(exc, PitstopError | psycopg.Error | OSError):
             raise BackupError(f"{str(exc).strip()} — {outcome}") from None
         raise

@@ -16,7 +16,8 @@ app = typer.Typer(no_args_is_help=True, help="Advance notices of scheduled maint
 out = safe_console()
 
 EnvOpt = Annotated[str, typer.Option("--env", "-e", help="environment name (config/<env>.yaml) or a path")]
-NowOpt = Annotated[str | None, typer.Option("--now", help="pretend it is this ISO time (default: now)")]
+NowOpt = Annotated[str | None, typer.Option("--now", help="rehearse at this ISO time (default: now); send-due "
+                                             "then only previews: nothing is sent or recorded")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout")]
 
 
@@ -44,7 +45,8 @@ def plan(env: EnvOpt, now: NowOpt = None, as_json: JsonOpt = False) -> None:
         return
     from rich.table import Table
 
-    t = Table(title=f"notices of {cfg.name} at {when.isoformat(timespec='minutes')}")
+    as_of = when.isoformat(timespec="minutes") + (" (rehearsal time; sent times are real)" if now else "")
+    t = Table(title=f"notices of {cfg.name} at {as_of}")
     for col in ("window", "notice", "due at", "channel", "audience", "state"):
         t.add_column(col, overflow="fold")
     tz = cfg.timezone
@@ -59,23 +61,31 @@ def plan(env: EnvOpt, now: NowOpt = None, as_json: JsonOpt = False) -> None:
 
 @app.command("send-due")
 def send_due(env: EnvOpt, now: NowOpt = None, as_json: JsonOpt = False) -> None:
-    """Send every notice that is due now, exactly once (safe to run concurrently and repeatedly)."""
+    """Send every notice that is due now, exactly once (safe to run concurrently and repeatedly).
+
+    With ``--now`` it is a rehearsal: it shows what would be sent at that time, rendered for each channel,
+    and sends and records nothing (a pretended time never becomes a send time)."""
     from .config import load_config
     from .notify import notices
 
     cfg = load_config(env)
     when = parse_now(now)
-    # --now decides what is due; the ledger records when it was really sent (and the pretended time beside it)
-    results = notices.send_due(cfg, when, clock=notices.system_clock)
+    rehearsal = now is not None
+    results = notices.preview_due(cfg, when) if rehearsal else notices.send_due(cfg, clock=notices.system_clock)
     if as_json:
         sys.stdout.write(json.dumps([r.model_dump(mode="json") for r in results], indent=2) + "\n")
     else:
+        from rich.markup import escape
+
+        if rehearsal:
+            out.print(f"[bold]rehearsal at {when.isoformat(timespec='minutes')}[/bold]: nothing is sent or recorded")
         for r in results:
-            marks = {"sent": "[green]sent[/green]", "failed": "[red]failed[/red]"}
+            marks = {"sent": "[green]sent[/green]", "failed": "[red]failed[/red]", "preview": "[cyan]would send[/cyan]"}
             mark = marks.get(r.status, f"[dim]{r.status}[/dim]")
-            out.print(f"{mark} {r.notice} of {r.window_id} → {r.channel}" + (f" ({r.error})" if r.error else ""))
+            detail = f" ({r.error})" if r.error else (f" ({r.audience}): {r.subject}" if rehearsal else "")
+            out.print(f"{mark} {escape(f'{r.notice} of {r.window_id} → {r.channel}{detail}')}")
         if not results:
-            out.print("nothing due")
+            out.print("nothing due" + (" at that time" if rehearsal else ""))
     if any(r.status == "failed" for r in results):
         raise typer.Exit(1)
 

@@ -19,6 +19,7 @@ from pydantic import TypeAdapter
 from .audit import AuditLog
 from .config import EnvironmentConfig
 from .model import Trigger
+from .redact import Redactor, secret_values  # noqa: F401 - re-exported: a run's redaction lives in pitstop.redact
 from .runbook import Runbook
 
 if TYPE_CHECKING:
@@ -33,43 +34,6 @@ _STEP_SCOPE: ContextVar[dict[str, str] | None] = ContextVar("pitstop_step_scope"
 def new_run_id(env: str, runbook: str) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{env}-{runbook}-{uuid.uuid4().hex[:6]}"
-
-
-def secret_values(cfg: EnvironmentConfig) -> list[str]:
-    """Values of every environment variable the config names as a secret (``*_env`` fields)."""
-    names: list[str] = []
-
-    def walk(obj: Any) -> None:
-        if isinstance(obj, dict):
-            for k, v in obj.items():
-                if k.endswith("_env") and isinstance(v, str):
-                    names.append(v)
-                else:
-                    walk(v)
-        elif isinstance(obj, list):
-            for v in obj:
-                walk(v)
-
-    walk(cfg.model_dump(by_alias=True))
-    return [os.environ[n] for n in names if os.environ.get(n) and len(os.environ[n]) >= 4]
-
-
-class Redactor:
-    """Replaces a run's secrets, in every encoded form that can reach an output (pitstop.redact)."""
-
-    def __init__(self, secrets: list[str]):
-        from .redact import encoded_forms, fragments
-
-        forms: set[str] = set()
-        for secret in secrets:
-            for f in fragments(secret) | {secret}:
-                forms |= encoded_forms(f) | {f}
-        self.secrets = sorted(forms, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for s in self.secrets:
-            text = text.replace(s, "***")
-        return text
 
 
 def provenance(cfg: EnvironmentConfig, runbook: Runbook) -> dict[str, Any]:

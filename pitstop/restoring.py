@@ -11,8 +11,9 @@ restore that either completes or leaves nothing of its own behind.
 * **Failure** drops the database this command created, and only that one.
 * **Provenance**: the manifest read from storage must be one the run recorded in its hash-chained audit
   log (SHA-256 of the manifest's bytes, and the dump's size and SHA-256) when the run folder is here.
-* **Record**: every restore (and every refusal after the target was chosen) is a line in the state
-  directory's ``restores.jsonl``; a restored database carries a ``COMMENT`` naming run, dump and reason.
+* **Record**: every restore that got as far as creating its database, passed or failed, is a line in the
+  state directory's ``restores.jsonl``; a restored database carries a ``COMMENT`` naming run, dump and
+  reason.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import yamlfile
-from .config import EnvironmentConfig, Name, default_search_dirs
+from .config import EnvironmentConfig, Name, default_search_dirs, shadowed
 from .errors import Problem, RunbookError
 from .registry import Placement, Target, host_group, load_plugins
 from .units import Duration
@@ -112,7 +112,7 @@ def find_runbook(name: str) -> Path:
 def load_runbook(name: str, cfg: EnvironmentConfig | None = None) -> Runbook:
     """Load and fully validate a runbook; with ``cfg``, host groups are checked against it too."""
     path = find_runbook(name)
-    yamlfile.announce("runbook", path)
+    yamlfile.announce("runbook", path, shadowed(name, "runbooks", path))
     doc = yamlfile.load(path, RunbookError)
     rb = yamlfile.validate(doc, Runbook, RunbookError)
     problems = check_runbook(rb, doc, cfg)

@@ -112,19 +112,20 @@ def _clean_loc(loc: Sequence[Any]) -> list[Any]:
     return out
 
 
-_announce: Callable[[str, Path], None] | None = None
+_announce: Callable[[str, str], None] | None = None
 _announced: set[tuple[str, Path]] = set()
 
 
-def on_load(hook: Callable[[str, Path], None] | None) -> None:
-    """Tell ``hook(kind, absolute path)`` about every config and runbook file loaded (the CLI prints it:
-    ``./config`` in the working directory is searched before the project's, so the operator sees which)."""
+def on_load(hook: Callable[[str, str], None] | None) -> None:
+    """Tell ``hook(kind, "absolute path[ (shadows other path)]")`` about every config and runbook file loaded
+    (the CLI prints it first: ``./config`` in the working directory is searched before the project's, so the
+    operator sees which file was used and which one it hid)."""
     global _announce
     _announce = hook
 
 
-def announce(kind: str, path: Path) -> None:
+def announce(kind: str, path: Path, shadows: Path | None = None) -> None:
     key = (kind, path.resolve())
     if _announce is not None and key not in _announced:
         _announced.add(key)
-        _announce(kind, key[1])
+        _announce(kind, str(key[1]) + (f" (shadows {shadows.resolve()})" if shadows else ""))

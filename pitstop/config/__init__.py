@@ -9,7 +9,15 @@ the environment variable that holds them.
 
 from .base import Identifier, Name, Percent, Strict
 from .data import BackupConfig, CleanupProfile, CleanupSettings, DatabaseConfig, Filter, RetentionRule, StorageConfig
-from .environment import EnvironmentConfig, ReportsConfig, WindowConfig, default_search_dirs, find_config, load_config
+from .environment import (
+                          EnvironmentConfig,
+                          ReportsConfig,
+                          WindowConfig,
+                          default_search_dirs,
+                          find_config,
+                          load_config,
+                          shadowed,
+)
 from .hosts import FleetConfig, HostConfig, MaintenanceConfig, SshSettings
 from .notifications import AudienceConfig, ChannelConfig, FeedConfig, NoticesConfig, NotificationsConfig
 from .schedules import Blackout, SchedulesConfig, ScheduleSpec
@@ -17,7 +25,7 @@ from .schedules import Blackout, SchedulesConfig, ScheduleSpec
 __all__ = [
     "Identifier", "Name", "Percent", "Strict", "BackupConfig", "CleanupProfile", "CleanupSettings",
     "DatabaseConfig", "Filter", "RetentionRule", "StorageConfig", "EnvironmentConfig", "ReportsConfig",
-    "WindowConfig", "default_search_dirs", "find_config", "load_config", "FleetConfig", "HostConfig",
+    "WindowConfig", "default_search_dirs", "find_config", "load_config", "shadowed", "FleetConfig", "HostConfig",
     "MaintenanceConfig", "SshSettings", "AudienceConfig", "ChannelConfig", "FeedConfig", "NoticesConfig",
     "NotificationsConfig", "Blackout", "ScheduleSpec", "SchedulesConfig",
 ]

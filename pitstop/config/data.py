@@ -22,7 +22,9 @@ class DatabaseConfig(Strict):
     dbname: str = "postgres"
     user: str = "postgres"
     password_env: str | None = None
-    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = Field(
+        "prefer", description="libpq sslmode; default: `require` for a host off this machine, `prefer` for a Unix "
+        "socket or a loopback address (a connection leaving the machine without TLS is a deviation in the report)")
     pg_bin_dir: str | None = Field(None, description="bin directory of pg_dump/pg_restore/psql at least as new as "
                                    "the server (default: chosen by the server's version, docs/platforms.md)")
     connect_timeout: int = Field(10, ge=1)
@@ -32,7 +34,21 @@ class DatabaseConfig(Strict):
     def _where(self) -> DatabaseConfig:
         if not self.embedded and not self.host:
             raise ValueError("set `host` (or `embedded: true` for the built-in demo server)")
+        if "sslmode" not in self.model_fields_set and not self.embedded and not is_loopback(self.host):
+            self.sslmode = "require"  # never silently in clear text across a network
         return self
+
+
+def is_loopback(host: str | None) -> bool:
+    """A Unix socket directory, ``localhost`` or a loopback address: traffic never leaves the machine."""
+    import ipaddress
+
+    if not host or host.startswith("/") or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class StorageConfig(Strict):

@@ -110,9 +110,24 @@ def default_search_dirs(sub: str) -> list[Path]:
     return [Path.cwd() / sub, project]
 
 
+def shadowed(name: str, sub: str, found: Path) -> Path | None:
+    """The file of the same name that ``found`` hides in a later search directory (``./config/prod.yaml``
+    hides the project's ``config/prod.yaml``), if any and if it differs."""
+    if Path(name).suffix in (".yaml", ".yml") or "/" in name:
+        return None
+    later = [d / f"{name}.yaml" for d in default_search_dirs(sub)]
+    hidden = [p for p in later if p.is_file() and p.resolve() != found.resolve()]
+    if not hidden or found.resolve() not in [p.resolve() for p in later if p.is_file()]:
+        return None
+    first = next(p for p in later if p.is_file())
+    return hidden[0] if first.resolve() == found.resolve() else None
+
+
 def load_config(env: str) -> EnvironmentConfig:
+    """Find, parse and validate an environment config; its absolute path (and the file it shadows, if any) is
+    announced before anything else (the CLI's first line; the flows' first log line)."""
     path = find_config(env)
-    yamlfile.announce("config", path)
+    yamlfile.announce("config", path, shadowed(env, "config", path))
     doc = yamlfile.load(path, ConfigError)
     cfg = yamlfile.validate(doc, EnvironmentConfig, ConfigError)
     if cfg.inventory:

@@ -8,6 +8,7 @@ created 0600 in 0700 directories whatever the umask (they hold dumps and row arc
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
 import os
 import stat
@@ -87,7 +88,8 @@ class LocalStorage(Storage):
                 break
             st = d.lstat()
             if st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) & 0o077:
-                d.chmod(0o700)
+                with contextlib.suppress(OSError):  # e.g. NFS without the right to: the files are 0600 anyway
+                    d.chmod(0o700)
 
     def put_stream(self, key: str, stream: BinaryIO, size_hint: int | None = None) -> StoredObject:
         target = self._path(key)

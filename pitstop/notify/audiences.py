@@ -10,7 +10,14 @@ Templates are Jinja2, looked up most specific first::
     {event}.{audience}.{style}  {event}.{style}  {family}.{audience}.{style}  {family}.{style}  default.{style}
 
 where ``style`` is ``short`` (chat) or ``full`` (email, file), and ``family`` is the part of the event
-before the first dot. Config ``notifications.templates`` (inline sources keyed by those names) and
+before the first dot. An audience that is not *internal* (only ``ops`` is, unless ``internal: true``)
+gets a plain-language message: its templates see only public facts (what is affected, when, the
+expected downtime, the outcome in words) — never step or stage names, error text, hosts, the
+operator's reason or run ids — and are looked up with ``public`` tried before each generic name::
+
+    {event}.{audience}.{style}  {event}.public.{style}  {event}.{style}  {family}.{audience}.{style}
+    {family}.public.{style}  {family}.{style}  public.{style}
+ Config ``notifications.templates`` (inline sources keyed by those names) and
 ``notifications.template_dir`` override the built-in templates in ``pitstop/notify/templates``.
 The first line a template renders is the subject; the rest is the body.
 """
@@ -99,10 +106,14 @@ def _environment(overrides: tuple[tuple[str, str], ...], template_dir: str | Non
     return env
 
 
-def template_names(event: str, audience: str, style: str) -> list[str]:
+def template_names(event: str, audience: str, style: str, internal: bool = True) -> list[str]:
     family = event.split(".", 1)[0]
-    names = [f"{event}.{audience}.{style}", f"{event}.{style}", f"{family}.{audience}.{style}",
-             f"{family}.{style}", f"default.{style}"]
+    if internal:
+        names = [f"{event}.{audience}.{style}", f"{event}.{style}", f"{family}.{audience}.{style}",
+                 f"{family}.{style}", f"default.{style}"]
+    else:
+        names = [f"{event}.{audience}.{style}", f"{event}.public.{style}", f"{event}.{style}",
+                 f"{family}.{audience}.{style}", f"{family}.public.{style}", f"{family}.{style}", f"public.{style}"]
     return [f"{n}.j2" for n in names]
 
 
@@ -115,18 +126,41 @@ PLAIN_SUBJECTS = {"run.started": "Maintenance has started", "run.completed": "Ma
                   "maintenance.stuck": "Maintenance: a problem is being handled"}
 
 
+# What a non-internal audience's template may see: public facts only (an allow-list, so a new internal
+# field never reaches customers by default). ``run`` keeps its runbook and trigger, nothing else.
+PUBLIC_KEYS = frozenset({"env", "now", "affects", "user_actions", "contact", "impact", "window", "downtime",
+                         "started_at", "status", "severity", "notice", "next_window", "elapsed_s"})
+STATUS_WORDS = {"succeeded": "completed: everything is available again",
+                "failed": "ended with problems: our team is working on it and will keep you posted",
+                "failed_verification": "ended with problems: our team is working on it and will keep you posted",
+                "cancelled": "stopped before it was complete: our team is working on it",
+                "skipped": "did not take place"}
+
+
+def public_context(event: str, context: dict[str, Any], title: str) -> dict[str, Any]:
+    """The context a non-internal audience's template sees: public facts, a plain subject, the outcome in words."""
+    out = {k: v for k, v in context.items() if k in PUBLIC_KEYS}
+    out["subject"] = f"{PLAIN_SUBJECTS.get(event, 'Maintenance update')} — {title}"
+    run = context.get("run")
+    if isinstance(run, dict):
+        out["run"] = {"runbook": run.get("runbook"), "trigger": run.get("trigger")}
+    if "run" not in context and context.get("reason"):
+        out["reason"] = context["reason"]  # a notice's: pitstop's own words ("The schedule changed."), no operator's
+    status = context.get("status")
+    out["status_text"] = STATUS_WORDS.get(str(status), "in progress") if status else ""
+    return out
+
+
 def render(cfg: EnvironmentConfig, event: str, audience: Audience, style: str,
            context: dict[str, Any]) -> tuple[str, str]:
     """Render ``event`` for ``audience`` in ``style``; returns (subject, body)."""
     tdir = cfg.notifications.template_dir
     env = _environment(tuple(sorted(cfg.notifications.templates.items())),
                        str(cfg.resolve(tdir)) if tdir else None)
-    tmpl = env.select_template(template_names(event, audience.name, style))
+    tmpl = env.select_template(template_names(event, audience.name, style, audience.internal))
     tz = audience.timezone
     if not audience.internal:  # customers: what is affected and the outcome, never steps, errors or hosts
-        title = (context.get("env") or {}).get("title") or cfg.name
-        context = {**context, "body": "", "failure": None, "stage": None, "step": None, "error": None, "hosts": None,
-                   "subject": f"{PLAIN_SUBJECTS.get(event, 'Maintenance update')} — {title}"}
+        context = public_context(event, context, (context.get("env") or {}).get("title") or cfg.name)
     text = tmpl.render(**context, event=event, audience=audience.name, style=style, tz=tz,
                        local=lambda v, fmt="%a %d %b %Y %H:%M %Z": fmt_local(v, tz, fmt))
     lines = text.strip().splitlines() or [event]

@@ -118,7 +118,7 @@ def record_run_event(ctx: RunContext, event: Doc, expected_s: float) -> Doc:
         cur = runs.get(run_id) or {"run_id": run_id, "runbook": ctx.runbook.name,
                                    "trigger": ctx.options.trigger.value, "started_at": ts,
                                    "expected_downtime_s": expected_s, "stage": None, "window_open": False,
-                                   "extended": False, "reason": ctx.redact(ctx.options.reason) or None}
+                                   "extended": False}  # public: never the operator's reason (hosts, errors)
         if kind == "stage.started":
             cur["stage"] = data.get("stage")
         elif kind == "window.opened":
@@ -129,7 +129,7 @@ def record_run_event(ctx: RunContext, event: Doc, expected_s: float) -> Doc:
             cur["extended"] = True
         doc["in_progress"] = [r for r in doc["in_progress"] if r["run_id"] != run_id]
         if kind == "run.finished":
-            done = {k: cur.get(k) for k in ("run_id", "runbook", "trigger", "started_at", "reason")}
+            done = {k: cur.get(k) for k in ("run_id", "runbook", "trigger", "started_at")}
             done.update(status=data.get("status"), finished_at=ts, extended=cur.get("extended", False))
             doc["completed"] = [done, *[c for c in doc["completed"] if c["run_id"] != run_id]]
         else:

@@ -66,9 +66,11 @@ class SendOutcome(BaseModel):
     channel: str
     notice: str
     window_id: str
-    status: str  # sent | failed | not-claimed | abandoned
+    status: str  # sent | failed | not-claimed | abandoned | preview (a rehearsal: nothing sent or recorded)
     attempts: int = 0
     error: str | None = None
+    audience: str | None = None
+    subject: str | None = None
 
 
 def lead_label(offset: timedelta) -> str:
@@ -238,13 +240,13 @@ def send_due(cfg: EnvironmentConfig, now: datetime | None = None, clock: Clock =
         if after_send:
             after_send(p.key)
         sent_at = clock()
-        # a rehearsal (--now) records the real send time and, beside it, the time it pretended: a pretended
-        # time never becomes an audit fact
+        # the CLI and the flow never send at a pretended time (preview_due); a library caller that does gets
+        # the real send time recorded and the pretended one beside it: a pretended time is never an audit fact
         pretended = {"simulated_at": now.isoformat()} if abs((sent_at - now).total_seconds()) > 60 else {}
         ledger.finish(p.key, attempt, sent_at, d.status, channel=ch.name, kind=ch.cfg.kind, audience=p.audience,
                       attempts=d.attempts, error=d.error, subject=d.subject, event=p.event, **pretended)
         outcomes.append(SendOutcome(key=p.key, channel=ch.name, notice=p.notice, window_id=w.id, status=d.status,
-                                    attempts=d.attempts, error=d.error))
+                                    attempts=d.attempts, error=d.error, audience=p.audience, subject=d.subject))
     try:
         from .feed import update_feed
 
@@ -252,6 +254,31 @@ def send_due(cfg: EnvironmentConfig, now: datetime | None = None, clock: Clock =
     except Exception:  # noqa: BLE001,S110 - the feed never blocks notices
         pass
     return outcomes
+
+
+def preview_due(cfg: EnvironmentConfig, at: datetime, channels: list[Channel] | None = None,
+                ledger: Ledger | None = None) -> list[SendOutcome]:
+    """A rehearsal (``send-due --now``): what would go out if it were ``at``, rendered for each channel's
+    audience, with nothing delivered, claimed or recorded and the status feed untouched. A pretended time
+    never becomes a send time: a message written for another moment ("in 48 hours") would tell customers
+    something false, and recording it would stop the real notice from going out at the real time."""
+    from ..context import Redactor, secret_values
+
+    channels = build_channels(cfg) if channels is None else channels
+    ledger = ledger or open_ledger(cfg)
+    redact = Redactor(secret_values(cfg))
+    by_name = {c.name: c for c in channels}
+    auds = audiences(cfg)
+    windows = {w.id: w for w in _windows(cfg, at)}
+    out = []
+    for p in plan_notices(cfg, at, channels, ledger):
+        if p.state not in ("due", "stale"):
+            continue
+        w = windows.get(p.window_id) or _window_from_ledger(ledger, p)
+        msg = _message(cfg, p, w, by_name[p.channel], auds[p.audience], at)
+        out.append(SendOutcome(key=p.key, channel=p.channel, notice=p.notice, window_id=w.id, status="preview",
+                               audience=p.audience, subject=redact(msg.subject)))
+    return out
 
 
 def _window_from_ledger(ledger: Ledger, p: PlannedNotice) -> Window:

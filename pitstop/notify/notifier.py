@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from tenacity import Retrying, stop_after_attempt, wait_random_exponential
 
 from ..audit import now_iso
-from .audiences import Audience, render, routes
+from .audiences import PUBLIC_KEYS, Audience, render, routes
 from .channels import Channel, Message, build_channels
 from .downtime import ExpectedDowntime
 
@@ -150,10 +150,16 @@ class Notifier:
     def _message(self, event: str, channel: Channel, audience: Audience, severity: str,
                  context: dict[str, Any], data: dict[str, Any]) -> Message:
         subject, body = render(self.ctx.cfg, event, audience, channel.style, context)
-        return Message(event=event, run_id=self.ctx.run_id, environment=self.ctx.cfg.name, severity=severity,
-                       subject=self.ctx.redact(subject), body=self.ctx.redact(body), audience=audience.name,
-                       notice_id=f"{self.ctx.run_id}:{event}:{data.get('stage', '')}".rstrip(":"),
-                       data={k: v for k, v in data.items() if isinstance(v, str | int | float | bool)})
+        notice_id = f"{self.ctx.run_id}:{event}:{data.get('stage', '')}".rstrip(":")
+        fields = {k: v for k, v in data.items() if isinstance(v, str | int | float | bool)}
+        if not audience.internal:  # the payload of a webhook or file channel: public facts only, opaque ids
+            import hashlib
+
+            notice_id = f"{self.ctx.cfg.name}:{event}:{hashlib.sha256(notice_id.encode()).hexdigest()[:16]}"
+            fields = {k: v for k, v in fields.items() if k in PUBLIC_KEYS}
+        return Message(event=event, run_id=self.ctx.run_id if audience.internal else "", environment=self.ctx.cfg.name,
+                       severity=severity, subject=self.ctx.redact(subject), body=self.ctx.redact(body),
+                       audience=audience.name, notice_id=notice_id, data=fields)
 
     def _on_event(self, event: dict[str, Any]) -> None:
         kind = event["kind"]

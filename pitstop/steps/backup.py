@@ -1,11 +1,13 @@
 """Pre-backup: ``pg_dump`` streamed into storage, and a verification by a real restore.
 
 ``backup.postgres`` checks that ``pg_dump`` is at least the server's major version, then dumps
-inside an exported snapshot, counting every table's rows in that same snapshot, and streams the
-dump into storage while hashing it (no temporary file for the custom format; the directory format
-with ``-j`` is dumped to local staging and streamed as a tar). A manifest sits next to the dump.
-``backup.verify`` checks the archive (header, ``pg_restore --list``), restores it into a scratch
-database, and compares size, SHA-256 and row counts with the manifest. ``backup.prune`` applies
+inside an exported snapshot, counting every leaf table's rows in that same snapshot (what a dump holds:
+:mod:`pitstop.backup_contents`), and streams the dump into storage while hashing it (no temporary file
+for the custom format; the directory format with ``-j`` is dumped to local staging and streamed as a
+tar). A manifest sits next to the dump; its SHA-256 goes to the audit log. ``backup.verify`` checks the
+stored manifest against that hash, the dump's size and SHA-256 against the manifest before ``pg_restore``
+reads it, the archive's table of contents, restores it into a scratch database, and compares row counts,
+sequences, large objects and materialized views with the manifest. ``backup.prune`` applies
 retention after a successful run. Destructive steps are gated on a verified backup from this run.
 """
 

@@ -162,3 +162,16 @@ def notices_env(tmp_path: Path) -> Callable[..., EnvironmentConfig]:
 
 def all_written_bytes(root: Path) -> bytes:
     return b"\n".join(p.read_bytes() for p in root.rglob("*") if p.is_file())
+
+
+def due_now(doc: dict[str, Any], lead: dt.timedelta = dt.timedelta(hours=47)) -> str:
+    """Make the config's only schedule a single window starting ``lead`` from the real now (UTC), so its
+    48 h notice is due at the real time: the CLI sends only at the real time (``--now`` is a rehearsal).
+    Returns the window id."""
+    start = (dt.datetime.now(dt.UTC) + lead).replace(second=0, microsecond=0)
+    doc["timezone"] = "UTC"
+    doc["schedules"] = {"monthly": {"rrule": "FREQ=DAILY;COUNT=1", "since": start.date().isoformat(),
+                                    "at": start.strftime("%H:%M"), "duration": "2h", "runbook": "monthly"}}
+    for aud in doc["notifications"].get("audiences", {}).values():
+        aud.pop("timezone", None)
+    return f"monthly@{start.strftime('%Y%m%dT%H%M%SZ')}"

@@ -16,6 +16,7 @@ import pytest
 from pitstop.notify.notices import plan_notices, send_due
 
 from ..conftest import run_cli
+from .conftest import due_now
 
 T = datetime(2026, 12, 4, 2, 0, tzinfo=UTC)  # 47 h before the 6 Dec window: the 48 h notice is due
 NO_SLEEP = lambda s: None  # noqa: E731
@@ -35,10 +36,14 @@ def hook_env(notices_env: Any, http_receiver: Any, monkeypatch: Any) -> tuple[An
     monkeypatch.setenv("HOOK_A", f"json://{addr}/a")
     monkeypatch.setenv("HOOK_B", f"json://{addr}/b")
 
-    def make(delivery: str = "at-least-once") -> Any:
+    def make(delivery: str = "at-least-once", mutate: Any = None) -> Any:
+        def change(d: dict[str, Any]) -> None:
+            d["notifications"]["notices"].update(delivery=delivery)
+            if mutate:
+                mutate(d)
+
         return notices_env({"a": {"kind": "apprise", "url_env": "HOOK_A", "audiences": ["customers"]},
-                            "b": {"kind": "apprise", "url_env": "HOOK_B", "audiences": ["ops"]}},
-                           lambda d: d["notifications"]["notices"].update(delivery=delivery))
+                            "b": {"kind": "apprise", "url_env": "HOOK_B", "audiences": ["ops"]}}, change)
 
     return make, recv
 
@@ -68,17 +73,17 @@ def test_concurrent_processes_send_each_notice_once(hook_env: Any, tmp_path: Pat
     import sys
 
     make, recv = hook_env
-    cfg = make()
+    window: list[str] = []
+    cfg = make(mutate=lambda d: window.append(due_now(d)))  # due at the real time: the CLI sends only then
+    key = window[0].replace("@", "_")
     env = {**os.environ, "COLUMNS": "200"}
-    cmd = [sys.executable, "-m", "pitstop.cli", "notices", "send-due", "--env", cfg.source, "--now", T.isoformat(),
-           "--json"]
+    cmd = [sys.executable, "-m", "pitstop.cli", "notices", "send-due", "--env", cfg.source, "--json"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for _ in range(3)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
-    assert received(recv) == {"monthly_20261206T010000Z__advance-48h__a": 1,
-                              "monthly_20261206T010000Z__advance-48h__b": 1}
-    again = run_cli("notices", "send-due", "--env", cfg.source, "--now", T.isoformat(), "--json")
+    assert received(recv) == {f"{key}__advance-48h__a": 1, f"{key}__advance-48h__b": 1}
+    again = run_cli("notices", "send-due", "--env", cfg.source, "--json")
     assert again.returncode == 0 and again.stdout.strip() == "[]"
 
 
@@ -143,23 +148,23 @@ def test_real_process_killed_after_send_is_recovered_at_once(hook_env: Any) -> N
     assert all(n >= 1 for n in received(recv).values()) and len(received(recv)) == 2
 
 
-def test_a_rehearsal_time_never_becomes_the_recorded_send_time(hook_env: Any) -> None:
-    """``send-due --now`` decides what is due; the ledger records the real send time, the pretended one beside."""
+def test_a_library_caller_pretending_a_time_gets_the_real_one_recorded(hook_env: Any) -> None:
+    """``send_due(now=T)`` with the real clock (the CLI never does this: ``--now`` only previews): the
+    ledger records the real send time and the pretended one beside it, never T as the send time."""
     import json as _json
-    from datetime import UTC, datetime
 
     from pitstop.notify.ledger import open_ledger
+    from pitstop.schedule import system_clock
 
     make, recv = hook_env
     cfg = make()
     before = datetime.now(UTC)
-    res = run_cli("notices", "send-due", "--env", cfg.source, "--now", T.isoformat(), "--json")
-    assert res.returncode == 0, res.stderr
-    assert [r["status"] for r in _json.loads(res.stdout)] == ["sent", "sent"]
+    out = send_due(cfg, T, clock=system_clock, sleep=NO_SLEEP)
+    assert out and all(r.status == "sent" for r in out)
     ledger = open_ledger(cfg)
     done = [_json.loads(ledger.store.read(n)) for n in ledger.store.list() if "/done-" in n]
-    assert len(done) == 2
+    assert done
     for rec in done:
         sent = datetime.fromisoformat(rec["at"])
-        assert abs((sent - before).total_seconds()) < 300, rec  # the real time, not T
-        assert datetime.fromisoformat(rec["simulated_at"]) == T
+        assert abs((sent - before).total_seconds()) < 300, rec  # the real time, not the pretended one
+        assert "simulated_at" in rec and datetime.fromisoformat(rec["simulated_at"]) != sent

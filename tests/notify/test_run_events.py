@@ -27,9 +27,11 @@ def test_emergency_run_notifies_all_emergency_audiences_and_follows_up(make_env:
     events = [m["event"] for m in customers]
     assert events[0] == "emergency.started" and events[-1] == "emergency.ended"
     first = customers[0]
-    assert "disk full on db-1" in first["body"] and first["audience"] == "customers"
+    assert first["audience"] == "customers" and "Expected downtime" in first["body"]
+    assert "disk full on db-1" not in first["body"]  # the operator's reason (a host name) stays internal
     assert "Emergency maintenance of Demo Shop has started" == first["subject"]
     ops = lines(cfg.resolve("notifications.jsonl"))
+    assert "disk full on db-1" in ops[0]["body"]
     assert ops[0]["event"] == "emergency.started"
     assert {"stage.completed", "emergency.ended"} <= {m["event"] for m in ops}
     assert ops[0]["audience"] == "ops"  # ops-log serves ops and oncall: one copy, for the first audience

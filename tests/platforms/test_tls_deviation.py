@@ -1,7 +1,7 @@
 """A database connection that leaves the machine without TLS is a deviation in the report.
 
 A PostgreSQL 16 server (the matrix's build) listens on this machine's non-loopback address without
-TLS; a run against it with the default ``sslmode: prefer`` succeeds, and its report lists
+TLS; a run against it with ``sslmode: prefer`` succeeds, and its report lists
 ``database.unencrypted`` among the deviations. The same run over the Unix socket lists none.
 """
 
@@ -68,7 +68,9 @@ def test_an_unencrypted_connection_off_this_machine_is_a_deviation(tmp_path: Pat
             {"name": "preflight", "steps": [{"uses": "check.postgres_connect"}]}]}))
         kinds = {}
         for label, host in (("tcp", addr), ("socket", str(base))):
-            cfg["database"] = {"host": host, "port": port, "dbname": "postgres", "user": "postgres"}
+            # explicit prefer: off this machine the default is now require, which refuses a server without TLS
+            cfg["database"] = {"host": host, "port": port, "dbname": "postgres", "user": "postgres",
+                               "sslmode": "prefer"}
             env = tmp_path / f"{label}.yaml"
             env.write_text(yaml.safe_dump(cfg, sort_keys=False))
             res = run_cli("run", "--env", str(env), "--runbook", str(rb), "--engine", "local", "--json")

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from tests.reliability.results import FIELDS  # noqa: E402
 
 # the reliability package, and the security tests elsewhere whose figures belong on its line
-SUITE = ["reliability", "security", "cleanup/test_partition_shapes.py", "runs/test_resume_guards.py",
+SUITE = ["reliability", "security", "security_data", "cleanup/test_partition_shapes.py", "runs/test_resume_guards.py",
          "backup/test_restore_safety.py"]
 
 

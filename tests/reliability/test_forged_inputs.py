@@ -39,12 +39,12 @@ def test_hostile_run_ids_never_reach_the_disk(make_env: Any, tmp_path: Path) -> 
 CASES = [
     # (env, runbook, deployment's own parameters, accept_unverified_backup, reason, accepted?)
     ("/tmp/evil.yaml", "monthly", {"env": "/srv/pitstop/prod.yaml", "runbook": "monthly"}, False, "", False),
-    ("prod", "/tmp/evil-runbook.yaml", {"env": "prod", "runbook": "monthly"}, False, "", False),
-    ("prod.yaml", "monthly", {"env": "prod", "runbook": "monthly"}, False, "", False),
-    ("prod", "monthly", {"env": "prod", "runbook": "monthly"}, True, "", False),
-    ("prod", "monthly", {"env": "prod", "runbook": "monthly"}, True, "  ", False),
+    ("demo", "/tmp/evil-runbook.yaml", {"env": "demo", "runbook": "monthly"}, False, "", False),
+    ("demo.yaml", "monthly", {"env": "demo", "runbook": "monthly"}, False, "", False),
+    ("demo", "monthly", {"env": "demo", "runbook": "monthly"}, True, "", False),
+    ("demo", "monthly", {"env": "demo", "runbook": "monthly"}, True, "  ", False),
     ("/srv/pitstop/prod.yaml", "monthly", {"env": "/srv/pitstop/prod.yaml", "runbook": "monthly"}, False, "", True),
-    ("prod", "quarterly", {"env": "prod", "runbook": "monthly"}, True, "restore tested by hand", True),
+    ("demo", "quarterly", {"env": "demo", "runbook": "monthly"}, True, "restore tested by hand", True),
 ]
 
 

@@ -137,5 +137,6 @@ def test_every_command_says_which_config_and_runbook_it_loaded(tmp_path: Path) -
     res = run_cli("validate", "--env", "demo", "--runbook", "monthly", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     lines = res.stderr.splitlines()
-    assert lines[0] == f"config: {(tmp_path / 'config' / 'demo.yaml').resolve()}"
+    assert lines[0] == (f"config: {(tmp_path / 'config' / 'demo.yaml').resolve()} "
+                        f"(shadows {(ROOT / 'config' / 'demo.yaml').resolve()})")
     assert lines[1] == f"runbook: {(ROOT / 'runbooks' / 'monthly.yaml').resolve()}"

@@ -1,0 +1,45 @@
+"""What every flow entry point does before anything else: read the deployment's own parameters (to
+check the flow run's against them) and name the files it loads in the flow run's first log lines."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+
+def deployment_defaults() -> dict[str, Any] | None:
+    """The parameters the running deployment was *created* with, read from the Prefect API; ``None`` when
+    this flow runs in-process (``pitstop run --engine prefect``). ``prefect.runtime.deployment.parameters``
+    is no use here: it returns the flow run's own parameters, i.e. whatever the caller chose."""
+    from prefect.runtime import deployment
+
+    dep_id = deployment.id
+    if not dep_id:
+        return None
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    from pitstop.errors import InputError
+
+    try:
+        with get_client(sync_client=True) as client:
+            return dict(client.read_deployment(UUID(str(dep_id))).parameters or {})
+    except Exception as exc:  # noqa: BLE001 - fail closed: parameters we cannot check are refused
+        raise InputError(f"cannot read deployment {dep_id} from the Prefect API to check this flow run's "
+                         f"parameters ({type(exc).__name__}); nothing was run") from None
+
+
+def announce_files(env: str, runbook: str | None = None) -> None:
+    """The flow run's first log lines name the config and runbook files it loads (absolute paths)."""
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
+    try:
+        logger = get_run_logger()
+    except MissingContextError:  # the flow function called directly (tests)
+        logger = logging.getLogger("pitstop.flows")
+    logger.info("config: %s", env)
+    if runbook:
+        logger.info("runbook: %s", runbook)
