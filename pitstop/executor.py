@@ -20,6 +20,7 @@ from .errors import CheckFailed, GateRefused, PitstopError
 from .model import HostResult, Status, StepOutcome
 from .plan import Phase, Plan, PlannedStep, build_plan, spec_for
 from .registry import Target, get_step
+from .resume import down_since, window_done_earlier
 from .runbook import Stage
 from .window import policy_for
 
@@ -46,6 +47,7 @@ class Executor:
         self.status = Status.SUCCEEDED
         self.failure: dict[str, Any] | None = None
         self._fail_lock = threading.Lock()
+        self._running: dict[str, PlannedStep] = {}  # started, not finished (an interruption names them)
 
     # -- public ---------------------------------------------------------------------------------------
     def run(self) -> Status:
@@ -81,7 +83,7 @@ class Executor:
             else:
                 self._skip(self.plan.phase(Phase.AFTER), "run failed before verification")
         except BaseException as exc:  # noqa: BLE001 - e.g. KeyboardInterrupt: still lift maintenance
-            self._fail(None, exc)
+            self._interrupted(exc)
             self._lift_maintenance()
             raise
         finally:
@@ -108,8 +110,8 @@ class Executor:
         window = self.plan.phase(Phase.WINDOW)
         off = [s for s in window if s.stage == Stage.MAINTENANCE_OFF]
         work = [s for s in window if s.stage != Stage.MAINTENANCE_OFF]
-        if window and self._window_done_earlier(window):
-            return
+        if window and self.resuming and window_done_earlier(self.ctx, window, self.completed):
+            return  # an earlier attempt did the whole window and lifted maintenance: not reopened
         if window:
             self._open_window()
         ok = True
@@ -133,30 +135,11 @@ class Executor:
                            attempt_duration_s=round(now - attempt_started, 3))
 
     def _open_window(self) -> None:
-        """``window.opened``. Resumed while the site still shows the maintenance page (an earlier attempt
-        died inside its window), the window goes on: it is timed from ``down_since``, not from now."""
-        down_since = (self.ctx.state.get("earlier_attempts") or {}).get("down_since") \
-            if self.resuming and self.ctx.state.get("maintenance_on") else None
+        """``window.opened``; resumed while the site still shows the maintenance page, timed from then."""
+        since = down_since(self.ctx) if self.resuming else None
         now = time.time()
-        self.ctx.state["window_started"] = (datetime.fromisoformat(down_since).timestamp() if down_since else now, now)
-        self.ctx.event("window.opened", started_at=now_iso(), **({"down_since": down_since} if down_since else {}))
-
-    def _window_done_earlier(self, window: list[PlannedStep]) -> bool:
-        """Resumed after an earlier attempt did every window step and lifted maintenance: the site is up, there
-        is no window to open again (that would stretch the reported window over the gap and this attempt). If
-        that attempt died before closing its window, it is closed now, at the time maintenance went off."""
-        if not self.resuming or self.ctx.state.get("maintenance_on") \
-                or any(s.spec_key() not in self.completed for s in window):
-            return False
-        earlier = self.ctx.state.get("earlier_attempts") or {}
-        if earlier.get("window_open") and earlier.get("opened_at"):
-            ended = earlier.get("last_off_at") or earlier["opened_at"]
-            span = datetime.fromisoformat(ended).timestamp() - datetime.fromisoformat(earlier["opened_at"]).timestamp()
-            self.ctx.event("window.closed", ended_at=ended, duration_s=round(span, 3), ok=True,
-                           closed_for="an earlier attempt that died after lifting maintenance")
-        for s in window:
-            self.ctx.event("step.already_done", stage=s.stage.value, step=s.label, uses=s.uses, key=s.spec_key())
-        return True
+        self.ctx.state["window_started"] = (datetime.fromisoformat(since).timestamp() if since else now, now)
+        self.ctx.event("window.opened", started_at=now_iso(), **({"down_since": since} if since else {}))
 
     def _admit(self, stage: Stage, unit: list[PlannedStep], work: list[PlannedStep]) -> bool:
         """Window-aware admission: do not start work that would not end before the cutoff."""
@@ -179,12 +162,24 @@ class Executor:
         self.ctx.event("maintenance.safety_net", hosts=sorted(self.ctx.state["maintenance_on"]))
         try:
             maintenance_off(self.ctx, OffParams())
+            self._off_done_by_safety_net()
         except Exception as exc:  # noqa: BLE001 - report, alert, continue to the report
             self.ctx.event("maintenance.lift_failed", error=self.ctx.redact(str(exc)))
             self._notify("maintenance.stuck", "maintenance mode could NOT be lifted — act now",
                          self.ctx.redact(str(exc)) + f"\n\nSee and lift it: pitstop maintenance status --env "
                          f"{self.ctx.cfg.name}; pitstop maintenance off --env {self.ctx.cfg.name} --reason '...'",
                          severity="failure")
+
+    def _off_done_by_safety_net(self) -> None:
+        """Maintenance-off steps the run never reached (it was interrupted in the window) did happen, through
+        the safety net: recorded so, not as "not reached" beside hosts that say off."""
+        finished = {e["data"].get("key") for e in self.ctx.audit.events if e["kind"] == "step.finished"}
+        for p in self.plan.steps:
+            key = p.spec_key()
+            if p.stage == Stage.MAINTENANCE_OFF and key not in finished and key not in self.completed:
+                self.ctx.event("step.finished", stage=p.stage.value, step=p.label, uses=p.uses, key=key,
+                               status=Status.SUCCEEDED.value, changed=True, duration_s=0.0, hosts=[],
+                               summary="maintenance lifted by the always-finally safety net")
 
     # -- units and steps ------------------------------------------------------------------------------
     def _run_unit(self, phase: Phase, stage: Stage, unit: list[PlannedStep]) -> bool:
@@ -230,7 +225,22 @@ class Executor:
 
     def _run_step(self, planned: PlannedStep) -> bool:
         with self.ctx.step_scope(planned.stage.value, planned.label):
-            return self._step(planned)
+            ok = self._step(planned)
+        with self._fail_lock:
+            self._running.pop(planned.spec_key(), None)
+        return ok
+
+    def _interrupted(self, exc: BaseException) -> None:
+        """The run was interrupted (Ctrl-C, SIGINT, a SystemExit from a library): the steps in progress are
+        recorded as failed by the interruption, and the run's failure names the first of them."""
+        with self._fail_lock:
+            running = list(self._running.values())
+            self._running.clear()
+        error = f"interrupted: {type(exc).__name__}" + (f"({exc})" if str(exc) else "")
+        for p in running:
+            self.ctx.event("step.finished", stage=p.stage.value, step=p.label, uses=p.uses, key=p.spec_key(),
+                           status=Status.FAILED.value, error=error, error_type=type(exc).__name__, hosts=[])
+        self._fail(running[0] if running else None, exc, error)
 
     def _step(self, planned: PlannedStep) -> bool:
         ctx = self.ctx
@@ -241,6 +251,8 @@ class Executor:
         if key in self.completed:
             ctx.event("step.already_done", stage=planned.stage.value, step=planned.label, uses=planned.uses, key=key)
             return True
+        with self._fail_lock:
+            self._running[key] = planned
         ctx.event("step.started", stage=planned.stage.value, step=planned.label, uses=planned.uses,
                   phase=planned.phase.value, hosts=planned.hosts, key=key)
         t0 = time.monotonic()

@@ -10,10 +10,13 @@ results) from the same events.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .audit import read_events
 from .context import RunContext
+
+if TYPE_CHECKING:
+    from .plan import PlannedStep
 
 
 def completed_steps(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -86,6 +89,31 @@ def earlier_attempts(events: list[dict[str, Any]]) -> dict[str, Any]:
                 last_off_at = ev["ts"]
     return {"started_at": started_at, "window_open": window_open, "opened_at": opened_at,
             "down_since": min(on_since.values(), key=_epoch) if on_since else None, "last_off_at": last_off_at}
+
+
+def down_since(ctx: RunContext) -> str | None:
+    """A resumed attempt whose site still shows the maintenance page (an earlier attempt died inside its
+    window): the window goes on, timed from when that attempt opened it — not from now."""
+    if not ctx.state.get("maintenance_on"):
+        return None
+    since: str | None = (ctx.state.get("earlier_attempts") or {}).get("down_since")
+    return since
+
+
+def window_done_earlier(ctx: RunContext, window: list[PlannedStep], completed: dict[str, Any]) -> bool:
+    """Resumed after an earlier attempt did every window step and lifted maintenance: the site is up, there
+    is no window to open again (that would stretch the reported window over the gap and this attempt). If
+    that attempt died before closing its window, it is closed now, at the time maintenance went off."""
+    if ctx.state.get("maintenance_on") or any(s.spec_key() not in completed for s in window):
+        return False
+    earlier = ctx.state.get("earlier_attempts") or {}
+    if earlier.get("window_open") and earlier.get("opened_at"):
+        ended = earlier.get("last_off_at") or earlier["opened_at"]
+        ctx.event("window.closed", ended_at=ended, duration_s=round(_epoch(ended) - _epoch(earlier["opened_at"]), 3),
+                  ok=True, closed_for="an earlier attempt that died after lifting maintenance")
+    for s in window:
+        ctx.event("step.already_done", stage=s.stage.value, step=s.label, uses=s.uses, key=s.spec_key())
+    return True
 
 
 def _epoch(ts: str) -> float:
