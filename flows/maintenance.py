@@ -1,66 +1,10 @@
-"""The maintenance flow: one flow run per maintenance run, one Prefect task per stage unit.
+"""Entry point of the maintenance flow for Prefect deployments (``flows/maintenance.py:maintenance``).
 
-Parameters are names and flags only (environment, runbook, trigger, reason): secrets never travel
-as flow parameters; the flow loads them from the environment where it runs.
+Prefect loads this file by path; the flow itself lives in :mod:`pitstop.prefect_adapter` (one flow run
+per maintenance run, one Prefect task per stage unit). Parameters are names and flags only: secrets
+never travel as flow parameters.
 """
 
-from __future__ import annotations
+from pitstop.prefect_adapter import maintenance, prefect_unit
 
-from collections.abc import Callable
-from typing import Any, TypeVar
-
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
-
-from pitstop import runner
-from pitstop.console import ConsoleView
-
-from .common import announce_files, deployment_defaults
-
-T = TypeVar("T")
-
-
-def prefect_unit(name: str, fn: Callable[[], T]) -> T:
-    """Run one stage unit as a Prefect task (never one task per command: tasks cost 10-90 ms)."""
-    wrapped = task(name=name, cache_policy=NO_CACHE, persist_result=False, retries=0)(fn)
-    return wrapped()
-
-
-def _flow_run_id(env: str, runbook: str) -> str | None:
-    from prefect.runtime import flow_run
-
-    fid, start = flow_run.id, flow_run.scheduled_start_time
-    if not fid or start is None:
-        return None
-    return runner.run_id_for_flow_run(env, runbook, str(fid), start)
-
-
-@flow(name="pitstop-maintenance", persist_result=False, log_prints=False, validate_parameters=True)
-def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "",
-                accept_unverified_backup: bool = False, run_id: str | None = None, wait_s: float = 0.0,
-                override_blackout: bool = False, expected_downtime: str | None = None, rehearsal: bool = False,
-                console: bool = False) -> dict[str, Any]:
-    """Run ``runbook`` on environment ``env``; ``console`` prints live progress to this process.
-
-    Without a ``run_id`` the id derives from the Prefect flow run, so when Prefect retries or
-    reschedules this flow run after a crash, the retry finds the run folder and *resumes* it.
-    """
-    from pitstop.fsmodes import private_umask
-    from pitstop.input_guards import flow_parameters
-
-    # the same guards as the CLI, before anything is read or written: a Prefect UI or API user is not
-    # trusted with paths, run ids or overrides without a reason
-    files = flow_parameters(env=env, runbook=runbook, run_id=run_id, reason=reason,
-                            accept_unverified_backup=accept_unverified_backup,
-                            deployment_parameters=deployment_defaults(), trigger=trigger,
-                            override_blackout=override_blackout, expected_downtime=expected_downtime, wait_s=wait_s)
-    announce_files(files.env, files.runbook)
-    listener = ConsoleView() if console else None
-    run_id = run_id or _flow_run_id(env, runbook)
-    with private_umask():
-        result = runner.execute(files.env, files.runbook, trigger=trigger, reason=reason,
-                                accept_unverified_backup=accept_unverified_backup, run_id=run_id,
-                                unit_runner=prefect_unit, listener=listener, wait_s=wait_s,
-                                override_blackout=override_blackout, expected_downtime=expected_downtime,
-                                rehearsal=rehearsal)
-    return {"run_id": result.run_id, "status": result.status.value, "run_dir": str(result.run_dir)}
+__all__ = ["maintenance", "prefect_unit"]

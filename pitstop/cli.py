@@ -13,11 +13,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-# Quiet, private defaults for Prefect before it is imported anywhere: no analytics, no chatter.
-for _k, _v in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-               "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-               "PREFECT_LOGGING_LOG_PRINTS": "false"}.items():
-    os.environ.setdefault(_k, _v)
+from .process_defaults import cli_process_defaults
+
+# The command's own process: pydantic plugins off, Prefect quiet and private, invoke deferred (see
+# pitstop/process_defaults.py), before anything heavy is imported. Importing pitstop elsewhere sets nothing.
+cli_process_defaults()
 
 import typer  # noqa: E402
 from rich.markup import escape  # noqa: E402
@@ -169,7 +169,7 @@ def _run_engine(env: str, runbook: str, trigger: str, reason: str, accept_unveri
         if not as_json:  # say what happens from the first second: Prefect's start is the slow part
             where = os.environ.get("PREFECT_API_URL") or "a local Prefect API server (a few seconds on first start)"
             err.print(f"[dim]{runbook} on {env}: starting the flow run through {where}…[/dim]", soft_wrap=True)
-        from flows.maintenance import maintenance
+        from .prefect_adapter import maintenance
 
         res = maintenance(env=env, runbook=runbook, trigger=trigger, reason=reason,
                           accept_unverified_backup=accept_unverified_backup, run_id=run_id, wait_s=wait_s,
@@ -260,8 +260,17 @@ def resume(run_id: Annotated[str, typer.Argument(help="the run to resume")], env
     from .runner import load_config, recorded_options, resumable
 
     cfg = load_config(env)
-    started, _ = resumable(cfg, run_id)  # exit 2: not a run, a broken audit chain, or already finished
+    started, events = resumable(cfg, run_id)  # exit 2: not a run, a broken audit chain, or already finished
     opts = recorded_options(run_id, started)  # the runner restores all of them again from the same record
+    if engine == Engine.local:  # config, runbook and audit log are each read once (a flow run reads its own)
+        from .console import ConsoleView
+        from .runner import resume as resume_run
+
+        with terminal_hangup_ignored():
+            result = resume_run(env, run_id, listener=None if as_json else ConsoleView(out), wait_s=wait,
+                                loaded=(cfg, None), prior=(started, events))
+        _finish_run(result.run_dir, as_json)
+        return
     _run(env, started.get("runbook_source") or started["runbook"], opts.trigger.value, opts.reason,
          opts.accept_unverified_backup, engine, as_json, run_id=run_id, wait_s=wait)
 

@@ -18,7 +18,7 @@ from .executor import Executor, UnitRunner, direct
 from .locks import EnvironmentLock
 from .model import Status, Trigger
 from .notify.notifier import Notifier
-from .runbook import Runbook, load_runbook
+from .runbook import Runbook, find_runbook, load_runbook
 
 Listener = Callable[[dict[str, Any]], None]
 
@@ -51,20 +51,25 @@ def parse_expected_downtime(text: str) -> timedelta:
 
 def load(env: str, runbook: str) -> tuple[EnvironmentConfig, Runbook]:
     """Validate config and runbook together; raises InputError (exit 2) before anything runs."""
-    from .input_guards import secret_problems
-
     cfg = load_config(env)
     rb = load_runbook(runbook, cfg)
-    if problems := secret_problems(cfg):
-        raise ConfigError(problems)
-    from .redact import install
-
-    install(cfg)  # third-party DEBUG logs never carry this run's secrets
+    admit(cfg)
     return cfg, rb
 
 
+def admit(cfg: EnvironmentConfig) -> None:
+    """Every secret the run needs is set (ConfigError, exit 2, if not), and registered for redaction."""
+    from .input_guards import secret_problems
+    from .redact import install
+
+    if problems := secret_problems(cfg):
+        raise ConfigError(problems)
+    install(cfg)  # third-party DEBUG logs never carry this run's secrets
+
+
 def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: str, unit_runner: UnitRunner,
-             listener: Listener | None, wait_s: float, resume_events: list[dict[str, Any]] | None) -> RunResult:
+             listener: Listener | None, wait_s: float, resume_events: list[dict[str, Any]] | None,
+             flow_run_id: str | None = None) -> RunResult:
     from .window import check_blackout
 
     skip = None if resume_events is not None else check_blackout(cfg, options.trigger.value,
@@ -80,6 +85,7 @@ def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: s
         alert_abandoned(cfg)  # runs SIGKILLed earlier could not alert: do it now, once (lock held)
         ctx = RunContext.create(cfg, rb, options, run_id=run_id)
         ctx.holds_environment_lock = True
+        ctx.flow_run_id = flow_run_id
         if listener is not None:
             from .console import ConsoleView, guard_log_consoles
 
@@ -109,33 +115,41 @@ def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: s
 def execute(env: str, runbook: str, *, trigger: str = Trigger.MANUAL.value, reason: str = "",
             accept_unverified_backup: bool = False, run_id: str | None = None, unit_runner: UnitRunner = direct,
             listener: Listener | None = None, wait_s: float = 0.0, override_blackout: bool = False,
-            expected_downtime: str | None = None, rehearsal: bool = False) -> RunResult:
+            expected_downtime: str | None = None, rehearsal: bool = False, flow_run_id: str | None = None) -> RunResult:
     """Run a runbook. With a ``run_id`` whose folder already exists, resume that run instead.
 
     ``expected_downtime`` (e.g. ``20m``) overrides the runbook's announced downtime for this run."""
     cfg, rb = load(env, runbook)
     given = parse_expected_downtime(expected_downtime) if expected_downtime else None
+    if run_id and (cfg.resolve(cfg.reports.dir) / run_id / "audit.jsonl").is_file():
+        return resume(env, run_id, unit_runner=unit_runner, listener=listener, wait_s=wait_s, flow_run_id=flow_run_id,
+                      loaded=(cfg, rb))
     if given is not None:
         rb = rb.model_copy(update={"expected_downtime": given})
-    if run_id and (cfg.resolve(cfg.reports.dir) / run_id / "audit.jsonl").is_file():
-        return resume(env, run_id, unit_runner=unit_runner, listener=listener, wait_s=wait_s)
     options = RunOptions(trigger=Trigger(trigger), reason=reason, accept_unverified_backup=accept_unverified_backup,
                          override_blackout=override_blackout, expected_downtime=given, rehearsal=rehearsal)
     run_id = run_id or new_run_id(cfg.name, rb.name)
-    return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, None)
+    return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, None, flow_run_id)
 
 
 def resume(env: str, run_id: str, *, unit_runner: UnitRunner = direct, listener: Listener | None = None,
-           wait_s: float = 0.0) -> RunResult:
+           wait_s: float = 0.0, flow_run_id: str | None = None,
+           loaded: tuple[EnvironmentConfig, Runbook | None] | None = None,
+           prior: tuple[dict[str, Any], list[dict[str, Any]]] | None = None) -> RunResult:
     """Resume a crashed run (its process died before ``run.finished``): skip every step its audit log
     records as completed, with every option of the first attempt as that attempt's first event recorded them.
 
     Refused (bad input, exit 2, nothing appended or sent): a run id that is not one, a run whose audit
     chain is broken (what it says cannot be trusted to skip or gate anything), and a run that finished
-    (succeeded, failed or skipped: its report is written and sealed, everyone was told how it ended)."""
-    cfg = load_config(env)
-    started, events = resumable(cfg, run_id)
-    rb = load_runbook(started.get("runbook_source") or started["runbook"], cfg)
+    (succeeded, failed or skipped: its report is written and sealed, everyone was told how it ended).
+
+    ``loaded`` (the config, and a runbook already loaded from the same file) and ``prior`` (what
+    :func:`resumable` returned) spare parsing them again: a command reads each file once."""
+    cfg, known = loaded if loaded is not None else (load_config(env), None)
+    started, events = prior if prior is not None else resumable(cfg, run_id)
+    source = started.get("runbook_source") or started["runbook"]
+    rb = known if known is not None and _same_file(known.source, find_runbook(source)) else load_runbook(source, cfg)
+    admit(cfg)
     options = recorded_options(run_id, started)
     if finished_at(events) is not None:
         # killed after the run finished but before its report was sealed (resumable() refuses a sealed one):
@@ -154,7 +168,14 @@ def resume(env: str, run_id: str, *, unit_runner: UnitRunner = direct, listener:
         return RunResult(run_id=run_id, status=Status(last["data"].get("status")), run_dir=ctx.run_dir)
     if options.expected_downtime is not None:
         rb = rb.model_copy(update={"expected_downtime": options.expected_downtime})
-    return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, events)
+    return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, events, flow_run_id)
+
+
+def _same_file(a: str, b: Path) -> bool:
+    try:
+        return bool(a) and Path(a).resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def recorded_options(run_id: str, started: dict[str, Any]) -> RunOptions:
@@ -182,18 +203,18 @@ def finished_at(events: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def resumable(cfg: EnvironmentConfig, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The first event's data and all events of a run that may be resumed; InputError (exit 2) if not."""
-    from .audit import verify_chain
+    from .audit import read_chain
     from .ids import check_run_id
-    from .resume import prior_run
 
     check_run_id(run_id)
     run_dir = cfg.resolve(cfg.reports.dir) / run_id
     if not (run_dir / "audit.jsonl").is_file():
         raise InputError(f"no run {run_id!r} under {run_dir.parent}")
-    if broken := verify_chain(run_dir / "audit.jsonl"):
+    events, broken = read_chain(run_dir / "audit.jsonl")  # read and parsed once: checked, then used
+    if broken:
         raise InputError(f"run {run_id} cannot be resumed: its audit log is not intact ({broken}); "
                          f"`pitstop report verify {run_dir}` says more")
-    started, events = prior_run(run_dir)
+    started = next(e for e in events if e["kind"] == "run.started")["data"]
     last = next((e for e in reversed(events) if e["kind"] in ("run.started", "run.resumed", "run.finished")), None)
     last = finished_at(events)
     if last is not None and (run_dir / "manifest.json").is_file():

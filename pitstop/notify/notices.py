@@ -36,7 +36,7 @@ from .ledger import KeyState, Ledger, open_ledger
 from .notifier import base_context, deliver
 
 if TYPE_CHECKING:
-    from ..context import RunContext
+    from ..runview import RunView
 
 RESCHEDULE_WITHIN = timedelta(days=45)
 
@@ -209,7 +209,7 @@ def _due(cfg: EnvironmentConfig, at: datetime, channels: list[Channel] | None,
          ledger: Ledger) -> Iterator[tuple[PlannedNotice, Window, Channel, Audience, Callable[[str], str]]]:
     """Each notice due (or stale) at ``at`` with its window, channel, audience and the run's redactor: what
     ``send_due`` sends and ``preview_due`` renders."""
-    from ..context import Redactor, secret_values
+    from ..redact import Redactor, secret_values
 
     channels = build_channels(cfg) if channels is None else channels
     redact = Redactor(secret_values(cfg))
@@ -324,7 +324,7 @@ def check_lead_time(cfg: EnvironmentConfig, runbook: str, now: datetime, ledger:
                     message=f"the {lead_label(required)} notice for window {w.id} was not delivered in time")
 
 
-def lead_time_gate(ctx: RunContext, clock: Clock = system_clock) -> LeadTime | None:
+def lead_time_gate(ctx: RunView, clock: Clock = system_clock) -> LeadTime | None:
     """Apply the policy to a run before it starts; records a ``notice.lead_time`` event."""
     trigger = ctx.options.trigger.value
     if trigger == "emergency":

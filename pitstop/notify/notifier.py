@@ -28,7 +28,7 @@ from .downtime import ExpectedDowntime
 
 if TYPE_CHECKING:
     from ..config import EnvironmentConfig
-    from ..context import RunContext
+    from ..runview import RunView
 
 END_EVENTS = ("run.completed", "run.failed", "verification.failed", "run.cancelled")
 
@@ -69,7 +69,7 @@ def base_context(cfg: EnvironmentConfig, now: datetime) -> dict[str, Any]:
 
 
 class Notifier:
-    def __init__(self, ctx: RunContext, channels: list[Channel] | None = None, attempts: int | None = None,
+    def __init__(self, ctx: RunView, channels: list[Channel] | None = None, attempts: int | None = None,
                  wait_max: float | None = None):
         self.ctx = ctx
         ncfg = ctx.cfg.notifications

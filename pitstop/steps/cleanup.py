@@ -16,11 +16,13 @@ from ..cleanup import bounds, fkeys, maintenance, metrics
 from ..cleanup.pacing import resolve_profile
 from ..cleanup.progress import Progress
 from ..cleanup.purge import PurgeOptions, RulePurge
+from ..cleanup.report import cleanup_section
 from ..cleanup.rules import count, fix_cutoff, rule_key, table_facts
-from ..config import Name, RetentionRule
+from ..config import EnvironmentConfig, Name, RetentionRule
 from ..context import RunContext
 from ..model import StepOutcome
 from ..pgretry import call
+from ..plugin import Event, Plugin, PluginState
 from ..registry import Placement, Target, planner, step
 
 TableName = Annotated[str, Field(pattern=r"^([^\W\d][\w $-]{0,62}\.)?[^\W\d][\w $-]{0,62}$")]
@@ -64,8 +66,12 @@ def warn_superuser(ctx: RunContext, conn: Any) -> bool:
     return su
 
 
+def _needs_rules(cfg: EnvironmentConfig) -> str | None:
+    return None if cfg.retention else "has no `retention` rules"
+
+
 @step("cleanup.retention", params=RetentionParams, placement=Placement.OUTSIDE, target=Target.DATABASE,
-      destructive=True)
+      destructive=True, needs_config=_needs_rules)
 def cleanup_retention(ctx: RunContext, params: RetentionParams) -> StepOutcome:
     """Purge rows past retention in adaptive, resumable batches (partitions are dropped whole)."""
     def superuser() -> bool:
@@ -81,7 +87,7 @@ def cleanup_retention(ctx: RunContext, params: RetentionParams) -> StepOutcome:
         result = RulePurge(ctx, rule, opts).run()
         ctx.event("cleanup.purged", **result)
         results.append(result)
-    ctx.state.setdefault("cleanup", []).extend(results)
+    ctx.state.of(CleanupState).purged.extend(results)
     total = sum(r["deleted_this_run"] for r in results)
     summary = ", ".join(f"{r['table']}: {r['deleted_this_run']} rows"
                         + (f" ({len(r['partitions_dropped'])} partitions dropped)" if r["partitions_dropped"] else "")
@@ -174,7 +180,7 @@ def vacuum_analyze(ctx: RunContext, params: VacuumParams) -> StepOutcome:
 def _vacuum_targets(ctx: RunContext, tables: list[str] | None) -> list[str]:
     if tables:
         return tables
-    touched = [r["table"] for r in ctx.state.get("cleanup", [])]
+    touched = [r["table"] for r in ctx.state.of(CleanupState).purged]
     return list(dict.fromkeys(touched)) or [r.qualified for r in ctx.cfg.retention]
 
 
@@ -211,3 +217,19 @@ def vacuum_full(ctx: RunContext, params: VacuumFullParams) -> StepOutcome:
 def plan_vacuum_full(ctx: RunContext, params: VacuumFullParams) -> list[str]:
     verb = "CLUSTER" if params.mode == "cluster" else "VACUUM (FULL, ANALYZE)"
     return [f"{verb} {t} (ACCESS EXCLUSIVE for the whole rewrite)" for t in params.tables]
+
+
+class CleanupState(PluginState):
+    purged: list[dict[str, Any]] = Field(default_factory=list)  # every rule's ``cleanup.purged`` record
+
+    def rebuild(self, events: list[Event]) -> None:
+        """The purges an earlier attempt finished (a resumed run vacuums the tables they touched)."""
+        self.purged += [e["data"] for e in events if e["kind"] == "cleanup.purged"]
+
+
+class CleanupPlugin(Plugin):
+    state = CleanupState
+    report_sections = {"cleanup": cleanup_section}
+
+
+PLUGIN = CleanupPlugin("cleanup")

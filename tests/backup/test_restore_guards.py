@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backup_helpers import (
+
+from pitstop.steps.backup_state import BackupState
+from tests.backup.backup_helpers import (
     admin,
     database_exists,
     drop_database,
@@ -32,7 +34,6 @@ from backup_helpers import (
     s3_storage,
     write_runbook,
 )
-
 from tests.conftest import report_of, run_cli
 from tests.reliability.results import record
 
@@ -171,7 +172,7 @@ def test_a_manifest_altered_in_storage_is_refused_by_verify(make_env: Any, ctx_f
     path.write_text(json.dumps(doc, indent=2))
     with pytest.raises(BackupError, match="is not the one this run wrote"):
         backup_verify(ctx, VerifyParams())
-    assert ctx.state["backup"]["verified"] is False
+    assert ctx.state.of(BackupState).backup["verified"] is False
     assert [e["kind"] for e in ctx.audit.events if e["kind"].startswith("backup.verif")] == ["backup.verify_failed"]
     record("altered_manifest_verify", forged_inputs=1, trusted=0)
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from backup_helpers import SECRET_ENV, s3_storage, write_runbook
 
 from pitstop.backup_catalog import BackupEntry, list_backups, plan_prune
 from pitstop.config import BackupConfig
@@ -21,6 +20,7 @@ from pitstop.steps.backup import (
     backup_prune,
     backup_verify,
 )
+from tests.backup.backup_helpers import SECRET_ENV, s3_storage, write_runbook
 from tests.conftest import report_of, run_cli
 
 

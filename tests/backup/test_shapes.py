@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 import yaml
-from backup_helpers import admin, drop_database, pg_bin, write_runbook
 
+from tests.backup.backup_helpers import admin, drop_database, pg_bin, write_runbook
 from tests.conftest import demo_config, report_of, run_cli
 
 OWNER, READER = "pitstop_shape_owner", "pitstop_shape_reader"

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import pytest
-from backup_helpers import s3_storage
 
 from pitstop.connectors.storage import LocalStorage, StoredObject
+from pitstop.steps.backup_state import BackupState
+from tests.backup.backup_helpers import s3_storage
 
 
 @pytest.fixture(params=[0o000, 0o022], ids=["umask000", "umask022"])
@@ -112,7 +113,7 @@ def test_dump_and_restore_staging_is_private_under_any_umask(make_env: Any, ctx_
     ctx._storage = watching = Watching(ctx.cfg.resolve(ctx.cfg.storage.path), staging)
     backup_postgres(ctx, BackupParams())
     backup_verify(ctx, VerifyParams())
-    assert ctx.state["backup"]["verified"] is True
+    assert ctx.state.of(BackupState).backup["verified"] is True
     assert watching.looked > 0, "the staging directory was never seen holding data"
     assert watching.seen == []
     assert exposed(ctx.cfg.resolve(ctx.cfg.storage.path)) == []

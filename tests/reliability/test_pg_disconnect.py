@@ -23,6 +23,7 @@ from psycopg import sql
 from pitstop.model import Status
 from pitstop.pgretry import MAX_WAIT
 from pitstop.runner import execute
+from pitstop.steps.backup_state import BackupState
 from tests.reliability.helpers import MONTHLY, events
 from tests.reliability.results import full, record
 
@@ -271,10 +272,10 @@ def test_verification_is_redone_when_pg_restore_loses_its_session(make_env: Any,
         killer.join(5)
     retries = [e["data"] for e in ctx.audit.events if e["kind"] == "retry"]
     record("pg_disconnect_verify", transient_faults=len(killed),
-           recovered=len(killed) if ctx.state["backup"].get("verified") else 0)
+           recovered=len(killed) if ctx.state.of(BackupState).backup.get("verified") else 0)
     assert len(killed) == 1, "pg_restore's COPY was never seen"
     assert [r["what"] for r in retries] == ["pg.verify"], retries
-    assert ctx.state["backup"]["verified"] is True
+    assert ctx.state.of(BackupState).backup["verified"] is True
     verified = next(e["data"] for e in ctx.audit.events if e["kind"] == "backup.verified")
     assert verified["row_counts"]["public.bulk"] == 400000 and verified["differences"] == {}
     with psycopg.connect(host=pg_socket, dbname="postgres", user="postgres") as c:
