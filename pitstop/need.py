@@ -35,7 +35,12 @@ SWITCH = (Stage.MAINTENANCE_ON, Stage.MAINTENANCE_OFF)
 
 
 def exclusive(p: PlannedStep) -> bool:
-    return p.phase == Phase.WINDOW and p.stage not in SWITCH
+    """Placed inside the window and able to change something (a read-only check inside is not)."""
+    return p.phase == Phase.WINDOW and p.stage not in SWITCH and not _read_only(p)
+
+
+def _read_only(p: PlannedStep) -> bool:
+    return p.uses.startswith("check.") and not p.destructive
 
 
 def outcome_of(ctx: RunContext, planned: PlannedStep) -> HasWork | None:
@@ -64,7 +69,7 @@ def probe(ctx: RunContext, plan: Plan, planned: PlannedStep, after_run: bool = F
         w = combine(parts)
         return HasWork(answer=w.answer, why=("only if changed: " if w.answer == Work.NO else "") + w.why)
     info = get_step(planned.uses)
-    if planned.uses.startswith("check.") and not planned.destructive:
+    if _read_only(planned):
         return HasWork.no("a read-only check")
     if info.has_work is None:
         return HasWork.unknown(f"{planned.uses} cannot tell from facts")
@@ -90,6 +95,8 @@ def decide(ctx: RunContext, plan: Plan) -> Decision:
                              work=p.work))
     if not rb.opens_window:
         needed, why = True, "the runbook never switches maintenance mode on"
+    elif not any(r.exclusive for r in rows):  # nothing for pitstop to judge: the window the runbook asks for
+        needed, why = True, "no exclusive step inside the window: it opens as the runbook says"
     else:
         needed, why = _verdict([r for r in rows if r.exclusive], "exclusive")
     d = Decision(window_needed=needed, window_why=why, backup_when=when, steps=rows)
@@ -138,9 +145,9 @@ def start(ctx: RunContext, plan: Plan, resuming: bool) -> Decision:
 
 def at_window(ctx: RunContext, plan: Plan, d: Decision) -> tuple[bool, dict[str, HasWork]]:
     """Ask the exclusive steps again, right before the window: (open it?, answers by step id)."""
-    if not ctx.runbook.opens_window or d.opened_earlier:
-        return True, {}
     answers = {p.id: probe(ctx, plan, p, after_run=True) for p in plan.phase(Phase.WINDOW) if exclusive(p)}
+    if not ctx.runbook.opens_window or d.opened_earlier or not answers:
+        return True, {}
     return d.window_needed and any(w.counts for w in answers.values()), answers
 
 
@@ -161,7 +168,7 @@ def skip_window(ctx: RunContext, plan: Plan, d: Decision, answers: dict[str, Has
          for p in plan.phase(Phase.WINDOW) if exclusive(p)], "exclusive")[1]
     ctx.event("window.not_needed", reason=NO_WINDOW, why=why, decided_at_start=d.window_needed)
     for p in plan.phase(Phase.WINDOW):
-        if p.stage in SWITCH:
+        if not exclusive(p):  # the switch itself, read-only checks placed inside
             skip([p], NO_WINDOW)
         elif p in late:  # decided "no window" at the start, has work now: never outside a window
             w = answers[p.id]
