@@ -182,7 +182,7 @@ class Notifier:
                             severity="warning", elapsed_s=round(elapsed, 3))
         # stage.finished is not folded in: the next stage.started (or run.finished) supersedes it.
         if kind in ("run.started", "run.resumed", "stage.started", "window.opened", "window.closed",
-                    "run.finished", "window.extended"):
+                    "run.finished", "window.extended", "window.decision"):
             self._update_feed(event)
 
     def _update_feed(self, event: dict[str, Any]) -> None:

@@ -98,6 +98,9 @@ def test_second_monthly_run_needs_no_window(make_env: Any) -> None:
     assert _lines(state / "customers.jsonl") == customers_before
     ops = [m for m in _lines(state / "notifications.jsonl")[ops_before:]]
     assert {"run.started", "run.completed"} <= {m["event"] for m in ops}
+    feed = json.loads((state / "status" / "status.json").read_text())  # the public status feed says so too
+    assert feed["completed"][0]["run_id"] == run2.name and feed["completed"][0]["window_needed"] is False
+    assert feed["completed"][1]["window_needed"] is True
     # the backup rule defaults to `always`: the second run still took and verified one
     assert report["backup"] and report["backup"]["verified"]
 
