@@ -349,3 +349,27 @@ def test_window_opens_iff_an_exclusive_step_has_work(platform: dict[str, Any], m
     kinds = _kinds(res.run_dir)
     assert ("window.opened" in kinds) == expected and ("maintenance.on" in kinds) == expected, platform
     assert ("window.not_needed" in kinds) == (not expected)
+
+
+def test_a_resumed_run_keeps_its_no_window_decision(make_env: Any) -> None:
+    """Killed (SIGKILL) after its backup, a run that needed no window is resumed: the first attempt's decision
+    is kept (customers still hear nothing), maintenance mode is never switched on."""
+    from tests.reliability.helpers import kill_when, start
+
+    env = make_env()
+    state = Path(yaml.safe_load(env.read_text())["state_dir"])
+    first = run_cli("run", "--env", str(env), "--runbook", "monthly", "--engine", "local", "--json")
+    assert first.returncode == 0, first.stderr
+    customers = _lines(state / "customers.jsonl")
+    proc = start("run", "--env", str(env), "--runbook", "monthly", "--engine", "local", "--json")
+    killed = kill_when(proc, state / "runs", lambda evs: any(e["kind"] == "backup.created" for e in evs)
+                       and not any(e["kind"] == "run.finished" for e in evs))
+    assert killed is not None
+    resumed = run_cli("resume", killed.name, "--env", str(env), "--engine", "local", "--json")
+    assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr
+    decisions = _events(killed, "window.decision")
+    assert [d["window_needed"] for d in decisions] == [False, False] and decisions[1]["recalled"] is True
+    kinds = _kinds(killed)
+    assert "maintenance.on" not in kinds and "window.opened" not in kinds and "window.not_needed" in kinds
+    assert _lines(state / "customers.jsonl") == customers
+    assert json.loads((killed / "report.json").read_text())["maintenance_window"]["needed"] is False
