@@ -145,9 +145,10 @@ def start(ctx: RunContext, plan: Plan, resuming: bool) -> Decision:
 
 def at_window(ctx: RunContext, plan: Plan, d: Decision) -> tuple[bool, dict[str, HasWork]]:
     """Ask the exclusive steps again, right before the window: (open it?, answers by step id)."""
-    answers = {p.id: probe(ctx, plan, p, after_run=True) for p in plan.phase(Phase.WINDOW) if exclusive(p)}
-    if not ctx.runbook.opens_window or d.opened_earlier or not answers:
+    steps = [p for p in plan.phase(Phase.WINDOW) if exclusive(p)]
+    if not ctx.runbook.opens_window or d.opened_earlier or not steps:
         return True, {}
+    answers = {p.id: probe(ctx, plan, p, after_run=True) for p in steps}
     return d.window_needed and any(w.counts for w in answers.values()), answers
 
 
