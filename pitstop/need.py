@@ -173,9 +173,8 @@ def skip_window(ctx: RunContext, plan: Plan, d: Decision, answers: dict[str, Has
             skip([p], NO_WINDOW)
         elif p in late:  # decided "no window" at the start, has work now: never outside a window
             w = answers[p.id]
-            ctx.event("plan.deviation", stage=p.stage.value, step=p.label, decided=NO_WINDOW, now=w.answer.value,
-                      why=w.why, reason=f"{p.label} has work now ({w.why}) but the run decided at its start that "
-                      "no window was needed: not done outside a window; the next run does it")
+            deviation(ctx, p, NO_WINDOW, w, f"{p.label} has work now ({w.why}) but the run decided at its start "
+                      "that no window was needed: not done outside a window; the next run does it")
             skip([p], f"has work now ({w.why}), but no window is open: not done (deviation recorded)")
         else:
             skip([p], f"no work: {answers[p.id].why} ({NO_WINDOW})")
@@ -192,10 +191,18 @@ def before_step(ctx: RunContext, plan: Plan, d: Decision | None, planned: Planne
     w = probe(ctx, plan, planned, after_run=True)
     if not w.counts:
         return f"no work: {w.why} (nothing destructive runs, so no backup was needed)"
-    ctx.event("plan.deviation", stage=planned.stage.value, step=planned.label, decided="no destructive work",
-              now=w.answer.value, why=w.why, reason=f"{planned.label} has work now ({w.why}) but the run took no "
-              "backup (backup.when: before_destructive_work): the verified-backup gate decides")
+    deviation(ctx, planned, "no destructive work", w, f"{planned.label} has work now ({w.why}) but the run took "
+              "no backup (backup.when: before_destructive_work): the verified-backup gate decides")
     return None
+
+
+def deviation(ctx: RunContext, planned: PlannedStep, decided: str, w: HasWork, reason: str) -> None:
+    """Facts changed between the decision and the step: recorded (report: deviations) and told to ops."""
+    ctx.event("plan.deviation", stage=planned.stage.value, step=planned.label, decided=decided,
+              now=w.answer.value, why=w.why, reason=reason)
+    if ctx.notifier is not None:
+        ctx.notifier.notify("plan.deviation", f"facts changed: {planned.label}", reason, severity="warning",
+                            internal_only=True, stage=planned.stage.value)
 
 
 def only_if_problems(rb: Runbook, doc: YamlDoc, infos: dict[str, StepInfo]) -> list[Problem]:

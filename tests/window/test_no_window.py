@@ -182,6 +182,8 @@ def test_facts_changing_before_the_window_never_do_exclusive_work_outside_one(ma
     skipped = next(d for d in _events(res.run_dir, "step.skipped") if d["step"] == "exclusive touch")
     assert "no window is open" in skipped["reason"]
     assert any(d["kind"] == "plan.deviation" for d in res.report()["deviations"])
+    sent = {(n["event"], n["audience"]) for n in res.report()["notifications"]}
+    assert ("plan.deviation", "ops") in sent and not any(a == "customers" for _, a in sent)  # ops told, nobody else
 
 
 def _with_backup_when(value: str) -> Any:
