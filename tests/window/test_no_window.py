@@ -375,3 +375,31 @@ def test_a_resumed_run_keeps_its_no_window_decision(make_env: Any) -> None:
     assert "maintenance.on" not in kinds and "window.opened" not in kinds and "window.not_needed" in kinds
     assert _lines(state / "customers.jsonl") == customers
     assert json.loads((killed / "report.json").read_text())["maintenance_window"]["needed"] is False
+
+
+def test_a_partition_to_drop_is_work_and_none_is_not(make_env: Any, tmp_path: Path, db_conn: Any,
+                                                       seeded_db: str) -> None:
+    """`partitions: drop_only`: a leaf wholly past the cutoff (even an empty one) is work; once it is gone,
+    rows past the cutoff in a partition that stays are not (drop_only keeps them)."""
+    with db_conn(seeded_db) as conn:
+        conn.execute("CREATE TABLE plog (id bigint, created_at timestamptz NOT NULL) PARTITION BY RANGE (created_at)")
+        conn.execute("CREATE TABLE plog_old PARTITION OF plog FOR VALUES FROM ('2000-01-01') TO ('2001-01-01')")
+        conn.execute("CREATE TABLE plog_rest PARTITION OF plog FOR VALUES FROM ('2001-01-01') TO ('2200-01-01')")
+        conn.execute("INSERT INTO plog VALUES (1, now()), (2, now() - interval '400 days')")
+    env = make_env(lambda cfg: cfg.update(retention=[{"table": "plog", "column": "created_at", "older_than": "30d",
+                                                      "partitions": "drop_only", "max_share": 1.0}]))
+    rb = _retention_runbook(tmp_path)
+
+    def purge_work() -> dict[str, Any]:
+        res = run_cli("plan", "--env", str(env), "--runbook", str(rb), "--json")
+        assert res.returncode == 0, res.stderr
+        plan = json.loads(res.stdout)
+        return {**next(s for s in plan["steps"] if s["label"] == "purge")["work"],
+                "window": plan["decision"]["window_needed"]}
+
+    first = purge_work()
+    assert (first["answer"], first["window"]) == ("yes", True) and "1 partition(s) to detach and drop" in first["why"]
+    with db_conn(seeded_db) as conn:
+        conn.execute("DROP TABLE plog_old")
+    after = purge_work()
+    assert (after["answer"], after["window"]) == ("no", False) and "drop_only" in after["why"]
