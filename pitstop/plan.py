@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .config import EnvironmentConfig
 from .registry import Placement, StepInfo, Target, get_step, host_group
 from .runbook import STAGE_ORDER, Runbook, Stage, StepSpec
+from .work import Decision, HasWork
 
 if TYPE_CHECKING:
     from .context import RunContext
@@ -56,6 +57,7 @@ class PlannedStep(BaseModel):
     # the runbook's step and its validated parameters, carried for the executor (not in the plan's JSON)
     spec: StepSpec | None = Field(None, exclude=True, repr=False)
     params: BaseModel | None = Field(None, exclude=True, repr=False)
+    work: HasWork | None = None  # whether it has work, from facts (pitstop/need.py; exclusive/destructive steps)
 
     def spec_key(self) -> str:
         return f"{self.stage.value}/{self.index}/{self.uses}"
@@ -74,6 +76,7 @@ class Plan(BaseModel):
     runbook: str
     steps: list[PlannedStep]
     forecast: WindowForecast | None = None
+    decision: Decision | None = None  # window and backup needed? (pitstop/need.py)
 
     def phase(self, phase: Phase) -> list[PlannedStep]:
         return [s for s in self.steps if s.phase == phase]
