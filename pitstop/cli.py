@@ -22,7 +22,8 @@ cli_process_defaults()
 import typer  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
-from . import cli_backup, cli_deploy, cli_hosts, cli_maintenance, cli_notices, cli_report  # noqa: E402
+from . import cli_deploy, cli_hosts, cli_maintenance, cli_notices, cli_report  # noqa: E402
+from .backup import cli as cli_backup  # noqa: E402
 from .console import (  # noqa: E402
     flush_std_streams,
     safe_console,

@@ -19,12 +19,12 @@ from typing import Any
 from psycopg import IsolationLevel, sql
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..backup.state import BackupState
 from ..config import Filter
 from ..context import RunContext
 from ..model import CheckResult, CheckStatus
 from ..pgretry import retry_pg
 from ..registry import Target
-from ..steps.backup_state import BackupState
 from . import check, verdict
 
 TABLE = r"^([A-Za-z_][A-Za-z0-9_]{0,62}\.)?[A-Za-z_][A-Za-z0-9_]{0,62}$"

@@ -17,11 +17,11 @@ from typing import Any, Literal
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..backup.state import BackupState
 from ..context import RunContext
 from ..model import CheckResult, CheckStatus
 from ..pgretry import retry_pg
 from ..registry import NoParams, Target
-from ..steps.backup_state import BackupState
 from ..units import Duration
 from . import check, verdict
 

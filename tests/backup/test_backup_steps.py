@@ -10,9 +10,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from pitstop.backup.state import BackupState
+from pitstop.backup.steps import BackupParams, VerifyParams, backup_postgres, backup_verify
 from pitstop.errors import BackupError
-from pitstop.steps.backup import BackupParams, VerifyParams, backup_postgres, backup_verify
-from pitstop.steps.backup_state import BackupState
 from tests.backup.backup_helpers import SECRET_ENV, kinds, s3_storage
 
 MiB = 1024 * 1024
@@ -149,7 +149,7 @@ def test_scratch_databases_of_dead_runs_are_dropped_under_the_lock(make_env: Any
                                                                    pg_socket: str) -> None:
     """A run killed mid-verification leaves its scratch database (nobody can drop it then). The next run
     of the environment, holding its lock, drops those of its own environment only, and says so."""
-    from pitstop.steps.backup import scratch_prefix
+    from pitstop.backup.steps import scratch_prefix
     from tests.conftest import run_cli
 
     env = make_env()

@@ -17,8 +17,8 @@ from typing import Any, BinaryIO
 
 import pytest
 
+from pitstop.backup.state import BackupState
 from pitstop.connectors.storage import LocalStorage, StoredObject
-from pitstop.steps.backup_state import BackupState
 from tests.backup.backup_helpers import s3_storage
 
 
@@ -105,7 +105,7 @@ class Watching(LocalStorage):
 @pytest.mark.parametrize("fmt", ["directory", "custom"])
 def test_dump_and_restore_staging_is_private_under_any_umask(make_env: Any, ctx_for: Any, tmp_path: Path,
                                                               umask: int, fmt: str) -> None:
-    from pitstop.steps.backup import BackupParams, VerifyParams, backup_postgres, backup_verify
+    from pitstop.backup.steps import BackupParams, VerifyParams, backup_postgres, backup_verify
 
     env = make_env(lambda c: c.setdefault("backup", {}).update(format=fmt))
     ctx = ctx_for(env)
@@ -121,7 +121,7 @@ def test_dump_and_restore_staging_is_private_under_any_umask(make_env: Any, ctx_
 
 def test_s3_objects_of_a_run_are_encrypted_by_default(make_env: Any, ctx_for: Any, moto_endpoint: str, bucket: str,
                                                       s3_client: Any) -> None:
-    from pitstop.steps.backup import BackupParams, VerifyParams, backup_postgres, backup_verify
+    from pitstop.backup.steps import BackupParams, VerifyParams, backup_postgres, backup_verify
 
     ctx = ctx_for(make_env(lambda c: c.update(storage=s3_storage(moto_endpoint, bucket))))  # no SSE key given
     assert ctx.cfg.storage.server_side_encryption == "AES256"

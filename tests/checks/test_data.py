@@ -3,8 +3,8 @@ checksum of immutable rows (paid orders)."""
 
 from __future__ import annotations
 
+from pitstop.backup.state import BackupState
 from pitstop.model import CheckStatus
-from pitstop.steps.backup_state import BackupState
 
 from .conftest import run
 

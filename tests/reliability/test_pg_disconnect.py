@@ -20,10 +20,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pitstop.backup.state import BackupState
 from pitstop.model import Status
 from pitstop.pgretry import MAX_WAIT
 from pitstop.runner import execute
-from pitstop.steps.backup_state import BackupState
 from tests.reliability.helpers import MONTHLY, events
 from tests.reliability.results import full, record
 
@@ -238,10 +238,10 @@ def test_verification_is_redone_when_pg_restore_loses_its_session(make_env: Any,
                                                                    seeded_db: str) -> None:
     """``pg_terminate_backend`` of pg_restore's session while it loads a table into the scratch database:
     one ``pg.verify`` retry, the verification redone in a new scratch database and passed, none left over."""
+    from pitstop.backup.steps import BackupParams, VerifyParams, backup_postgres, backup_verify
     from pitstop.config import load_config
     from pitstop.context import RunContext, RunOptions
     from pitstop.runbook import load_runbook
-    from pitstop.steps.backup import BackupParams, VerifyParams, backup_postgres, backup_verify
 
     with psycopg.connect(host=pg_socket, dbname=seeded_db, user="postgres") as conn:  # a COPY long enough to hit
         conn.execute("CREATE TABLE bulk AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 400000) g")

@@ -81,7 +81,7 @@ def plugin_modules() -> set[str]:
     """The modules the ``pitstop.plugins`` entry points name, and the areas' packages they live in."""
     eps = [ep for ep in installed().entry_points if ep.group == "pitstop.plugins"]
     named = {ep.value.partition(":")[0] for ep in eps}
-    areas = ("pitstop.steps", "pitstop.maintenance", "pitstop.cleanup")
+    areas = ("pitstop.steps", "pitstop.backup", "pitstop.maintenance", "pitstop.cleanup")
     return named | {m for m in MODULES if m.startswith(areas)} | {m for m in MODULES if m.startswith("pitstop.checks.")}
 
 
@@ -118,7 +118,7 @@ def _parents(name: str) -> list[str]:
 
 def test_the_engine_imports_the_contract_never_a_plug_in_or_prefect() -> None:
     plugins = plugin_modules()
-    assert "pitstop.steps.maintenance_mode" in plugins and "pitstop.steps.backup" in plugins
+    assert "pitstop.steps.maintenance_mode" in plugins and "pitstop.backup.steps" in plugins
     bad = {m: sorted(i for i in imports(m, module_level_only=False)
                      if i in plugins or i == "prefect" or i.startswith("prefect.") or i == PREFECT_ADAPTER)
            for m in ENGINE if m in MODULES}

@@ -2,7 +2,7 @@
 
 ``backup.postgres`` checks that ``pg_dump`` is at least the server's major version, then dumps
 inside an exported snapshot, counting every leaf table's rows in that same snapshot (what a dump holds:
-:mod:`pitstop.backup_contents`), and streams the dump into storage while hashing it (no temporary file
+:mod:`pitstop.backup.contents`), and streams the dump into storage while hashing it (no temporary file
 for the custom format; the directory format with ``-j`` is dumped to local staging and streamed as a
 tar). A manifest sits next to the dump; its SHA-256 goes to the audit log. ``backup.verify`` checks the
 stored manifest against that hash, the dump's size and SHA-256 against the manifest before ``pg_restore``
@@ -25,8 +25,14 @@ from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..audit import now_iso
-from ..backup_catalog import delete_backup, list_backups, plan_prune
-from ..backup_contents import (
+from ..connectors.postgres import Database
+from ..context import RunContext
+from ..errors import BackupError, PitstopError
+from ..model import StepOutcome, Trigger
+from ..pgretry import PgUnavailable, call, connect_failure_is_transient, is_transient
+from ..registry import Placement, Target, planner, step
+from .catalog import delete_backup, list_backups, plan_prune
+from .contents import (
     Contents,
     TableEntry,
     compare,
@@ -38,15 +44,9 @@ from ..backup_contents import (
     read_restored,
     sequences,
 )
-from ..backups import PgServer, create_database, restore
-from ..connectors.postgres import Database
-from ..context import RunContext
-from ..errors import BackupError, PitstopError
-from ..model import StepOutcome, Trigger
-from ..pgretry import PgUnavailable, call, connect_failure_is_transient, is_transient
-from ..registry import Placement, Target, planner, step
-from .backup_state import BackupPlugin, BackupState
-from .backup_stream import stream_directory, stream_dump
+from .restore import PgServer, create_database, restore
+from .state import BackupPlugin, BackupState
+from .stream import stream_directory, stream_dump
 
 
 class BackupParams(BaseModel):
