@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..cleanup import bounds, fkeys, maintenance, metrics, work
+from ..cleanup import bounds, fkeys, metrics, vacuum, work
 from ..cleanup.pacing import resolve_profile
 from ..cleanup.progress import Progress
 from ..cleanup.purge import PurgeOptions, RulePurge
@@ -163,14 +163,14 @@ def _partition_lines(conn: Any, rule: RetentionRule, cutoff: Any, expired: int) 
 def vacuum_analyze(ctx: RunContext, params: VacuumParams) -> StepOutcome:
     """VACUUM (ANALYZE) the touched tables; REINDEX CONCURRENTLY bloated indexes; report invalid ones."""
     names = _vacuum_targets(ctx, params.tables)
-    vacuumed = maintenance.vacuum_tables(ctx, names, params.lock_timeout_ms)
+    vacuumed = vacuum.vacuum_tables(ctx, names, params.lock_timeout_ms)
     reindexed = []
     if params.reindex:
         s = ctx.cfg.cleanup
-        reindexed = maintenance.reindex_bloated(
+        reindexed = vacuum.reindex_bloated(
             ctx, names, s.reindex_bloat_threshold if params.bloat_threshold is None else params.bloat_threshold,
             s.reindex_min_bytes if params.min_index_bytes is None else params.min_index_bytes, params.lock_timeout_ms)
-    invalid = maintenance.report_invalid(ctx)
+    invalid = vacuum.report_invalid(ctx)
     summary = f"{len(vacuumed)} tables vacuumed and analyzed, {len(reindexed)} indexes rebuilt"
     if invalid:
         summary += f", {len(invalid)} INVALID indexes: {', '.join(invalid)}"
@@ -193,7 +193,7 @@ def plan_vacuum(ctx: RunContext, params: VacuumParams) -> list[str]:
     with ctx.db.connect() as conn:
         conn.read_only = True
         for name in names:
-            schema, table = maintenance.split(name)
+            schema, table = vacuum.split(name)
             for ix in metrics.index_stats(conn, schema, table):
                 bloat = ix["bloat_estimate"]
                 threshold = s.reindex_bloat_threshold if params.bloat_threshold is None else params.bloat_threshold
@@ -207,7 +207,7 @@ def plan_vacuum(ctx: RunContext, params: VacuumParams) -> list[str]:
 @step("database.vacuum_full", params=VacuumFullParams, placement=Placement.INSIDE, target=Target.DATABASE)
 def vacuum_full(ctx: RunContext, params: VacuumFullParams) -> StepOutcome:
     """VACUUM FULL or CLUSTER the listed tables (ACCESS EXCLUSIVE: runs inside the window)."""
-    done = maintenance.vacuum_full(ctx, list(params.tables), params.mode, params.index)
+    done = vacuum.vacuum_full(ctx, list(params.tables), params.mode, params.index)
     saved = sum(d["before"]["table_bytes"] + d["before"]["index_bytes"] - d["after"]["table_bytes"]
                 - d["after"]["index_bytes"] for d in done)
     return StepOutcome(changed=True, summary=f"{params.mode} on {len(done)} tables, {saved} bytes reclaimed",
