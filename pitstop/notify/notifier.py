@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from tenacity import Retrying, stop_after_attempt, wait_random_exponential
 
 from ..audit import now_iso
-from .audiences import PUBLIC_KEYS, Audience, render, routes
+from .audiences import PUBLIC_KEYS, Audience, audiences, render, routes
 from .channels import Channel, Message, build_channels
 from .downtime import ExpectedDowntime
 
@@ -84,11 +84,15 @@ class Notifier:
         ctx.audit.subscribe(self._on_event)
 
     # -- public ---------------------------------------------------------------------------------------
-    def notify(self, event: str, subject: str, body: str = "", severity: str = "info", **data: Any) -> list[Delivery]:
+    def notify(self, event: str, subject: str, body: str = "", severity: str = "info", only_audience: str | None = None,
+               **data: Any) -> list[Delivery]:
+        """``only_audience``: deliver to that audience alone (an approval request goes to the approvers')."""
         context = self._context(event, subject, body, severity, data)  # status from the run event itself
         event = self._route(event)
         deliveries = []
-        for channel, audience in routes(self.ctx.cfg, self.channels, event):
+        pairs = routes(self.ctx.cfg, self.channels, event) if only_audience is None else \
+            [(ch, audiences(self.ctx.cfg)[only_audience]) for ch in self.channels if only_audience in ch.cfg.audiences]
+        for channel, audience in pairs:
             if self.ctx.options.rehearsal and not audience.internal:
                 continue  # a rehearsal is no maintenance: customers hear nothing of it
             msg = self._message(event, channel, audience, severity, context, data)

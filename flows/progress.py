@@ -1,0 +1,112 @@
+"""pitstop's progress in the flow run's logs (the Logs tab of the Prefect UI), and the flow run's name.
+
+Every line is read off the run's audit log, whose events are redacted before they are written (the run's
+secrets never reach the log either way; pitstop.redact also scrubs every log record once a run's secrets are
+known). Steps started and finished (with hosts, rows, checks and errors), the window, the approval gate and
+the end of the run: what an operator watching the UI needs, one line each.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
+
+
+def flow_run_name() -> str:
+    """``<env>-<runbook>-<trigger>-<scheduled start, UTC>``, e.g. ``shop-monthly-scheduled-20261206T0100Z``."""
+    from prefect.runtime import flow_run
+
+    p = flow_run.parameters or {}
+    start = flow_run.scheduled_start_time or datetime.now(UTC)
+    stamp = start.astimezone(UTC).strftime("%Y%m%dT%H%MZ")
+    env, runbook = (Path(str(p.get(k) or "?")).stem for k in ("env", "runbook"))
+    return f"{env}-{runbook}-{p.get('trigger') or 'manual'}-{stamp}"
+
+
+def _hosts(d: dict[str, Any]) -> str:
+    hosts = d.get("hosts") or []
+    if not hosts or not isinstance(hosts, list):
+        return ""
+    if isinstance(hosts[0], dict):
+        return " [" + ", ".join(f"{h.get('host')}: {h.get('status')}" for h in hosts if isinstance(h, dict)) + "]"
+    return f" on {', '.join(str(h) for h in hosts)}"
+
+
+def line(ev: dict[str, Any]) -> tuple[int, str] | None:
+    """The log level and line of one audit event, or None for events not worth a line."""
+    d, kind = ev.get("data") or {}, ev.get("kind")
+    info, warn, error = logging.INFO, logging.WARNING, logging.ERROR
+    if kind in ("run.started", "run.resumed") and not d.get("report_only"):
+        return info, f"run {d.get('run_id')} {kind.split('.')[1]}: runbook {d.get('runbook')} on " \
+                     f"{d.get('environment')} (trigger {d.get('trigger')})"
+    if kind == "stage.started":
+        return info, f"stage {d.get('stage')} started ({d.get('phase')} window): {', '.join(d.get('steps') or [])}"
+    if kind == "stage.finished":
+        return (info if d.get("status") == "succeeded" else error), \
+            f"stage {d.get('stage')} {d.get('status')} in {d.get('duration_s')}s"
+    if kind == "step.started":
+        return info, f"step started: {d.get('stage')} / {d.get('step')} ({d.get('uses')}){_hosts(d)}"
+    if kind == "step.finished":
+        if d.get("status") != "succeeded":
+            return error, f"step FAILED: {d.get('stage')} / {d.get('step')}: {d.get('error')}{_hosts(d)}"
+        return info, f"step finished: {d.get('stage')} / {d.get('step')} in {d.get('duration_s')}s: " \
+                     f"{d.get('summary') or 'ok'}{_hosts(d)}"
+    if kind == "step.skipped":
+        return info, f"step skipped: {d.get('stage')} / {d.get('step')}: {d.get('reason')}"
+    if kind == "step.already_done":
+        return info, f"step already done by an earlier attempt: {d.get('stage')} / {d.get('step')}"
+    if kind == "check":
+        where = f" on {d['host']}" if d.get("host") else ""
+        return (info if d.get("status") != "fail" else error), \
+            f"check {d.get('name')}{where}: {d.get('status')} (observed {d.get('observed')!r}, expected " \
+            f"{d.get('expected')!r})"
+    if kind == "cleanup.purged":
+        return info, f"rows purged from {d.get('table')}: {d.get('rows_deleted', d.get('rows'))}"
+    if kind == "cleanup.partition_dropped":
+        return info, f"partition dropped: {d.get('partition')} ({d.get('rows')} rows)"
+    if kind in ("backup.created", "backup.verified", "backup.verify_failed"):
+        return (error if kind.endswith("failed") else info), f"{kind}: {d.get('location') or d.get('error') or ''}"
+    if kind in ("window.opened", "window.closed"):
+        return info, f"maintenance {kind.replace('.', ' ')}" + (f" after {d.get('duration_s')}s"
+                                                                if kind == "window.closed" else "")
+    if kind == "approval.requested":
+        return warn, f"waiting for approval before {d.get('before')!r} from {' or '.join(d.get('approvers') or [])} " \
+                     f"until {d.get('deadline')} (the window has not opened)"
+    if kind == "approval.decided":
+        return info, f"approval: {d.get('decision')} by {d.get('approver')} via {d.get('via')}: {d.get('comment')}"
+    if kind in ("approval.timed_out", "approval.failed", "approval.skipped", "approval.invalid"):
+        return warn, f"{kind}: " + ", ".join(f"{k}={v}" for k, v in d.items() if k in
+                                             ("reason", "error", "timeout_s", "on_timeout"))
+    if kind in ("maintenance.safety_net", "maintenance.lift_failed", "gate.overridden", "window.exceeded"):
+        return error, f"{kind}: {d}"
+    if kind == "run.finished":
+        f = d.get("failure") or {}
+        tail = f": {f.get('stage')} / {f.get('step')}: {f.get('error')}" if f else ""
+        return (info if d.get("status") in ("succeeded", "skipped") else error), f"run {d.get('status')}{tail}"
+    return None
+
+
+class FlowRunLog:
+    """An audit-log listener that writes :func:`line` to the flow run's logger."""
+
+    def __init__(self, logger: Logger):
+        self.logger = logger
+
+    def __call__(self, ev: dict[str, Any]) -> None:
+        got = line(ev)
+        if got is not None:
+            self.logger.log(got[0], "%s", got[1])
+
+
+def flow_run_log() -> FlowRunLog | None:
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return FlowRunLog(get_run_logger())
+    except MissingContextError:
+        return None
