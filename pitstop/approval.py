@@ -54,6 +54,7 @@ class ApprovalRequest(BaseModel):
     deadline: str
     mechanism: Literal["cli", "prefect"]
     flow_run_id: str | None = None
+    source: str = "runbook"  # where the approval is declared: runbook | environment
     what: list[str] = Field(default_factory=list)  # the part of the plan that runs once approved
 
 
@@ -159,7 +160,7 @@ class ApprovalGate:
         self.done = True
         if self.point.skipped is not None:
             self.ctx.event("approval.skipped", reason=self.point.skipped, runbook=self.ctx.runbook.name,
-                           before=self.point.label)
+                           source=self.point.source)
             return None
         earlier = self._earlier_decision()
         if earlier is not None:  # a resumed run: approved by its first attempt, not asked again
@@ -182,7 +183,7 @@ class ApprovalGate:
             stage=self.point.stage.value, approvers=self.point.approvers, audience=self.point.audience,
             timeout_s=self.point.timeout_s, on_timeout=self.point.on_timeout, requested_at=now.isoformat(),
             deadline=(now + timedelta(seconds=self.point.timeout_s)).isoformat(), mechanism=waiter.mechanism,
-            flow_run_id=waiter.flow_run_id, what=describe_rest(self.ctx, self.plan, self.point))
+            flow_run_id=waiter.flow_run_id, source=self.point.source, what=describe_rest(self.ctx, self.plan, self.point))
 
     def _ask(self) -> dict[str, Any] | None:
         from .approval_files import FileWaiter, write_request
