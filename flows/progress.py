@@ -23,8 +23,28 @@ def flow_run_name() -> str:
     p = flow_run.parameters or {}
     start = flow_run.scheduled_start_time or datetime.now(UTC)
     stamp = start.astimezone(UTC).strftime("%Y%m%dT%H%MZ")
-    env, runbook = (Path(str(p.get(k) or "?")).stem for k in ("env", "runbook"))
-    return f"{env}-{runbook}-{p.get('trigger') or 'manual'}-{stamp}"
+    return f"{_name(str(p.get('env') or '?'), 'config')}-{_name(str(p.get('runbook') or '?'), 'runbooks')}-" \
+           f"{p.get('trigger') or 'manual'}-{stamp}"
+
+
+def _name(given: str, kind: str) -> str:
+    """The ``name:`` of the config or runbook a flow parameter names (a path's file stem says little: env.yaml),
+    else the parameter itself. Only read here: the flow validates both files before using them."""
+    import re
+
+    from pitstop import yamlfile
+    from pitstop.config import find_config
+    from pitstop.runbook import find_runbook
+
+    if not given.endswith((".yaml", ".yml")):
+        return given
+    try:
+        path = find_config(given) if kind == "config" else find_runbook(given)
+        name = yamlfile.load(path).plain().get("name")
+    except Exception:  # noqa: BLE001 - a name is cosmetic; the flow itself reports a bad file
+        name = None
+    return name if isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", name) \
+        else Path(given).stem
 
 
 def _hosts(d: dict[str, Any]) -> str:
@@ -65,7 +85,8 @@ def line(ev: dict[str, Any]) -> tuple[int, str] | None:
             f"check {d.get('name')}{where}: {d.get('status')} (observed {d.get('observed')!r}, expected " \
             f"{d.get('expected')!r})"
     if kind == "cleanup.purged":
-        return info, f"rows purged from {d.get('table')}: {d.get('rows_deleted', d.get('rows'))}"
+        return info, f"rows purged from {d.get('table')}: {d.get('deleted_this_run', d.get('deleted'))} " \
+                     f"({d.get('rows_before')} before, {d.get('rows_after')} after)"
     if kind == "cleanup.partition_dropped":
         return info, f"partition dropped: {d.get('partition')} ({d.get('rows')} rows)"
     if kind in ("backup.created", "backup.verified", "backup.verify_failed"):
@@ -103,10 +124,21 @@ class FlowRunLog:
 
 
 def flow_run_log() -> FlowRunLog | None:
+    """The flow run's log at INFO, whatever ``PREFECT_LOGGING_LEVEL`` says (the CLI quiets Prefect's own chatter
+    to WARNING): a logger of pitstop's own that writes to Prefect's API handler only (not to the console, which
+    pitstop's own view serves), with the flow run's identity attached as Prefect's run logger attaches it."""
     from prefect.exceptions import MissingContextError
     from prefect.logging import get_run_logger
+    from prefect.logging.handlers import APILogHandler
+    from prefect.logging.loggers import PrefectLogAdapter
 
     try:
-        return FlowRunLog(get_run_logger())
+        run_logger = get_run_logger()
     except MissingContextError:
         return None
+    logger = logging.getLogger("pitstop.flow_run")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if not any(isinstance(h, APILogHandler) for h in logger.handlers):
+        logger.addHandler(APILogHandler())
+    return FlowRunLog(PrefectLogAdapter(logger, extra=dict(getattr(run_logger, "extra", None) or {})))

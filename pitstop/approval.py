@@ -183,7 +183,8 @@ class ApprovalGate:
             stage=self.point.stage.value, approvers=self.point.approvers, audience=self.point.audience,
             timeout_s=self.point.timeout_s, on_timeout=self.point.on_timeout, requested_at=now.isoformat(),
             deadline=(now + timedelta(seconds=self.point.timeout_s)).isoformat(), mechanism=waiter.mechanism,
-            flow_run_id=waiter.flow_run_id, source=self.point.source, what=describe_rest(self.ctx, self.plan, self.point))
+            flow_run_id=waiter.flow_run_id, source=self.point.source,
+            what=describe_rest(self.ctx, self.plan, self.point))
 
     def _ask(self) -> dict[str, Any] | None:
         from .approval_files import FileWaiter, write_request

@@ -147,8 +147,8 @@ SECTION_DEFAULTS: dict[str, Callable[[], Any]] = {
     "cleanup": empty_cleanup, "metrics": empty_metrics, "checks": list, "verification": empty_verification,
     "commands": list, "notifications": list, "retries": list, "deviations": list,
     "audit": lambda: {"file": "audit.jsonl", "events": 0, "first_hash": None, "last_hash": None},
-    "interrupted": lambda: None, "approval": lambda: None, "in_window": empty_in_window, "follow_ups": list, "post_maintenance": lambda: None,
-    "render_errors": list,
+    "interrupted": lambda: None, "in_window": empty_in_window, "follow_ups": list, "post_maintenance": lambda: None,
+    "render_errors": list, "approval": lambda: None,
 }
 
 
