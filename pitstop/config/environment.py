@@ -26,6 +26,9 @@ from .schedules import SchedulesConfig
 
 class ReportsConfig(Strict):
     dir: str = "runs"
+    url: str | None = Field(None, pattern=r"^https?://[^\s]+$", description="where the reports directory is served "
+                            "(https://reports.internal/shop): the Prefect report artifact links to <url>/<run id>/"
+                            "report.html; unset: a file:// link on the machine that ran the run")
 
 
 class WindowConfig(Strict):
