@@ -193,7 +193,7 @@ class ApprovalGate:
         waiter = self.waiter or FileWaiter()
         request = self._request(waiter)
         write_request(ctx.run_dir, request)
-        ctx.event("approval.requested", **request.model_dump(exclude={"run_id"}))
+        ctx.event("approval.requested", **request.model_dump())
         how = (f"pitstop approve {ctx.run_id} --env {ctx.cfg.name} --comment '...' (or pitstop reject ...)")
         if waiter.mechanism == "prefect":
             how += f"; or the Prefect UI: flow run {waiter.flow_run_id}, Resume, fill in the form"
