@@ -231,6 +231,11 @@ class ApprovalGate:
         return self._refused(request, f"rejected by {decision.approver}: {decision.comment}", "ApprovalRejected")
 
     def _refused(self, request: ApprovalRequest, why: str, error_type: str) -> dict[str, Any]:
+        """The failure record of a run not approved; everyone told of its start hears it is called off."""
+        if self.ctx.notifier is not None:
+            self.ctx.notifier.notify("run.cancelled", f"{self.ctx.runbook.name} maintenance called off: not approved",
+                                     f"{why}\nNothing destructive ran; the maintenance window did not open.",
+                                     severity="warning", status="not-approved")
         return {"stage": request.stage, "step": request.before, "error": self.ctx.redact(why),
                 "error_type": error_type}
 

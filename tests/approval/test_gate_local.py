@@ -155,6 +155,16 @@ def test_rejected_run_ends_not_approved_and_changes_nothing(make_env: Any, tmp_p
     assert [r["status"] for r in json.loads(listed.stdout) if r["run_id"] == run_dir.name] == ["not-approved"]
     html = (run_dir / "report.html").read_text()
     assert "not-approved" in html and "not during the sale" in html
+    # the approvers' audience (ops) was told what would happen; customers only that it was called off
+    ops = [json.loads(x) for x in (state_dir(env) / "notifications.jsonl").read_text().splitlines()]
+    requested = [m for m in ops if m["event"] == "approval.requested"]
+    assert requested and "purge expired rows" in requested[0]["body"] and "rows" in requested[0]["body"]
+    assert any(m["event"] == "approval.rejected" for m in ops)
+    customers = [json.loads(x) for x in (state_dir(env) / "customers.jsonl").read_text().splitlines()]
+    assert not any(m["event"].startswith("approval.") for m in customers)
+    [called_off] = [m for m in customers if m["event"] == "run.cancelled"]
+    assert "called off" in called_off["subject"] and "purge" not in called_off["body"]
+    assert run_dir.name not in json.dumps(called_off)
 
 
 def test_no_decision_in_time_aborts(make_env: Any, tmp_path: Path, pg_socket: str, seeded_db: str) -> None:
