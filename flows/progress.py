@@ -16,35 +16,40 @@ from typing import Any
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 
+def _stamp() -> str:
+    from prefect.runtime import flow_run
+
+    start = flow_run.scheduled_start_time or datetime.now(UTC)
+    return str(start.astimezone(UTC).strftime("%Y%m%dT%H%MZ"))
+
+
 def flow_run_name() -> str:
-    """``<env>-<runbook>-<trigger>-<scheduled start, UTC>``, e.g. ``shop-monthly-scheduled-20261206T0100Z``."""
+    """``<env>-<runbook>-<trigger>-<scheduled start, UTC>``, e.g. ``shop-monthly-scheduled-20261206T0100Z``, from
+    the parameters as given (a path's file stem); :func:`rename` puts the files' own names once they are checked.
+    Nothing is read here: the parameters have not been checked yet."""
     from prefect.runtime import flow_run
 
     p = flow_run.parameters or {}
-    start = flow_run.scheduled_start_time or datetime.now(UTC)
-    stamp = start.astimezone(UTC).strftime("%Y%m%dT%H%MZ")
-    return f"{_name(str(p.get('env') or '?'), 'config')}-{_name(str(p.get('runbook') or '?'), 'runbooks')}-" \
-           f"{p.get('trigger') or 'manual'}-{stamp}"
+    env, runbook = (Path(str(p.get(k) or "?")).stem for k in ("env", "runbook"))
+    return f"{env}-{runbook}-{p.get('trigger') or 'manual'}-{_stamp()}"
 
 
-def _name(given: str, kind: str) -> str:
-    """The ``name:`` of the config or runbook a flow parameter names (a path's file stem says little: env.yaml),
-    else the parameter itself. Only read here: the flow validates both files before using them."""
-    import re
+def rename(env_name: str, runbook_name: str, trigger: str) -> None:
+    """Name the flow run after the environment's and runbook's own ``name:`` (``env.yaml`` says little), once
+    the flow has checked and loaded them. Cosmetic: a failure leaves the first name."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
 
-    from pitstop import yamlfile
-    from pitstop.config import find_config
-    from pitstop.runbook import find_runbook
-
-    if not given.endswith((".yaml", ".yml")):
-        return given
+    name = f"{env_name}-{runbook_name}-{trigger}-{_stamp()}"
+    if not flow_run.id or flow_run.name == name:
+        return
     try:
-        path = find_config(given) if kind == "config" else find_runbook(given)
-        name = yamlfile.load(path).plain().get("name")
-    except Exception:  # noqa: BLE001 - a name is cosmetic; the flow itself reports a bad file
-        name = None
-    return name if isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", name) \
-        else Path(given).stem
+        from uuid import UUID
+
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(UUID(str(flow_run.id)), name=name)
+    except Exception:  # noqa: BLE001,S110 - the run goes on under its first name
+        pass
 
 
 def _hosts(d: dict[str, Any]) -> str:
@@ -118,6 +123,9 @@ class FlowRunLog:
         self.logger = logger
 
     def __call__(self, ev: dict[str, Any]) -> None:
+        d = ev.get("data") or {}
+        if ev.get("kind") in ("run.started", "run.resumed") and d.get("environment") and d.get("runbook"):
+            rename(str(d["environment"]), str(d["runbook"]), str(d.get("trigger") or "manual"))
         got = line(ev)
         if got is not None:
             self.logger.log(got[0], "%s", got[1])
