@@ -223,3 +223,32 @@ def test_emergency_runbook_skips_approval_and_says_so(make_env: Any, tmp_path: P
                     "--reason", "disk", "--json")
     assert plain.returncode == 4, plain.stderr
     assert report_of(plain.stdout)["approval"]["source"] == "environment"
+
+
+def test_resumed_run_is_not_asked_again(make_env: Any, tmp_path: Path) -> None:
+    """Approved, then killed inside its window: `pitstop resume` finishes it without a second approval."""
+    import signal
+
+    from tests.runs.test_lock_and_resume import WAIT_FOR_RELEASE, wait_for_event
+
+    rb = yaml.safe_load((ROOT / "runbooks" / "monthly.yaml").read_text())
+    tuning = next(s for s in rb["stages"] if s["name"] == "server-tuning")
+    tuning["steps"].append({"uses": "host.command", "destructive": False, "name": "wait for release", "targets": "app",
+                            "with": {"argv": WAIT_FOR_RELEASE}})
+    rb["approval"] = {"before": "maintenance-on", "approvers": [ME], "timeout": "5m"}
+    path = tmp_path / "blocking.yaml"
+    path.write_text(yaml.safe_dump(rb, sort_keys=False))
+    env = make_env()
+    proc = start("run", "--env", str(env), "--runbook", str(path), "--engine", "local", "--json")
+    run_dir = wait_for_request(state_dir(env) / "runs")
+    assert run_cli("approve", run_dir.name, "--env", str(env), "--comment", "ok").returncode == 0
+    wait_for_event(state_dir(env) / "runs", "step.started", "wait for release")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    (state_dir(env) / "hosts" / "app-1" / "release").touch()
+    resumed = run_cli("resume", run_dir.name, "--env", str(env), "--engine", "local", "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    report = report_of(resumed.stdout)
+    assert report["status"] == "succeeded" and report["approval"]["approver"] == ME
+    kinds = [e["kind"] for e in events(run_dir)]
+    assert kinds.count("approval.requested") == 1 and "approval.already_given" in kinds
