@@ -1,7 +1,8 @@
-"""The one module of pitstop that imports Prefect (besides the thin entry files in ``flows/``).
+"""The one place in pitstop that imports Prefect (besides the thin entry files in ``flows/``): this package.
 
 It holds the flows (``pitstop-maintenance``, ``pitstop-notices``; ``flows/*.py`` re-export them as the
-deployments' entry points, loaded by path), the unit runner that makes one stage unit one Prefect task,
+deployments' entry points, loaded by path), progress in the flow run's log (``progress``), the approval
+gate's pause and resume (``approval``), the unit runner that makes one stage unit one Prefect task,
 and every other call pitstop makes to Prefect: artifacts, the Secret block, deployments, the flow run id.
 Modules that may run without Prefect (the local engine) check ``"prefect" in sys.modules`` before
 importing this module, so ``--engine local`` never imports Prefect.
@@ -21,7 +22,8 @@ from prefect import Flow, flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 
-from .errors import InputError
+from ..errors import InputError
+from .progress import flow_run_log, flow_run_name
 
 T = TypeVar("T")
 
@@ -76,7 +78,7 @@ def current_flow_run_id() -> str | None:
 def _flow_run_id(env: str, runbook: str) -> str | None:
     from prefect.runtime import flow_run
 
-    from .runner import run_id_for_flow_run
+    from ..runner import run_id_for_flow_run
 
     fid, start = flow_run.id, flow_run.scheduled_start_time
     if not fid or start is None:
@@ -85,7 +87,8 @@ def _flow_run_id(env: str, runbook: str) -> str | None:
 
 
 # -- the flows --------------------------------------------------------------------------------------------
-@flow(name="pitstop-maintenance", persist_result=False, log_prints=False, validate_parameters=True)
+@flow(name="pitstop-maintenance", persist_result=False, log_prints=False, validate_parameters=True,
+      flow_run_name=flow_run_name)
 def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "",
                 accept_unverified_backup: bool = False, run_id: str | None = None, wait_s: float = 0.0,
                 override_blackout: bool = False, expected_downtime: str | None = None, rehearsal: bool = False,
@@ -95,10 +98,10 @@ def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "
     Without a ``run_id`` the id derives from the Prefect flow run, so when Prefect retries or
     reschedules this flow run after a crash, the retry finds the run folder and *resumes* it.
     """
-    from . import runner
-    from .console import ConsoleView
-    from .fsmodes import private_umask
-    from .input_guards import flow_parameters
+    from .. import runner
+    from ..console import ConsoleView
+    from ..fsmodes import private_umask
+    from ..input_guards import flow_parameters
 
     # the same guards as the CLI, before anything is read or written: a Prefect UI or API user is not
     # trusted with paths, run ids or overrides without a reason
@@ -107,12 +110,16 @@ def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "
                             deployment_parameters=deployment_defaults(), trigger=trigger,
                             override_blackout=override_blackout, expected_downtime=expected_downtime, wait_s=wait_s)
     announce_files(files.env, files.runbook)
-    listener = ConsoleView() if console else None
+    from .approval import prefect_waiter
+
+    # progress to this process's console (pitstop run) and, always, to the flow run's log (the Prefect UI)
+    listeners: list[runner.Listener] = [x for x in (ConsoleView() if console else None, flow_run_log()) if x]
     run_id = run_id or _flow_run_id(env, runbook)
     with private_umask():
         result = runner.execute(files.env, files.runbook, trigger=trigger, reason=reason,
                                 accept_unverified_backup=accept_unverified_backup, run_id=run_id,
-                                unit_runner=prefect_unit, listener=listener, wait_s=wait_s,
+                                unit_runner=prefect_unit, listener=listeners, wait_s=wait_s,
+                                approval_waiter=prefect_waiter(),
                                 override_blackout=override_blackout, expected_downtime=expected_downtime,
                                 rehearsal=rehearsal, flow_run_id=current_flow_run_id())
     return {"run_id": result.run_id, "status": result.status.value, "run_dir": str(result.run_dir)}
@@ -122,11 +129,11 @@ def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "
 def notices(env: str, now: str | None = None) -> dict[str, Any]:
     """Send the notices of ``env`` due now. ``now`` (ISO time) is a rehearsal: what would be sent then is
     returned, nothing is sent or recorded (a pretended time never becomes a send time)."""
-    from .cli_notices import parse_now
-    from .config import load_config
-    from .fsmodes import private_umask
-    from .input_guards import flow_env
-    from .notify import notices as notices_mod
+    from ..cli_notices import parse_now
+    from ..config import load_config
+    from ..fsmodes import private_umask
+    from ..input_guards import flow_env
+    from ..notify import notices as notices_mod
 
     path = flow_env(env, deployment_defaults())  # a name, or the deployment's own path: never any YAML file
     announce_files(path)
