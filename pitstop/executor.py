@@ -196,10 +196,11 @@ class Executor:
             ctx.event("stage.finished", stage=stage.value, phase=phase.value, status=status.value,
                       duration_s=round(time.monotonic() - t0, 3))
             if ok:
-                self._notify("stage.completed", f"stage {stage.value} completed", severity="info", stage=stage.value)
+                self._notify("stage.completed", f"stage {stage.value} completed", severity="info", stage=stage.value,
+                             phase=phase.value)
             else:
                 self._notify("stage.failed", f"stage {stage.value} FAILED", str(self.failure and
-                             self.failure.get("error")), severity="failure", stage=stage.value)
+                             self.failure.get("error")), severity="failure", stage=stage.value, phase=phase.value)
             return ok
 
         return self.unit_runner(f"{stage.value}-{phase.value}", body)

@@ -250,7 +250,8 @@ def send_due(cfg: EnvironmentConfig, now: datetime | None = None, clock: Clock =
         # the real send time recorded and the pretended one beside it: a pretended time is never an audit fact
         pretended = {"simulated_at": now.isoformat()} if abs((sent_at - now).total_seconds()) > 60 else {}
         ledger.finish(p.key, attempt, sent_at, d.status, channel=ch.name, kind=ch.cfg.kind, audience=p.audience,
-                      attempts=d.attempts, error=d.error, subject=d.subject, event=p.event, **pretended)
+                      attempts=d.attempts, error=d.error, subject=d.subject, event=p.event,
+                      recipients=redact(ch.recipients()), receipt=d.receipt, **pretended)
         outcomes.append(SendOutcome(key=p.key, channel=ch.name, notice=p.notice, window_id=w.id, status=d.status,
                                     attempts=d.attempts, error=d.error, audience=p.audience, subject=d.subject))
     try:

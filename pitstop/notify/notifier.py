@@ -25,6 +25,7 @@ from ..audit import now_iso
 from .audiences import PUBLIC_KEYS, Audience, render, routes
 from .channels import Channel, Message, build_channels
 from .downtime import ExpectedDowntime
+from .receipts import Receipt
 
 if TYPE_CHECKING:
     from ..config import EnvironmentConfig
@@ -43,22 +44,25 @@ class Delivery(BaseModel):
     sent_at: str
     error: str | None = None
     subject: str = ""
+    receipt: dict[str, Any] | None = None  # the receiver's answer: Message-ID + SMTP reply, HTTP status, file hash
 
 
 def deliver(channel: Channel, msg: Message, redact: Callable[[str], str], attempts: int = 3,
             wait_max: float = 2.0, sleep: Callable[[float], None] = time.sleep) -> Delivery:
     """Send with retries; never raises. The outcome names the channel, not its URL."""
-    status, error, tries = "sent", None, 0
+    status, error, tries, receipt = "sent", None, 0, None
     try:
         for attempt in Retrying(stop=stop_after_attempt(attempts), sleep=sleep, reraise=True,
                                 wait=wait_random_exponential(multiplier=0.2, max=wait_max)):
             with attempt:
                 tries += 1
-                channel.send(msg)
+                receipt = channel.send(msg)
     except Exception as exc:  # noqa: BLE001 - a channel failure never aborts maintenance
         status, error = "failed", redact(f"{type(exc).__name__}: {exc}")
+    got = receipt.model_dump(exclude_none=True) if isinstance(receipt, Receipt) else None
     return Delivery(event=msg.event, channel=channel.name, kind=channel.cfg.kind, audience=msg.audience,
-                    status=status, attempts=tries, sent_at=now_iso(), error=error, subject=msg.subject)
+                    status=status, attempts=tries, sent_at=now_iso(), error=error, subject=msg.subject,
+                    receipt={k: redact(v) if isinstance(v, str) else v for k, v in got.items()} if got else None)
 
 
 def base_context(cfg: EnvironmentConfig, now: datetime) -> dict[str, Any]:
@@ -97,7 +101,7 @@ class Notifier:
             d = deliver(channel, msg, self.ctx.redact, self.attempts, self.wait_max)
             for n in range(1, d.attempts):  # each failed attempt that was followed by another one
                 self.ctx.event("retry", what="notify", channel=d.channel, event=d.event, attempt=n)
-            self.ctx.event("notification", **d.model_dump(), stage=data.get("stage"),
+            self.ctx.event("notification", **d.model_dump(), stage=data.get("stage"), phase=data.get("phase"),
                            recipients=self.ctx.redact(channel.recipients()))
             deliveries.append(d)
         return deliveries
@@ -150,7 +154,8 @@ class Notifier:
     def _message(self, event: str, channel: Channel, audience: Audience, severity: str,
                  context: dict[str, Any], data: dict[str, Any]) -> Message:
         subject, body = render(self.ctx.cfg, event, audience, channel.style, context)
-        notice_id = f"{self.ctx.run_id}:{event}:{data.get('stage', '')}".rstrip(":")
+        notice_id = ":".join([self.ctx.run_id, event, str(data.get("stage") or ""), str(data.get("phase") or "")])
+        notice_id = notice_id.rstrip(":")
         fields = {k: v for k, v in data.items() if isinstance(v, str | int | float | bool)}
         if not audience.internal:  # the payload of a webhook or file channel: public facts only, opaque ids
             import hashlib
