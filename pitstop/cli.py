@@ -159,7 +159,7 @@ def _run(env: str, runbook: str, trigger: str, reason: str, accept_unverified_ba
     with terminal_hangup_ignored():  # the terminal going away never stops a run (the console goes quiet)
         run_dir = _run_engine(env, runbook, trigger, reason, accept_unverified_backup, engine, as_json, run_id,
                               wait_s, override_blackout, expected_downtime, rehearsal)
-    _finish_run(run_dir, as_json)
+    _finish_run(run_dir, as_json, env)
 
 
 def _run_engine(env: str, runbook: str, trigger: str, reason: str, accept_unverified_backup: bool, engine: Engine,
@@ -188,8 +188,18 @@ def _run_engine(env: str, runbook: str, trigger: str, reason: str, accept_unveri
     return run_dir
 
 
-def _finish_run(run_dir: Path, as_json: bool) -> None:
-    report = json.loads((run_dir / "report.json").read_text())
+def _finish_run(run_dir: Path, as_json: bool, env: str = "ENV") -> None:
+    try:
+        report = json.loads((run_dir / "report.json").read_text())
+    except (OSError, ValueError) as exc:  # a full disk: the audit log is the record
+        from .report.missing import no_report
+
+        info = no_report(run_dir, exc, env)
+        if as_json:
+            _emit_json(info)
+        else:
+            err.print(f"[bold red]error:[/bold red] {escape(info['message'])}", soft_wrap=True)
+        raise typer.Exit(1) from None
     if as_json:
         _emit_json({"run_id": report["run_id"], "status": report["status"], "run_dir": str(run_dir),
                     "report": str(run_dir / "report.json")})
@@ -246,7 +256,7 @@ def emergency(env: EnvOpt, runbook: RunbookOpt,
             run_dir = cli_deploy.emergency_via_deployment(name, cfg, runbook, reason, accept_unverified_backup,
                                                           override_blackout, expected_downtime, wait=not no_wait)
             if run_dir is not None:
-                _finish_run(run_dir, as_json)
+                _finish_run(run_dir, as_json, env)
             return
     _run(env, runbook, "emergency", reason, accept_unverified_backup, engine, as_json, wait_s=wait,
          override_blackout=override_blackout, expected_downtime=expected_downtime, rehearsal=rehearsal)

@@ -396,5 +396,8 @@ class Executor:
         try:
             ctx.state["report"] = write_report(ctx)
         except Exception as exc:  # noqa: BLE001 - keep the audit log as the record
-            ctx.event("report.failed", error=ctx.redact(str(exc)))
+            try:
+                ctx.event("report.failed", error=ctx.redact(f"{type(exc).__name__}: {exc}"))
+            except OSError:  # the disk took not even that: the CLI says so from the missing report
+                pass
         ctx.close()

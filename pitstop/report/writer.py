@@ -283,9 +283,14 @@ def render_run_folder(run_dir: Path, redact: Callable[[str], str] = str) -> tupl
     events = fallback.readable_events(run_dir / "audit.jsonl")
     report = fallback.build(events, [s.value for s in STAGE_ORDER], run_dir.name)
     texts = {name: redact(text) for name, text in render(report).items()}
-    for name, text in texts.items():
-        write_private(run_dir / name, text)
-    seal(run_dir)
+    try:
+        for name, text in texts.items():
+            write_private(run_dir / name, text)
+        seal(run_dir)
+    except OSError:  # a full disk: no half-written report stays, and its space goes back to the audit log
+        for name in [*texts, MANIFEST]:
+            (run_dir / name).unlink(missing_ok=True)
+        raise
     return report, texts
 
 
