@@ -123,16 +123,9 @@ def plan(env: EnvOpt, runbook: RunbookOpt, as_json: JsonOpt = False) -> None:
     if as_json:
         _emit_json(p.model_dump(mode="json"))
         return
-    from rich.table import Table
+    from .plan_view import print_plan
 
-    t = Table(title=f"plan: {rb.name} on {cfg.name} (nothing is changed)")
-    for col in ("phase", "stage", "step", "placement", "targets", "would"):
-        t.add_column(col, overflow="fold")
-    for s in p.steps:
-        t.add_row(s.phase.value, s.stage.value, f"{s.label}\n[dim]{s.uses}[/dim]" + (" [red]destructive[/red]"
-                  if s.destructive else ""), f"{s.placement.value}\n[dim]{s.why}[/dim]",
-                  ", ".join(s.hosts) or s.target.value, "\n".join(s.would))
-    out.print(t)
+    print_plan(out, p, f"plan: {rb.name} on {cfg.name} (nothing is changed)")
     inside = [s.label for s in p.steps if s.phase.value == "window" and s.stage.value not in
               ("maintenance-on", "maintenance-off")]
     out.print(f"inside the window: {', '.join(inside) or 'only the maintenance switch'}")
