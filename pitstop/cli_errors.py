@@ -42,6 +42,15 @@ def describe(exc: BaseException) -> str:
     return f"unexpected {name}: {_first(exc)} (PITSTOP_DEBUG=1 shows the traceback; please report it)"
 
 
+def hosts_failed(failures: list[tuple[str, str]], doing: str) -> str:
+    """One line for the hosts a command could not reach: how many, the first one's error (naming the service,
+    the address and what to check) and the names of the others."""
+    (host, error), rest = failures[0], [h for h, _ in failures[1:]]
+    error = error if error.startswith(f"{host}:") else f"{host}: {error}"
+    others = f" (also: {', '.join(rest)})" if rest else ""
+    return f"{len(failures)} host(s) could not be {doing}: {_first(error)}{others}"
+
+
 def debug_traceback(exc: BaseException) -> str | None:
     if os.environ.get("PITSTOP_DEBUG") == "1":
         return "".join(traceback.format_exception(exc))

@@ -83,10 +83,15 @@ def send_due(env: EnvOpt, now: NowOpt = None, as_json: JsonOpt = False) -> None:
             marks = {"sent": "[green]sent[/green]", "failed": "[red]failed[/red]", "preview": "[cyan]would send[/cyan]"}
             mark = marks.get(r.status, f"[dim]{r.status}[/dim]")
             detail = f" ({r.error})" if r.error else (f" ({r.audience}): {r.subject}" if rehearsal else "")
-            out.print(f"{mark} {escape(f'{r.notice} of {r.window_id} → {r.channel}{detail}')}")
+            out.print(f"{mark} {escape(f'{r.notice} of {r.window_id} → {r.channel}{detail}')}", soft_wrap=True)
         if not results:
             out.print("nothing due" + (" at that time" if rehearsal else ""))
-    if any(r.status == "failed" for r in results):
+    if failed := [r for r in results if r.status == "failed"]:
+        from rich.markup import escape
+
+        safe_console(stderr=True).print(
+            f"[bold red]error:[/bold red] {len(failed)} delivery(ies) failed, retried by the next send-due: "
+            f"{escape(str(failed[0].error))}", soft_wrap=True)
         raise typer.Exit(1)
 
 
