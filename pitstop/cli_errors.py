@@ -36,6 +36,9 @@ def describe(exc: BaseException) -> str:
         return f"SSH: {_first(exc)} (check the host's address, port, user and pinned key: pitstop hosts check)"
     if mod.startswith(("httpx", "httpcore", "urllib3", "requests")):
         return f"HTTP: {_first(exc)} (check the URL and that the service is up)"
+    if "ephemeral Prefect API server" in str(exc):
+        return (f"Prefect: {_first(exc)} (the local API server did not start in time: a busy machine? Run again, set "
+                "PREFECT_API_URL to a running Prefect server, or use --engine local; nothing was run)")
     if isinstance(exc, OSError):
         where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
         return f"{name}{where}: {exc.strerror or _first(exc)}"

@@ -327,17 +327,21 @@ def check_lead_time(cfg: EnvironmentConfig, runbook: str, now: datetime, ledger:
 
 def lead_time_gate(ctx: RunContext, clock: Clock = system_clock) -> LeadTime | None:
     """Apply the policy to a run before it starts; records a ``notice.lead_time`` event."""
+    from ..context import provenance  # the run's first event says who started it, where, with which files
+
     trigger = ctx.options.trigger.value
     if trigger == "emergency":
         ctx.event("notice.lead_time", status="exempt", trigger=trigger,
-                  message="emergency run: exempt from advance notice (flagged)")
+                  message="emergency run: exempt from advance notice (flagged)",
+                  provenance=provenance(ctx.cfg, ctx.runbook))
         return None
     if trigger != "scheduled":
         return None
     policy = ctx.cfg.notifications.notices.policy
     res = check_lead_time(ctx.cfg, ctx.runbook.name, clock())
     status = "ok" if res.ok else ("refused" if policy == "refuse" else "warning")
-    ctx.event("notice.lead_time", status=status, policy=policy, **res.model_dump())
+    ctx.event("notice.lead_time", status=status, policy=policy, **res.model_dump(),
+              provenance=provenance(ctx.cfg, ctx.runbook))
     if not res.ok and policy == "refuse":
         raise LeadTimeRefused(f"scheduled run refused: {res.message} (notifications.notices.policy: refuse)")
     return res

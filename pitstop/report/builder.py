@@ -251,7 +251,8 @@ def _retries(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _deviations(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"at": e["ts"], **e["data"], "kind": e["kind"]} for e in events if e["kind"] in DEVIATION_KINDS
+    return [{"at": e["ts"], **{k: v for k, v in e["data"].items() if k != "provenance"}, "kind": e["kind"]}
+            for e in events if e["kind"] in DEVIATION_KINDS
             or (e["kind"] == "notice.lead_time" and e["data"].get("status") in ("warning", "exempt"))]
 
 
