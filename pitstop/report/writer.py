@@ -61,12 +61,14 @@ def _num(v: Any) -> str:
     return f"{v:,}" if _is_num(v) else str(v)
 
 
-def _receipt(v: Any) -> str:
-    """A delivery's receipt in one line: Message-ID and SMTP reply, HTTP statuses, or the file's hash."""
+def _receipt(v: Any, md: bool = False) -> str:
+    """A delivery's receipt in one line: Message-ID and SMTP reply, HTTP statuses, or the file's hash (in
+    Markdown the Message-ID is code: its ``<…>`` would read as an HTML tag and vanish)."""
     if not isinstance(v, dict):
         return ""
     st = v.get("http_status")
-    parts = [f"Message-ID {v['message_id']}" if v.get("message_id") else "",
+    mid = f"`{v['message_id']}`" if md and v.get("message_id") else v.get("message_id")
+    parts = [f"Message-ID {mid}" if mid else "",
              f"server: {v['server_reply']}" if v.get("server_reply") else "",
              f"HTTP {', '.join(map(str, st))}" if isinstance(st, list) and st else "",
              f"{v['path']} sha256 {v.get('sha256')}" if v.get("path") else ""]

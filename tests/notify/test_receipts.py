@@ -65,6 +65,9 @@ def test_run_notifications_record_recipients_and_receipts(make_env: Any, smtp_se
     # stage notifications name their stage and phase: no two rows alike
     stages = [(n["stage"], n["phase"]) for n in notes if n["event"] == "stage.completed" and n["channel"] == "ops-log"]
     assert len(stages) == len(set(stages)) > 3 and all(s and p for s, p in stages)
+    bodies = [m.get_body(preferencelist=("plain",)).get_content() for m in inbox]
+    assert any("Stage: server-tuning (inside the maintenance window)" in b for b in bodies)
+    assert any("Stage: server-tuning (before the maintenance window)" in b for b in bodies)
 
     report = res.report()
     assert [n["receipt"] for n in report["notifications"]] == [n["receipt"] for n in notes]
