@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from ..context import RunContext
 
 END_EVENTS = ("run.completed", "run.failed", "verification.failed", "run.cancelled")
+# tried even on a channel that is down this run: the outcome, and what someone must act on
+ALWAYS_TRIED = (*END_EVENTS, "emergency.ended", "maintenance.stuck", "window.extended", "run.skipped")
 
 
 class Delivery(BaseModel):
@@ -85,6 +87,7 @@ class Notifier:
         self._window_opened: float | None = None
         self._feed_ok = True
         self._finished = False
+        self._down: dict[str, str] = {}  # channel -> the error that made it fail every attempt, this run
         ctx.audit.subscribe(self._on_event)
 
     # -- public ---------------------------------------------------------------------------------------
@@ -98,7 +101,7 @@ class Notifier:
             msg = self._message(event, channel, audience, severity, context, data)
             if self.ctx.options.rehearsal:
                 msg = msg.model_copy(update={"subject": f"[REHEARSAL] {msg.subject}"})
-            d = deliver(channel, msg, self.ctx.redact, self.attempts, self.wait_max)
+            d = self._deliver(channel, msg)
             for n in range(1, d.attempts):  # each failed attempt that was followed by another one
                 self.ctx.event("retry", what="notify", channel=d.channel, event=d.event, attempt=n)
             self.ctx.event("notification", **d.model_dump(), stage=data.get("stage"), phase=data.get("phase"),
@@ -122,6 +125,23 @@ class Notifier:
         return self._downtime
 
     # -- internals ------------------------------------------------------------------------------------
+    def _deliver(self, channel: Channel, msg: Message) -> Delivery:
+        """A channel that failed every attempt is down for the rest of the run: a mail server that never
+        answers costs its timeout per attempt (3 x 15 s) and the run waits, inside the window too. Later
+        progress events are then recorded as not attempted; the run's end (and alerts) is tried once, and a
+        success brings the channel back."""
+        down = self._down.get(channel.name)
+        if down and msg.event not in ALWAYS_TRIED:
+            return Delivery(event=msg.event, channel=channel.name, kind=channel.cfg.kind, audience=msg.audience,
+                            status="failed", attempts=0, sent_at=now_iso(), subject=msg.subject,
+                            error=f"not attempted: the channel failed earlier in this run ({down})")
+        d = deliver(channel, msg, self.ctx.redact, 1 if down else self.attempts, self.wait_max)
+        if d.status == "sent":
+            self._down.pop(channel.name, None)
+        elif not down:
+            self._down[channel.name] = (d.error or "failed")[:200]
+        return d
+
     def _route(self, event: str) -> str:
         if self.ctx.options.trigger.value != "emergency":
             return event

@@ -114,3 +114,38 @@ def test_advance_notice_ledger_records_recipients_and_receipt(notices_env: Any, 
     (msg,) = [m for _, m in smtp_server["inbox"].messages]
     assert done["receipt"] == {"message_id": msg["Message-ID"], "server_reply": "250 OK"}
     assert done["recipients"] == f"email to customers@demo.example via SMTP 127.0.0.1:{smtp_server['port']}"
+
+
+def test_a_mail_server_that_never_answers_is_not_waited_for_at_every_event(make_env: Any,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that takes the connection and never speaks costs its timeout per attempt; after one delivery
+    failed every attempt, the run's progress events skip that channel (recorded as not attempted) and its
+    end is tried once."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # the kernel completes the handshake; no SMTP greeting ever comes
+    port = silent.getsockname()[1]
+    monkeypatch.setenv("OPS_MAIL_URL", f"mailto://127.0.0.1:{port}?from=m@demo.example&to=ops@demo.example&cto=1")
+
+    def channels(doc: dict[str, Any]) -> None:
+        doc["notifications"].update(attempts=3, wait_max=0.1)
+        doc["notifications"]["channels"]["ops-mail"] = {"kind": "apprise", "url_env": "OPS_MAIL_URL",
+                                                        "audiences": ["ops"]}
+
+    try:
+        res = runner.execute(str(make_env(channels)), "monthly")
+    finally:
+        silent.close()
+    report = res.report()
+    assert report["status"] == "succeeded"
+    mails = [n for n in report["notifications"] if n["channel"] == "ops-mail"]
+    assert mails[0]["event"] == "run.started" and mails[0]["attempts"] == 3 and mails[0]["status"] == "failed"
+    middle, last = mails[1:-1], mails[-1]
+    assert middle and all(n["attempts"] == 0 and n["error"].startswith("not attempted: the channel failed")
+                          for n in middle)
+    assert last["event"] == "run.completed" and last["attempts"] == 1 and last["status"] == "failed"
+    assert f"SMTP server 127.0.0.1:{port}" in last["error"]
+    ops_log = [n for n in report["notifications"] if n["channel"] == "ops-log"]
+    assert ops_log and all(n["status"] == "sent" for n in ops_log)  # the other channels are not affected
