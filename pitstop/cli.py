@@ -101,9 +101,10 @@ def validate(env: EnvOpt, runbook: Annotated[str | None, typer.Option("--runbook
         _emit_json({"ok": True, "config": cfg.source, "runbook": rb.source if rb else None,
                     "pg_clients": clients.as_json() if clients else None})
     else:
-        out.print(f"[green]✓[/green] {cfg.source} is valid" + (f"; {rb.source} is valid" if rb else ""))
+        out.print(f"[green]✓[/green] {escape(str(cfg.source))} is valid" + (f"; {escape(str(rb.source))} is valid"
+                                                                     if rb else ""), soft_wrap=True)
         if clients is not None:
-            out.print(f"  client tools: {clients.note}", markup=False)
+            out.print(f"  client tools: {clients.note}", markup=False, soft_wrap=True)
 
 
 @app.command()
