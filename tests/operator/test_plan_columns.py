@@ -64,3 +64,23 @@ def test_plan_never_cuts_a_word(make_env: Any, how: str) -> None:
     if how == "tty-80":  # wrapped at spaces to the width; only a word longer than the line exceeds it
         assert all(len(x) <= 80 or " " not in x.strip() for x in text.splitlines() if not x.startswith("config:"))
     assert "inside the window:" in text
+
+
+@pytest.mark.parametrize("how", ["tty-80", "piped-80"])
+def test_notices_plan_never_cuts_a_notice_or_channel_name(tmp_path: Any, how: str) -> None:
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    doc.update(state_dir=str(tmp_path / "state"))
+    env = tmp_path / "env.yaml"
+    env.write_text(yaml.safe_dump(doc, sort_keys=False))
+    if how == "tty-80":
+        text = _tty("notices", "plan", "--env", str(env), columns=80)
+    else:
+        res = run_cli("notices", "plan", "--env", str(env), env={"COLUMNS": "80"})
+        assert res.returncode == 0, res.stderr
+        text = res.stdout
+    rows = json.loads(run_cli("notices", "plan", "--env", str(env), "--json").stdout)
+    tokens = set(re.split(r"[\s│┃|]+", text))
+    names = {r["notice"] for r in rows} | {r["channel"] for r in rows}
+    assert names and names <= tokens, sorted(names - tokens)
