@@ -23,8 +23,17 @@ COLUMNS = ("phase", "stage", "step", "placement", "targets", "would")
 
 
 def _rows(plan: Plan) -> list[tuple[str, str, str, str, str, str, str, str, bool]]:
-    return [(s.phase.value, s.stage.value, s.label, s.uses, s.placement.value, s.why,
-             ", ".join(s.hosts) or s.target.value, "\n".join(s.would), s.destructive) for s in plan.steps]
+    """One row per step, and the approval gate (docs/approvals.md) before the step it guards."""
+    rows = []
+    gate = plan.approval if plan.approval is not None and plan.approval.skipped is None else None
+    for s in plan.steps:
+        if gate is not None and s.id == gate.step:
+            rows.append((s.phase.value, "approval", "wait for approval", " or ".join(gate.approvers), "outside",
+                         "before the window opens", gate.audience,
+                         f"abort after {gate.timeout_s:.0f}s without a decision", False))
+        rows.append((s.phase.value, s.stage.value, s.label, s.uses, s.placement.value, s.why,
+                     ", ".join(s.hosts) or s.target.value, "\n".join(s.would), s.destructive))
+    return rows
 
 
 def _cells(plan: Plan) -> list[tuple[str, ...]]:
