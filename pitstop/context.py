@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .audit import AuditLog
 from .config import EnvironmentConfig
 from .options import RunOptions  # noqa: F401 - re-exported: where callers have always found it
+from .provenance import FlowRunRef, provenance  # noqa: F401 - re-exported
 from .redact import Redactor, secret_values  # noqa: F401 - re-exported: a run's redaction lives in pitstop.redact
 from .runbook import Runbook
 from .runstate import RunState
@@ -34,41 +34,6 @@ def new_run_id(env: str, runbook: str) -> str:
     return f"{stamp}-{env}-{runbook}-{uuid.uuid4().hex[:6]}"
 
 
-def provenance(cfg: EnvironmentConfig, runbook: Runbook, flow_run_id: str | None = None) -> dict[str, Any]:
-    """Who started the run, where, with which pitstop, and the SHA-256 of the files it read: what an auditor
-    needs to tie a report to a person, a machine and the exact configuration."""
-    import getpass
-    import hashlib
-    import socket
-    from importlib.metadata import PackageNotFoundError, version
-
-    def digest(path: str | None) -> dict[str, str | None]:
-        if not path:
-            return {"path": None, "sha256": None}
-        try:
-            return {"path": str(Path(path).resolve()), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
-        except OSError:
-            return {"path": path, "sha256": None}
-
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    try:
-        pitstop_version = version("pitstop")
-    except PackageNotFoundError:
-        pitstop_version = "unknown"
-    # a worker's flow run names itself in the environment; an in-process one (pitstop run --engine prefect) is
-    # named by the flow (pitstop.prefect_adapter), which hands its id to the runner
-    flow_run = os.environ.get("PREFECT__FLOW_RUN_ID") or flow_run_id
-    return {"user": user, "uid": os.getuid(), "host": socket.gethostname(), "pid": os.getpid(),
-            "pitstop_version": pitstop_version, "prefect_flow_run": flow_run,
-            "prefect_deployment": os.environ.get("PREFECT__DEPLOYMENT_ID"),
-            "config": digest(cfg.source), "runbook": digest(runbook.source)}
-
-
-
-
 @dataclass
 class RunContext:
     run_id: str
@@ -80,7 +45,7 @@ class RunContext:
     redact: Redactor
     notifier: Notifier | None = None
     holds_environment_lock: bool = False  # set by the runner: no other run of this environment is alive
-    flow_run_id: str | None = None  # the Prefect flow run this run is in, when the flow told the runner
+    flow_run: FlowRunRef | None = None  # the Prefect flow run this run is in, when the flow told the runner
     state: RunState = field(default_factory=RunState)
     _conns: dict[str, Connection] = field(default_factory=dict)
     _db: Database | None = None

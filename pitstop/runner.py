@@ -13,7 +13,7 @@ from typing import Any
 from .approval import Waiter
 from .config import EnvironmentConfig, load_config
 from .connectors.postgres import Database
-from .context import RunContext, RunOptions, new_run_id
+from .context import FlowRunRef, RunContext, RunOptions, new_run_id
 from .errors import ConfigError, InputError
 from .executor import Executor, UnitRunner, direct
 from .locks import EnvironmentLock
@@ -70,7 +70,7 @@ def admit(cfg: EnvironmentConfig) -> None:
 
 def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: str, unit_runner: UnitRunner,
              listener: Listener | list[Listener] | None, wait_s: float, resume_events: list[dict[str, Any]] | None,
-             approval_waiter: Waiter | None = None, flow_run_id: str | None = None) -> RunResult:
+             approval_waiter: Waiter | None = None, flow_run: FlowRunRef | None = None) -> RunResult:
     from .window import check_blackout
 
     skip = None if resume_events is not None else check_blackout(cfg, options.trigger.value,
@@ -86,7 +86,7 @@ def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: s
         alert_abandoned(cfg)  # runs SIGKILLed earlier could not alert: do it now, once (lock held)
         ctx = RunContext.create(cfg, rb, options, run_id=run_id)
         ctx.holds_environment_lock = True
-        ctx.flow_run_id = flow_run_id
+        ctx.flow_run = flow_run
         listeners = listener if isinstance(listener, list) else [] if listener is None else [listener]
         if listeners:
             from .console import ConsoleView, guard_log_consoles
@@ -120,26 +120,26 @@ def execute(env: str, runbook: str, *, trigger: str = Trigger.MANUAL.value, reas
             accept_unverified_backup: bool = False, run_id: str | None = None, unit_runner: UnitRunner = direct,
             listener: Listener | list[Listener] | None = None, wait_s: float = 0.0, override_blackout: bool = False,
             expected_downtime: str | None = None, rehearsal: bool = False,
-            approval_waiter: Waiter | None = None, flow_run_id: str | None = None) -> RunResult:
+            approval_waiter: Waiter | None = None, flow_run: FlowRunRef | None = None) -> RunResult:
     """Run a runbook. With a ``run_id`` whose folder already exists, resume that run instead.
 
     ``expected_downtime`` (e.g. ``20m``) overrides the runbook's announced downtime for this run."""
     cfg, rb = load(env, runbook)
     given = parse_expected_downtime(expected_downtime) if expected_downtime else None
     if run_id and (cfg.resolve(cfg.reports.dir) / run_id / "audit.jsonl").is_file():
-        return resume(env, run_id, unit_runner=unit_runner, listener=listener, wait_s=wait_s, flow_run_id=flow_run_id,
+        return resume(env, run_id, unit_runner=unit_runner, listener=listener, wait_s=wait_s, flow_run=flow_run,
                       approval_waiter=approval_waiter, loaded=(cfg, rb))
     if given is not None:
         rb = rb.model_copy(update={"expected_downtime": given})
     options = RunOptions(trigger=Trigger(trigger), reason=reason, accept_unverified_backup=accept_unverified_backup,
                          override_blackout=override_blackout, expected_downtime=given, rehearsal=rehearsal)
     run_id = run_id or new_run_id(cfg.name, rb.name)
-    return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, None, approval_waiter, flow_run_id)
+    return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, None, approval_waiter, flow_run)
 
 
 def resume(env: str, run_id: str, *, unit_runner: UnitRunner = direct,
            listener: Listener | list[Listener] | None = None,
-           wait_s: float = 0.0, approval_waiter: Waiter | None = None, flow_run_id: str | None = None,
+           wait_s: float = 0.0, approval_waiter: Waiter | None = None, flow_run: FlowRunRef | None = None,
            loaded: tuple[EnvironmentConfig, Runbook | None] | None = None,
            prior: tuple[dict[str, Any], list[dict[str, Any]]] | None = None) -> RunResult:
     """Resume a crashed run (its process died before ``run.finished``): skip every step its audit log
@@ -174,7 +174,7 @@ def resume(env: str, run_id: str, *, unit_runner: UnitRunner = direct,
         return RunResult(run_id=run_id, status=Status(last["data"].get("status")), run_dir=ctx.run_dir)
     if options.expected_downtime is not None:
         rb = rb.model_copy(update={"expected_downtime": options.expected_downtime})
-    return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, events, approval_waiter, flow_run_id)
+    return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, events, approval_waiter, flow_run)
 
 
 def _same_file(a: str, b: Path) -> bool:
@@ -209,13 +209,16 @@ def finished_at(events: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def resumable(cfg: EnvironmentConfig, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The first event's data and all events of a run that may be resumed; InputError (exit 2) if not."""
-    from .audit import read_chain
+    from .audit import is_empty, read_chain
     from .ids import check_run_id
 
     check_run_id(run_id)
     run_dir = cfg.resolve(cfg.reports.dir) / run_id
     if not (run_dir / "audit.jsonl").is_file():
         raise InputError(f"no run {run_id!r} under {run_dir.parent}")
+    if is_empty(run_dir / "audit.jsonl"):
+        raise InputError(f"run {run_id} cannot be resumed: it never started (its audit.jsonl is empty: nothing ran); "
+                         f"start a new run with `pitstop run`")
     events, broken = read_chain(run_dir / "audit.jsonl")  # read and parsed once: checked, then used
     if broken:
         raise InputError(f"run {run_id} cannot be resumed: its audit log is not intact ({broken}); "

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from .audit import AuditLog
     from .config import EnvironmentConfig
     from .options import RunOptions
+    from .provenance import FlowRunRef
     from .runbook import Runbook
 
 
@@ -27,5 +28,6 @@ class RunView(EventSink, Protocol):
     runbook: Runbook
     options: RunOptions
     audit: AuditLog
+    flow_run: FlowRunRef | None
 
     def redact(self, value: Any) -> Any: ...

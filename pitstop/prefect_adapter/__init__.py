@@ -15,7 +15,7 @@ import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from prefect import Flow, flow, task
@@ -24,6 +24,9 @@ from prefect.client.orchestration import get_client
 
 from ..errors import InputError
 from .progress import flow_run_log, flow_run_name
+
+if TYPE_CHECKING:
+    from ..context import FlowRunRef
 
 T = TypeVar("T")
 
@@ -68,11 +71,19 @@ def announce_files(env: str, runbook: str | None = None) -> None:
         logger.info("runbook: %s", runbook)
 
 
-def current_flow_run_id() -> str | None:
-    """The id of the flow run this process is in (in-process ``pitstop run --engine prefect``), else None."""
+def current_flow_run() -> FlowRunRef:
+    """The flow run this process is in and its deployment, from Prefect's runtime (empty outside one)."""
+    from prefect.runtime import deployment as dep
     from prefect.runtime import flow_run as current
 
-    return str(current.id) if current.id else None
+    from ..context import FlowRunRef
+
+    try:
+        fid = str(current.id) if current.id else None
+        deployment = (f"{dep.name} ({dep.id})" if dep.name else str(dep.id)) if dep.id else None
+    except Exception:  # noqa: BLE001 - the API may be unreachable: the flow run id is enough
+        return FlowRunRef(id=str(current.id) if current.id else None)
+    return FlowRunRef(id=fid, deployment=deployment)
 
 
 def _flow_run_id(env: str, runbook: str) -> str | None:
@@ -121,7 +132,7 @@ def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "
                                 unit_runner=prefect_unit, listener=listeners, wait_s=wait_s,
                                 approval_waiter=prefect_waiter(),
                                 override_blackout=override_blackout, expected_downtime=expected_downtime,
-                                rehearsal=rehearsal, flow_run_id=current_flow_run_id())
+                                rehearsal=rehearsal, flow_run=current_flow_run())
     return {"run_id": result.run_id, "status": result.status.value, "run_dir": str(result.run_dir)}
 
 
