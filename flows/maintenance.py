@@ -11,11 +11,14 @@ from typing import Any, TypeVar
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import State
 
 from pitstop import runner
 from pitstop.console import ConsoleView
 
-from .common import announce_files, deployment_defaults
+from pitstop.errors import RunLocked
+
+from .common import announce_files, deployment_defaults, refused
 
 T = TypeVar("T")
 
@@ -39,8 +42,12 @@ def _flow_run_id(env: str, runbook: str) -> str | None:
 def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "",
                 accept_unverified_backup: bool = False, run_id: str | None = None, wait_s: float = 0.0,
                 override_blackout: bool = False, expected_downtime: str | None = None, rehearsal: bool = False,
-                console: bool = False) -> dict[str, Any]:
+                console: bool = False) -> dict[str, Any] | State[Any]:
     """Run ``runbook`` on environment ``env``; ``console`` prints live progress to this process.
+
+    Another run holding the environment's lock: a deployment's flow run (worker) ends ``Cancelled`` named
+    ``Refused`` (see :func:`flows.common.refused`), not ``Failed`` or ``Crashed``; called in-process (the
+    CLI) it raises :class:`RunLocked` (exit code 3).
 
     Without a ``run_id`` the id derives from the Prefect flow run, so when Prefect retries or
     reschedules this flow run after a crash, the retry finds the run folder and *resumes* it.
@@ -50,17 +57,23 @@ def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "
 
     # the same guards as the CLI, before anything is read or written: a Prefect UI or API user is not
     # trusted with paths, run ids or overrides without a reason
+    deployed = deployment_defaults()
     files = flow_parameters(env=env, runbook=runbook, run_id=run_id, reason=reason,
                             accept_unverified_backup=accept_unverified_backup,
-                            deployment_parameters=deployment_defaults(), trigger=trigger,
+                            deployment_parameters=deployed, trigger=trigger,
                             override_blackout=override_blackout, expected_downtime=expected_downtime, wait_s=wait_s)
     announce_files(files.env, files.runbook)
     listener = ConsoleView() if console else None
     run_id = run_id or _flow_run_id(env, runbook)
-    with private_umask():
-        result = runner.execute(files.env, files.runbook, trigger=trigger, reason=reason,
-                                accept_unverified_backup=accept_unverified_backup, run_id=run_id,
-                                unit_runner=prefect_unit, listener=listener, wait_s=wait_s,
-                                override_blackout=override_blackout, expected_downtime=expected_downtime,
-                                rehearsal=rehearsal)
+    try:
+        with private_umask():
+            result = runner.execute(files.env, files.runbook, trigger=trigger, reason=reason,
+                                    accept_unverified_backup=accept_unverified_backup, run_id=run_id,
+                                    unit_runner=prefect_unit, listener=listener, wait_s=wait_s,
+                                    override_blackout=override_blackout, expected_downtime=expected_downtime,
+                                    rehearsal=rehearsal)
+    except RunLocked as exc:  # another run holds the environment: nothing of this run exists, nothing was sent
+        if deployed is None:  # called in-process (`pitstop run --engine prefect`): the CLI says it, exit 3
+            raise
+        return refused(exc)
     return {"run_id": result.run_id, "status": result.status.value, "run_dir": str(result.run_dir)}
