@@ -15,7 +15,6 @@ from prefect.states import State
 
 from pitstop import runner
 from pitstop.console import ConsoleView
-
 from pitstop.errors import RunLocked
 
 from .common import announce_files, deployment_defaults, refused

@@ -1,0 +1,78 @@
+"""Several environments on one Prefect server (PostgreSQL-backed) with two process workers: every
+environment's monthly flow run succeeds, a second trigger of a running environment ends ``Cancelled``
+named ``Refused`` (the environment lock), and no two runs of one environment overlap in the audit logs.
+
+The same set-up as ``make bench-pool`` (bench/pool_setup.py), smaller: 3 environments, 1 duplicate."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bench import pool_setup as ps
+
+
+@pytest.fixture
+def pool_site(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path, ps.PgCluster]]:
+    procs, pg = ps.Processes(), ps.PgCluster()
+    saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
+    try:
+        pg.start()
+        api = ps.start_server(procs, pg, tmp_path / "prefect-home")
+        ps.with_api(api)
+        yield api, tmp_path, pg
+    finally:
+        procs.stop()
+        pg.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def test_duplicate_refused_by_lock_no_overlap(pool_site: tuple[dict[str, str], Path, ps.PgCluster]) -> None:
+    api, tmp, pg = pool_site
+    envs = tmp / "envs"
+    envs.mkdir()
+    procs = ps.Processes()
+    names = ["pa", "pb", "pc"]
+    try:
+        configs = [ps.write_environment(envs, n, pg) for n in names]
+        with ThreadPoolExecutor(3) as ex:
+            list(ex.map(lambda c: ps.pitstop_deploy(c, "pool-t", api), configs))
+        asyncio.run(ps.pause_deployments([f"pitstop-notices/{n}-notices" for n in names]))
+        for w in (1, 2):
+            ps.start_worker(procs, api, "pool-t", f"w{w}", tmp / f"worker-{w}.log", limit=4, query_s=1)
+        # long enough (an online-safe staging step) for the duplicate's flow run to start while the first runs
+        params = {"runbook": str(ps.staging_runbook(envs, 10))}
+        t0 = datetime.now(UTC) + timedelta(seconds=3)
+        firsts = asyncio.run(ps.trigger([f"pitstop-maintenance/{n}-monthly" for n in names], at=t0,
+                                        parameters=params))
+        holder = ps.wait_started(envs / "pa", timeout_s=120)  # pa's first run holds the environment lock
+        dup = asyncio.run(ps.trigger(["pitstop-maintenance/pa-monthly"], parameters=params))[0]
+        runs = ps.wait_final([*firsts, dup], timeout_s=240)
+    finally:
+        procs.stop()
+
+    # the duplicate: a distinct, final, non-failure state naming the run that holds the environment
+    state = runs[dup].state
+    assert (state.type.value, state.name) == ("CANCELLED", "Refused"), (state.type, state.name, state.message)
+    assert f"run {holder.run_id} holds it" in (state.message or "")
+    # every first trigger ran to completion and its pitstop run succeeded
+    assert all(runs[i].state.is_completed() for i in firsts), [(runs[i].state.name, runs[i].state.message)
+                                                               for i in firsts]
+    audit = [r for n in names for r in ps.audit_runs(envs / n)]
+    assert sorted(r.environment for r in audit) == names  # the refused trigger left no run folder behind
+    assert all(r.status == "succeeded" for r in audit), [(r.run_id, r.status) for r in audit]
+    assert ps.lock_violations(audit) == []
+    # nothing of the refused flow run reached pa's notification channel (only the first run's messages)
+    sent = [json.loads(x) for x in (envs / "pa" / "notifications.jsonl").read_text().splitlines()]
+    assert {m.get("run_id") for m in sent if m.get("run_id")} <= {holder.run_id}
