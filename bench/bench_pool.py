@@ -21,8 +21,9 @@ the same deployment (someone pressing "Run" in the UI). Every flow run is awaite
                      end (Prefect's timestamps); a run's own duration = its audit log's run.started ..
                      run.finished (pitstop's work; the flow-run start-up before it counts in the makespan only)
 
-Knobs: BENCH_ENVS, BENCH_WORKERS, BENCH_DUPLICATES, BENCH_LIMIT (worker --limit, default none),
-BENCH_QUERY_S (the workers' PREFECT_WORKER_QUERY_SECONDS, default 2), BENCH_KEEP=1 keeps .pitstop/bench-pool.
+Knobs: BENCH_ENVS, BENCH_WORKERS, BENCH_DUPLICATES, BENCH_LIMIT (worker --limit, default 8),
+BENCH_QUERY_S (the workers' PREFECT_WORKER_QUERY_SECONDS, default 2; Prefect's own: 10),
+BENCH_STAGING_S (the staging step, default 30; 0: the plain monthly runbook), BENCH_KEEP=1 keeps .pitstop/bench-pool.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ ENVS = int(os.environ.get("BENCH_ENVS", 12))
 WORKERS = int(os.environ.get("BENCH_WORKERS", 2))
 DUPLICATES = int(os.environ.get("BENCH_DUPLICATES", 4))
 LIMIT = int(os.environ["BENCH_LIMIT"]) if os.environ.get("BENCH_LIMIT") else 8
-QUERY_S = float(os.environ["BENCH_QUERY_S"]) if os.environ.get("BENCH_QUERY_S") else None
-STAGING_S = float(os.environ.get("BENCH_STAGING_S", 20))
+QUERY_S = float(os.environ.get("BENCH_QUERY_S", 2))
+STAGING_S = float(os.environ.get("BENCH_STAGING_S", 30))
 STATE = ROOT / ".pitstop" / "bench-pool"
 POOL = "pitstop-bench"
 
@@ -69,21 +70,29 @@ def measure(procs: ps.Processes, pg: ps.PgCluster) -> dict[str, Any]:
     log(f"prefect server on PostgreSQL 15 up ({time.monotonic() - t:.1f} s): {api['PREFECT_API_URL']}")
     names = [f"pool{i:02d}" for i in range(1, ENVS + 1)]
     (STATE / "envs").mkdir(parents=True)
-    configs = [ps.write_environment(STATE / "envs", n, pg) for n in names]
+    configs = [ps.write_environment(STATE / "envs", n, pg) for n in [*names, "solo"]]
     t = time.monotonic()
     with ThreadPoolExecutor(3) as ex:  # `pitstop deploy` per environment (4 deployments each)
         list(ex.map(lambda c: ps.pitstop_deploy(c, POOL, api), configs))
-    asyncio.run(ps.pause_deployments([f"pitstop-notices/{n}-notices" for n in names]))
+    asyncio.run(ps.pause_deployments([f"pitstop-notices/{n}-notices" for n in [*names, "solo"]]))
     log(f"{ENVS} environments deployed to work pool {POOL!r} ({time.monotonic() - t:.1f} s)")
     for w in range(WORKERS):
         ps.start_worker(procs, api, POOL, f"worker-{w + 1}", STATE / f"worker-{w + 1}.log", limit=LIMIT,
                         query_s=QUERY_S)
 
-    t0 = (datetime.now(UTC) + timedelta(seconds=20)).replace(microsecond=0)
     params = {"runbook": str(ps.staging_runbook(STATE / "envs", STAGING_S))} if STAGING_S else None
+    # the same run alone on the same workers first: what one run costs without company (and a warm-up)
+    solo_id = asyncio.run(ps.trigger(["pitstop-maintenance/solo-monthly"], parameters=params))
+    solo = ps.wait_final(solo_id, timeout_s=600)[solo_id[0]]
+    solo_audit = ps.audit_runs(STATE / "envs" / "solo")[0]
+    solo_own = (solo_audit.finished or solo_audit.started) - solo_audit.started
+    log(f"one run alone: {solo_own:.1f} s in its audit log, flow run {(solo.end_time - solo.start_time).total_seconds():.1f}"
+        f" s, started {(solo.start_time - solo.expected_start_time).total_seconds():.1f} s after it was due")
+
+    t0 = (datetime.now(UTC) + timedelta(seconds=20)).replace(microsecond=0)
     firsts = asyncio.run(ps.trigger([f"pitstop-maintenance/{n}-monthly" for n in names], at=t0, parameters=params))
     log(f"{ENVS} monthly flow runs scheduled for {t0:%H:%M:%S} UTC; {WORKERS} workers "
-        f"(--limit {LIMIT or 'none'}, polling every {QUERY_S or 'default (10)'} s); "
+        f"(--limit {LIMIT or 'none'}, polling every {QUERY_S:g} s); "
         f"runbook: monthly" + (f" + {STAGING_S:g} s of staging" if STAGING_S else ""))
     dups: list[str] = []
     for n in names[:DUPLICATES]:
@@ -105,12 +114,15 @@ def measure(procs: ps.Processes, pg: ps.PgCluster) -> dict[str, Any]:
     flow_own = sum((r.end_time - r.start_time).total_seconds() for r in runs.values()
                    if r.start_time and r.end_time and r.state.is_completed())
     starts = sorted((runs[i].start_time - t0).total_seconds() for i in firsts if runs[i].start_time)
-    for i in dups:
-        log(f"duplicate {runs[i].name}: {runs[i].state.type.value} {runs[i].state.name!r}: {runs[i].state.message}")
+    for i, n in zip(dups, names, strict=False):
+        r = runs[i]
+        log(f"duplicate of {n} ({r.name}): {r.state.type.value} {r.state.name!r} started "
+            f"{(r.start_time - r.expected_start_time).total_seconds():.1f} s after it was sent: {r.state.message}")
     log(f"first triggers: {first_ok}/{ENVS} completed; flow runs started T0{starts[0]:+.1f} s .. T0{starts[-1]:+.1f} s")
     log(f"makespan {makespan:.1f} s; sum of audit-log run durations {own:.1f} s "
         f"(mean {own / max(len(audit), 1):.1f} s); sum of Prefect flow-run durations {flow_own:.1f} s "
-        f"(makespan / that = {makespan / flow_own:.2f})")
+        f"(makespan / that = {makespan / flow_own:.2f}); {len(audit)} runs x the run alone "
+        f"{solo_own:.1f} s = {len(audit) * solo_own:.1f} s (makespan / that = {makespan / (len(audit) * solo_own):.2f})")
     if violations:
         log(f"overlapping runs: {violations}")
     return {"environments": ENVS, "workers": WORKERS, "runs": len(runs), "succeeded": succeeded,
