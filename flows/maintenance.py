@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import State
 
 from pitstop import runner
 from pitstop.console import ConsoleView
@@ -41,7 +40,7 @@ def _flow_run_id(env: str, runbook: str) -> str | None:
 def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "",
                 accept_unverified_backup: bool = False, run_id: str | None = None, wait_s: float = 0.0,
                 override_blackout: bool = False, expected_downtime: str | None = None, rehearsal: bool = False,
-                console: bool = False) -> dict[str, Any] | State[Any]:
+                console: bool = False) -> dict[str, Any]:
     """Run ``runbook`` on environment ``env``; ``console`` prints live progress to this process.
 
     Another run holding the environment's lock: a deployment's flow run (worker) ends ``Cancelled`` named
@@ -74,5 +73,5 @@ def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "
     except RunLocked as exc:  # another run holds the environment: nothing of this run exists, nothing was sent
         if deployed is None:  # called in-process (`pitstop run --engine prefect`): the CLI says it, exit 3
             raise
-        return refused(exc)
+        return refused(exc)  # a Prefect State: the flow run's final state (in-process callers never get it)
     return {"run_id": result.run_id, "status": result.status.value, "run_dir": str(result.run_dir)}
