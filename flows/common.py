@@ -38,15 +38,14 @@ def announce_files(env: str, runbook: str | None = None) -> None:
         logger.info("runbook: %s", runbook)
 
 
-REFUSED = "Refused"
-
-
 def refused(exc: Exception) -> Any:
     """The final state of a flow run refused by the environment lock (``pitstop run``'s exit code 3): type
     ``CANCELLED``, named ``Refused``, its message naming the run that holds the environment. Not ``Failed``
     (nothing failed; the environment's maintenance is running) and not ``Crashed``; no run folder, report
     or notification exists for it."""
     from prefect.states import Cancelled
+
+    from pitstop.deploy import REFUSED
 
     _logger().warning("refused: %s", exc)
     return Cancelled(name=REFUSED, message=f"refused: {exc}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -52,13 +54,20 @@ def test_duplicate_refused_by_lock_no_overlap(pool_site: tuple[dict[str, str], P
         for w in (1, 2):
             ps.start_worker(procs, api, "pool-t", f"w{w}", tmp / f"worker-{w}.log", limit=4, query_s=1)
         # long enough (an online-safe staging step) for the duplicate's flow run to start while the first runs
-        params = {"runbook": str(ps.staging_runbook(envs, 10))}
+        params = {"runbook": str(ps.staging_runbook(envs, 20))}
         t0 = datetime.now(UTC) + timedelta(seconds=3)
         firsts = asyncio.run(ps.trigger([f"pitstop-maintenance/{n}-monthly" for n in names], at=t0,
                                         parameters=params))
         holder = ps.wait_started(envs / "pa", timeout_s=120)  # pa's first run holds the environment lock
+        # two more triggers of pa while it runs: the monthly deployment again (the UI's "Run"), and an
+        # emergency through `pitstop emergency`, which waits for its flow run
+        emergency = subprocess.Popen([sys.executable, "-m", "pitstop.cli", "emergency", "--env", str(configs[0]),
+                                      "--runbook", "emergency-disk", "--reason", "disk at 97%", "--json"],
+                                     cwd=ps.ROOT, env={**os.environ, **api}, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
         dup = asyncio.run(ps.trigger(["pitstop-maintenance/pa-monthly"], parameters=params))[0]
         runs = ps.wait_final([*firsts, dup], timeout_s=240)
+        em_out, em_err = emergency.communicate(timeout=240)
     finally:
         procs.stop()
 
@@ -66,6 +75,9 @@ def test_duplicate_refused_by_lock_no_overlap(pool_site: tuple[dict[str, str], P
     state = runs[dup].state
     assert (state.type.value, state.name) == ("CANCELLED", "Refused"), (state.type, state.name, state.message)
     assert f"run {holder.run_id} holds it" in (state.message or "")
+    # `pitstop emergency` through the deployment: its flow run refused the same way, the CLI exits 3 saying so
+    assert emergency.returncode == 3, em_out + em_err
+    assert "environment 'pa' is busy" in em_err and holder.run_id in em_err and "Traceback" not in em_err
     # every first trigger ran to completion and its pitstop run succeeded
     assert all(runs[i].state.is_completed() for i in firsts), [(runs[i].state.name, runs[i].state.message)
                                                                for i in firsts]
