@@ -123,14 +123,17 @@ class PgCluster:
 
 
 def start_server(procs: Processes, pg: PgCluster, home: Path, dbname: str = "prefect",
-                 timeout_s: float = 180) -> dict[str, str]:
-    """``prefect server start`` backed by ``dbname`` on ``pg``; returns the environment clients and workers use."""
+                 timeout_s: float = 180, auth: str | None = None) -> dict[str, str]:
+    """``prefect server start`` backed by ``dbname`` on ``pg`` (with basic auth ``user:password`` when given);
+    returns the environment clients and workers use."""
     pg.create_db(dbname)
     port = free_port()
     home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "DO_NOT_TRACK": "1", "PREFECT_UI_ENABLED": "false", "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
            "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://postgres@/{dbname}?host={pg.socket_dir}"}
+    if auth:
+        env["PREFECT_SERVER_API_AUTH_STRING"] = env["PREFECT_API_AUTH_STRING"] = auth
     log = home / "server.log"
     server = procs.start([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log)
     deadline = time.monotonic() + timeout_s
@@ -145,7 +148,8 @@ def start_server(procs: Processes, pg: PgCluster, home: Path, dbname: str = "pre
         time.sleep(0.5)
     else:
         raise RuntimeError("prefect server did not start: " + log.read_text()[-3000:])
-    return {k: env[k] for k in ("PREFECT_API_URL", "PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK")}
+    keys = ("PREFECT_API_URL", "PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK", "PREFECT_API_AUTH_STRING")
+    return {k: env[k] for k in keys if k in env}
 
 
 def start_worker(procs: Processes, api_env: dict[str, str], pool: str, name: str, log: Path,

@@ -24,10 +24,10 @@ from bench import pool_setup as ps
 @pytest.fixture
 def pool_site(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path, ps.PgCluster]]:
     procs, pg = ps.Processes(), ps.PgCluster()
-    saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
+    saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME", "PREFECT_API_AUTH_STRING")}
     try:
-        pg.start()
-        api = ps.start_server(procs, pg, tmp_path / "prefect-home")
+        pg.start()  # the server behind basic auth, as docs/prefect.md asks: every client below passes it
+        api = ps.start_server(procs, pg, tmp_path / "prefect-home", auth=f"pitstop:{os.urandom(8).hex()}")
         ps.with_api(api)
         yield api, tmp_path, pg
     finally:
@@ -48,6 +48,13 @@ def test_duplicate_refused_by_lock_no_overlap(pool_site: tuple[dict[str, str], P
     names = ["pa", "pb", "pc"]
     try:
         configs = [ps.write_environment(envs, n, pg) for n in names]
+        # without the credential: one line saying what to set, no traceback, the credential never shown
+        anon = {k: v for k, v in {**os.environ, **api}.items() if k != "PREFECT_API_AUTH_STRING"}
+        refused = subprocess.run([sys.executable, "-m", "pitstop.cli", "deploy", "--env", str(configs[0]),
+                                  "--work-pool", "pool-t"], cwd=ps.ROOT, env=anon, capture_output=True, text=True)
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+        assert "the Prefect API refused the request (401" in refused.stderr
+        assert "PREFECT_API_AUTH_STRING" in refused.stderr
         with ThreadPoolExecutor(3) as ex:
             list(ex.map(lambda c: ps.pitstop_deploy(c, "pool-t", api), configs))
         asyncio.run(ps.pause_deployments([f"pitstop-notices/{n}-notices" for n in names]))
