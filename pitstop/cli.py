@@ -117,6 +117,9 @@ def plan(env: EnvOpt, runbook: RunbookOpt, as_json: JsonOpt = False) -> None:
     ctx = RunContext.create(cfg, rb, RunOptions(dry_run=True), run_id="plan")
     try:
         p = with_forecast(cfg, describe_changes(ctx, build_plan(cfg, rb)))
+        from .need import decide
+
+        decide(ctx, p)  # from facts: does any exclusive step have work? (docs/window.md)
     finally:
         ctx.close()
         _discard_plan_dir(ctx.run_dir)
@@ -138,6 +141,21 @@ def plan(env: EnvOpt, runbook: RunbookOpt, as_json: JsonOpt = False) -> None:
     out.print(f"inside the window: {', '.join(inside) or 'only the maintenance switch'}")
     for line in forecast_lines(p):
         out.print(line)
+    for line in decision_lines(p):
+        out.print(line, markup=False)
+
+
+def decision_lines(p: Any) -> list[str]:
+    """``pitstop plan``: window needed or not, and the backup rule, with their reasons."""
+    d = p.decision
+    if d is None:
+        return []
+    lines = [("window needed: " if d.window_needed else "no window needed: maintenance mode stays off — ")
+             + d.window_why]
+    lines += [f"  {s.label}: {s.work.answer.value} — {s.work.why}" for s in d.steps if s.exclusive]
+    if d.backup_when != "always":
+        lines.append(("backup needed: " if d.backup_needed else "no backup needed: ") + d.backup_why)
+    return lines
 
 
 def _discard_plan_dir(run_dir: Path) -> None:

@@ -14,6 +14,7 @@ from datetime import datetime
 from itertools import groupby
 from typing import Any, TypeVar
 
+from . import need
 from .audit import now_iso
 from .context import RunContext, provenance
 from .errors import CheckFailed, GateRefused, PitstopError
@@ -23,6 +24,7 @@ from .registry import Target, get_step
 from .resume import down_since, window_done_earlier
 from .runbook import Stage
 from .window import policy_for
+from .work import Decision
 
 T = TypeVar("T")
 UnitRunner = Callable[[str, Callable[[], T]], T]
@@ -48,6 +50,7 @@ class Executor:
         self.failure: dict[str, Any] | None = None
         self._fail_lock = threading.Lock()
         self._running: dict[str, PlannedStep] = {}  # started, not finished (an interruption names them)
+        self.decision: Decision | None = None  # window and backup needed? (pitstop/need.py)
 
     # -- public ---------------------------------------------------------------------------------------
     def run(self) -> Status:
@@ -61,6 +64,8 @@ class Executor:
                   plan=[s.model_dump(mode="json") for s in self.plan.steps], window=self.window.describe(),
                   expected_downtime_s=(ctx.options.expected_downtime if ctx.options.expected_downtime is not None
                                        else rb.announced_downtime(ctx.cfg.window.expected_downtime)).total_seconds())
+        if not self.skip_reason:
+            self.decision = need.start(ctx, self.plan, self.resuming)
         if self.resuming:
             self._notify("run.resumed", f"{rb.name} maintenance resumed ({len(self.completed)} steps already done)",
                          self._start_body())
@@ -112,6 +117,8 @@ class Executor:
         work = [s for s in window if s.stage != Stage.MAINTENANCE_OFF]
         if window and self.resuming and window_done_earlier(self.ctx, window, self.completed):
             return  # an earlier attempt did the whole window and lifted maintenance: not reopened
+        if window and self.decision is not None and need.no_window(self.ctx, self.plan, self.decision, self._skip):
+            return  # no exclusive step has work: maintenance mode is never switched on
         if window:
             self._open_window()
         ok = True
@@ -251,6 +258,9 @@ class Executor:
         if key in self.completed:
             ctx.event("step.already_done", stage=planned.stage.value, step=planned.label, uses=planned.uses, key=key)
             return True
+        if (why := need.before_step(ctx, self.plan, self.decision, planned)) is not None:
+            self._skip([planned], why)  # backup.when: before_destructive_work, and nothing destructive to do
+            return True
         with self._fail_lock:
             self._running[key] = planned
         ctx.event("step.started", stage=planned.stage.value, step=planned.label, uses=planned.uses,
@@ -361,8 +371,9 @@ class Executor:
                                   f"(sslmode {t['sslmode']}): set database.sslmode: require (or verify-full)")
 
     def _notify(self, event: str, subject: str, body: str = "", severity: str = "info", **data: Any) -> None:
-        if self.ctx.notifier is not None:
-            self.ctx.notifier.notify(event, subject, body, severity=severity, **data)
+        if self.ctx.notifier is not None:  # no window needed: customers hear nothing of the run
+            quiet = self.decision is not None and not self.decision.window_needed
+            self.ctx.notifier.notify(event, subject, body, severity=severity, internal_only=quiet, **data)
 
     def _start_body(self) -> str:
         o = self.ctx.options

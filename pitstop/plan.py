@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from .config import EnvironmentConfig
 from .registry import Placement, StepInfo, Target, get_step, host_group
 from .runbook import STAGE_ORDER, Runbook, Stage, StepSpec
+from .work import Decision, HasWork
 
 if TYPE_CHECKING:
     from .context import RunContext
@@ -51,6 +52,7 @@ class PlannedStep(BaseModel):
     id: str = ""  # the runbook's ``id:``, else "<stage>/<index>"
     after: list[str] = Field(default_factory=list)  # ids that must finish first (declared or implied)
     estimate_s: float | None = None
+    work: HasWork | None = None  # whether it has work, from facts (pitstop/need.py; exclusive/destructive steps)
 
     def spec_key(self) -> str:
         return f"{self.stage.value}/{self.index}/{self.uses}"
@@ -69,6 +71,7 @@ class Plan(BaseModel):
     runbook: str
     steps: list[PlannedStep]
     forecast: WindowForecast | None = None
+    decision: Decision | None = None  # window and backup needed? (pitstop/need.py)
 
     def phase(self, phase: Phase) -> list[PlannedStep]:
         return [s for s in self.steps if s.phase == phase]

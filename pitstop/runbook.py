@@ -56,6 +56,8 @@ class StepSpec(BaseModel):
                            description="name other steps use in `after:` (docs/window.md)")
     after: list[str] | None = Field(None, description="ids of steps that must finish first; unset: the "
                                                       "previous step of the stage without `after:`")
+    only_if_changed: list[str] | None = Field(None, min_length=1, description="ids of earlier steps: this step "
+                                              "has work only when one of them changes something (docs/window.md)")
 
     @property
     def label(self) -> str:
@@ -169,4 +171,7 @@ def check_runbook(rb: Runbook, doc: yamlfile.YamlDoc, cfg: EnvironmentConfig | N
         from .dag import dependency_problems
 
         problems += dependency_problems(rb, doc, steps)
+        from .need import only_if_problems
+
+        problems += only_if_problems(rb, doc, steps)
     return problems

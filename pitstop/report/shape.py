@@ -118,7 +118,8 @@ class Faults:
 def empty_window() -> dict[str, Any]:
     return {"planned_start": None, "planned_end": None, "planned_duration_s": None, "planned_source": None,
             "started_at": None, "ended_at": None, "duration_s": None, "downtime_announced_s": None,
-            "downtime_actual_s": None, "overrun_s": 0.0, "ok": None, "attempts": []}
+            "downtime_actual_s": None, "overrun_s": 0.0, "ok": None, "attempts": [], "needed": None,
+            "not_needed_why": None}
 
 
 def empty_cleanup() -> dict[str, Any]:
