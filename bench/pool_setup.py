@@ -185,14 +185,16 @@ def write_environment(directory: Path, name: str, pg: PgCluster) -> Path:
     return path
 
 
-def staging_runbook(directory: Path, seconds: float) -> Path:
+def staging_runbook(directory: Path, seconds: float, argv: list[str] | None = None) -> Path:
     """The project's monthly runbook plus an online-safe staging step on the app host that takes ``seconds``
-    (``sleep``: it stands for downloading and unpacking the month's packages, minutes on a real fleet), as
-    ``<directory>/runbooks/monthly.yaml`` (beside the environments' configs: a flow run may name it)."""
+    (``sleep``: it stands for downloading and unpacking the month's packages, minutes on a real fleet) or runs
+    ``argv`` (in the host's sandbox directory), as ``<directory>/runbooks/monthly.yaml`` (beside the
+    environments' configs: a flow run may name it)."""
     rb = yaml.safe_load((ROOT / "runbooks" / "monthly.yaml").read_text())
     stage = next(s for s in rb["stages"] if s["name"] == "server-tuning")
     stage["steps"].insert(0, {"uses": "host.command", "name": "stage this month's packages", "targets": "app",
-                              "destructive": False, "window": "outside", "with": {"argv": ["sleep", f"{seconds:g}"]}})
+                              "destructive": False, "window": "outside",
+                              "with": {"argv": argv or ["sleep", f"{seconds:g}"]}})
     path = directory / "runbooks" / "monthly.yaml"
     path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(rb, sort_keys=False))

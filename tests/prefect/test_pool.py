@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from bench import pool_setup as ps
+from tests.runs.test_lock_and_resume import WAIT_FOR_RELEASE
 
 
 @pytest.fixture
@@ -60,8 +61,11 @@ def test_duplicate_refused_by_lock_no_overlap(pool_site: tuple[dict[str, str], P
         asyncio.run(ps.pause_deployments([f"pitstop-notices/{n}-notices" for n in names]))
         for w in (1, 2):
             ps.start_worker(procs, api, "pool-t", f"w{w}", tmp / f"worker-{w}.log", limit=4, query_s=1)
-        # long enough (an online-safe staging step) for the duplicate's flow run to start while the first runs
-        params = {"runbook": str(ps.staging_runbook(envs, 20))}
+        # an online-safe staging step that waits for a `release` file on the app host: pb and pc have theirs,
+        # pa holds its environment until the two other triggers of pa have ended (no race with their start-up)
+        params = {"runbook": str(ps.staging_runbook(envs, 0, argv=WAIT_FOR_RELEASE))}
+        for n in ("pb", "pc"):
+            (envs / n / "hosts" / "app-1" / "release").touch()
         t0 = datetime.now(UTC) + timedelta(seconds=3)
         firsts = asyncio.run(ps.trigger([f"pitstop-maintenance/{n}-monthly" for n in names], at=t0,
                                         parameters=params))
@@ -73,8 +77,10 @@ def test_duplicate_refused_by_lock_no_overlap(pool_site: tuple[dict[str, str], P
                                      cwd=ps.ROOT, env={**os.environ, **api}, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         dup = asyncio.run(ps.trigger(["pitstop-maintenance/pa-monthly"], parameters=params))[0]
-        runs = ps.wait_final([*firsts, dup], timeout_s=240)
+        ps.wait_final([dup], timeout_s=240)
         em_out, em_err = emergency.communicate(timeout=240)
+        (envs / "pa" / "hosts" / "app-1" / "release").touch()
+        runs = ps.wait_final([*firsts, dup], timeout_s=240)
     finally:
         procs.stop()
 
