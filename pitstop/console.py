@@ -184,6 +184,13 @@ class ConsoleView:
             c.print(f"[bold magenta]● maintenance window open[/bold magenta]{since}")
         elif kind == "window.closed":
             c.print(f"[bold magenta]○ maintenance window closed[/bold magenta] after {human_seconds(d['duration_s'])}")
+        elif kind == "approval.requested":
+            from rich.markup import escape
+
+            c.print("[bold yellow]⏸ waiting for approval[/bold yellow] " + escape(
+                f"before {d.get('before')!r} from {' or '.join(d.get('approvers') or [])} until {d.get('deadline')} "
+                f"(the window has not opened): pitstop approve {d.get('run_id')} --env {d.get('environment')} "
+                "--comment '...' (or reject)"), soft_wrap=True)
         elif kind == "window.decision" and not d.get("window_needed", True):
             c.print(f"[bold green]○ no window needed[/bold green] [dim]({d.get('window_why')})[/dim]", soft_wrap=True)
         elif kind == "window.not_needed":

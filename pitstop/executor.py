@@ -15,6 +15,7 @@ from itertools import groupby
 from typing import Any, TypeVar
 
 from . import need
+from .approval import ApprovalGate
 from .audit import now_iso
 from .context import RunContext, provenance
 from .errors import CheckFailed, GateRefused, PitstopError
@@ -51,6 +52,7 @@ class Executor:
         self._fail_lock = threading.Lock()
         self._running: dict[str, PlannedStep] = {}  # started, not finished (an interruption names them)
         self.decision: Decision | None = None  # window and backup needed? (pitstop/need.py)
+        self.gate = ApprovalGate(ctx, self.plan)  # the runner may give it a waiter (a Prefect pause)
 
     # -- public ---------------------------------------------------------------------------------------
     def run(self) -> Status:
@@ -86,7 +88,8 @@ class Executor:
             if self.status == Status.SUCCEEDED:
                 self._run_phase(Phase.AFTER)
             else:
-                self._skip(self.plan.phase(Phase.AFTER), "run failed before verification")
+                self._skip(self.plan.phase(Phase.AFTER), "not approved" if self.status == Status.NOT_APPROVED
+                           else "run failed before verification")
         except BaseException as exc:  # noqa: BLE001 - e.g. KeyboardInterrupt: still lift maintenance
             self._interrupted(exc)
             self._lift_maintenance()
@@ -103,6 +106,8 @@ class Executor:
         """Run every unit of ``phase``; stop at the first failure. True if all succeeded."""
         steps = self.plan.phase(phase)
         for stage, unit in self._units(steps):
+            if not self._approved(steps[steps.index(unit[0]):]):
+                return False
             if not self._run_unit(phase, stage, unit):
                 remaining = steps[steps.index(unit[-1]) + 1:]
                 self._skip(remaining, "an earlier step failed")
@@ -119,6 +124,8 @@ class Executor:
             return  # an earlier attempt did the whole window and lifted maintenance: not reopened
         if window and self.decision is not None and need.no_window(self.ctx, self.plan, self.decision, self._skip):
             return  # no exclusive step has work: maintenance mode is never switched on
+        if window and not self._approved(window):
+            return  # not approved: the window never opens
         if window:
             self._open_window()
         ok = True
@@ -140,6 +147,14 @@ class Executor:
             now = time.time()
             self.ctx.event("window.closed", ended_at=now_iso(), duration_s=round(now - started, 3), ok=ok,
                            attempt_duration_s=round(now - attempt_started, 3))
+
+    def _approved(self, steps: list[PlannedStep]) -> bool:
+        """The approval hook (pitstop/approval.py) before ``steps[0]``; False: the run ends not-approved."""
+        refusal = self.gate.admit(steps[0])
+        if refusal is not None:
+            self.status, self.failure = Status.NOT_APPROVED, refusal
+            self._skip(steps, f"not approved: {refusal['error']}")
+        return refusal is None
 
     def _open_window(self) -> None:
         """``window.opened``; resumed while the site still shows the maintenance page, timed from then."""
@@ -384,8 +399,8 @@ class Executor:
 
     def _finish(self) -> None:
         ctx = self.ctx
-        if self.status == Status.SKIPPED:
-            pass  # already announced as run.skipped
+        if self.status in (Status.SKIPPED, Status.NOT_APPROVED):
+            pass  # already announced: run.skipped; approval.rejected / approval.timed_out
         elif self.status == Status.SUCCEEDED:
             self._notify("run.completed", f"{ctx.runbook.name} maintenance completed", self._chain_head(),
                          severity="success")

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from tenacity import Retrying, stop_after_attempt, wait_random_exponential
 
 from ..audit import now_iso
-from .audiences import PUBLIC_KEYS, Audience, render, routes
+from .audiences import PUBLIC_KEYS, Audience, audiences, render, routes
 from .channels import Channel, Message, build_channels
 from .downtime import ExpectedDowntime
 
@@ -85,12 +85,15 @@ class Notifier:
 
     # -- public ---------------------------------------------------------------------------------------
     def notify(self, event: str, subject: str, body: str = "", severity: str = "info", internal_only: bool = False,
-               **data: Any) -> list[Delivery]:
-        """Deliver ``event``; ``internal_only``: to internal audiences only (a run that needs no window)."""
+               only_audience: str | None = None, **data: Any) -> list[Delivery]:
+        """Deliver ``event``; ``internal_only``: to internal audiences only (a run that needs no window);
+        ``only_audience``: to that audience alone (an approval request goes to the approvers')."""
         context = self._context(event, subject, body, severity, data)  # status from the run event itself
         event = self._route(event)
         deliveries = []
-        for channel, audience in routes(self.ctx.cfg, self.channels, event):
+        pairs = routes(self.ctx.cfg, self.channels, event) if only_audience is None else \
+            [(ch, audiences(self.ctx.cfg)[only_audience]) for ch in self.channels if only_audience in ch.cfg.audiences]
+        for channel, audience in pairs:
             if (self.ctx.options.rehearsal or internal_only) and not audience.internal:
                 continue  # a rehearsal, or no window: no maintenance customers would notice, nothing to tell them
             msg = self._message(event, channel, audience, severity, context, data)

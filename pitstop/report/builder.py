@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..cleanup.report import cleanup_section
+from .approval import approval_section
 from .in_window import in_window
 from .sections import follow_ups, metrics, post_maintenance
 from .shape import (
@@ -32,7 +33,8 @@ SCHEMA_VERSION = 2
 DEVIATION_KINDS = ("gate.overridden", "maintenance.safety_net", "maintenance.lift_failed", "backup.verify_failed",
                    "report.failed", "window.overrun", "cleanup.superuser", "blackout.overridden",
                    "window.exceeded", "window.extended", "run.skipped", "run.resumed", "database.unencrypted",
-                   "cleanup.partition_refused", "cleanup.warning", "plan.deviation")
+                   "cleanup.partition_refused", "cleanup.warning", "plan.deviation",
+                   "approval.skipped")
 
 
 def _secs(a: Any, b: Any) -> float | None:
@@ -325,6 +327,7 @@ def build_report(events: list[dict[str, Any]], stage_order: list[str], run_id: s
     def part(name: str, build: Any) -> None:
         report[name] = faults.section(name.replace("_", " "), build, SECTION_DEFAULTS[name]())
 
+    part("approval", lambda: approval_section(events))
     part("stages", lambda: _stage_records(events, stage_order, report["plan"], faults))
     part("hosts", lambda: _hosts(report["stages"]))
     part("backup", lambda: _backup(events))

@@ -149,7 +149,7 @@ SECTION_DEFAULTS: dict[str, Callable[[], Any]] = {
     "commands": list, "notifications": list, "retries": list, "deviations": list,
     "audit": lambda: {"file": "audit.jsonl", "events": 0, "first_hash": None, "last_hash": None},
     "interrupted": lambda: None, "in_window": empty_in_window, "follow_ups": list, "post_maintenance": lambda: None,
-    "render_errors": list,
+    "render_errors": list, "approval": lambda: None,
 }
 
 
