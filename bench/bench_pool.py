@@ -86,7 +86,8 @@ def measure(procs: ps.Processes, pg: ps.PgCluster) -> dict[str, Any]:
     solo = ps.wait_final(solo_id, timeout_s=600)[solo_id[0]]
     solo_audit = ps.audit_runs(STATE / "envs" / "solo")[0]
     solo_own = (solo_audit.finished or solo_audit.started) - solo_audit.started
-    log(f"one run alone: {solo_own:.1f} s in its audit log, flow run {(solo.end_time - solo.start_time).total_seconds():.1f}"
+    solo_flow = (solo.end_time - solo.start_time).total_seconds()
+    log(f"one run alone: {solo_own:.1f} s in its audit log, flow run {solo_flow:.1f}"
         f" s, started {(solo.start_time - solo.expected_start_time).total_seconds():.1f} s after it was due")
 
     t0 = (datetime.now(UTC) + timedelta(seconds=20)).replace(microsecond=0)
@@ -122,7 +123,8 @@ def measure(procs: ps.Processes, pg: ps.PgCluster) -> dict[str, Any]:
     log(f"makespan {makespan:.1f} s; sum of audit-log run durations {own:.1f} s "
         f"(mean {own / max(len(audit), 1):.1f} s); sum of Prefect flow-run durations {flow_own:.1f} s "
         f"(makespan / that = {makespan / flow_own:.2f}); {len(audit)} runs x the run alone "
-        f"{solo_own:.1f} s = {len(audit) * solo_own:.1f} s (makespan / that = {makespan / (len(audit) * solo_own):.2f})")
+        f"{solo_own:.1f} s = {len(audit) * solo_own:.1f} s "
+        f"(makespan / that = {makespan / (len(audit) * solo_own):.2f})")
     if violations:
         log(f"overlapping runs: {violations}")
     return {"environments": ENVS, "workers": WORKERS, "runs": len(runs), "succeeded": succeeded,

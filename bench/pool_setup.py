@@ -12,6 +12,7 @@ server and one per environment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -148,7 +150,8 @@ def start_server(procs: Processes, pg: PgCluster, home: Path, dbname: str = "pre
         time.sleep(0.5)
     else:
         raise RuntimeError("prefect server did not start: " + log.read_text()[-3000:])
-    keys = ("PREFECT_API_URL", "PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK", "PREFECT_API_AUTH_STRING")
+    keys = ("PREFECT_API_URL", "PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK",
+            "PREFECT_API_AUTH_STRING")
     return {k: env[k] for k in keys if k in env}
 
 
@@ -213,30 +216,42 @@ def pitstop_deploy(config: Path, pool: str, api_env: dict[str, str]) -> list[dic
 
 
 def with_api(api_env: dict[str, str]) -> None:
-    """Point this process's Prefect client at the server (before the first ``get_client``)."""
+    """Point this process's Prefect clients at the server (read by :func:`client`)."""
     os.environ.update(api_env)
+
+
+@contextlib.asynccontextmanager
+async def client() -> AsyncIterator[Any]:
+    """A Prefect client for the server :func:`with_api` named. Prefect reads its settings once, when it is
+    imported: in a process that imported it earlier (a test session), the environment alone is not enough."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    updates: dict[Any, Any] = {PREFECT_API_URL: os.environ["PREFECT_API_URL"]}
+    if os.environ.get("PREFECT_API_AUTH_STRING"):
+        updates[PREFECT_API_AUTH_STRING] = os.environ["PREFECT_API_AUTH_STRING"]
+    with temporary_settings(updates=updates):
+        async with get_client() as c:
+            yield c
 
 
 async def pause_deployments(names: list[str]) -> None:
     """Pause the schedules we do not measure (hourly notices), so no stray flow run joins in."""
-    from prefect.client.orchestration import get_client
-
-    async with get_client() as client:
+    async with client() as c:
         for name in names:
-            dep = await client.read_deployment_by_name(name)
-            await client.set_deployment_paused_state(dep.id, True)
+            dep = await c.read_deployment_by_name(name)
+            await c.set_deployment_paused_state(dep.id, True)
 
 
 async def trigger(names: list[str], at: datetime | None = None, parameters: dict[str, Any] | None = None) -> list[str]:
     """One flow run of each deployment, all created together, scheduled for ``at`` (now when None) with the
     deployment's own parameters (updated with ``parameters``): what the scheduler does when their schedules
     fire in the same minute."""
-    from prefect.client.orchestration import get_client
     from prefect.states import Scheduled
 
-    async with get_client() as client:
-        deps = await asyncio.gather(*(client.read_deployment_by_name(n) for n in names))
-        runs = await asyncio.gather(*(client.create_flow_run_from_deployment(
+    async with client() as c:
+        deps = await asyncio.gather(*(c.read_deployment_by_name(n) for n in names))
+        runs = await asyncio.gather(*(c.create_flow_run_from_deployment(
             d.id, parameters=parameters, state=Scheduled(scheduled_time=at) if at else None, tags=["bench-pool"])
             for d in deps))
     return [str(r.id) for r in runs]
@@ -245,12 +260,11 @@ async def trigger(names: list[str], at: datetime | None = None, parameters: dict
 async def flow_runs(ids: list[str]) -> dict[str, Any]:
     from uuid import UUID
 
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    async with get_client() as client:
-        runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(i) for i in ids])),
-                                           limit=len(ids) + 1)
+    async with client() as c:
+        wanted = FlowRunFilter(id=FlowRunFilterId(any_=[UUID(i) for i in ids]))
+        runs = await c.read_flow_runs(flow_run_filter=wanted, limit=len(ids) + 1)
     return {str(r.id): r for r in runs}
 
 
