@@ -88,10 +88,25 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+EMPTY_MEANS = ("no event was ever recorded (the run never started: it was stopped before its first event, so "
+               "nothing ran)")
+
+
+def is_empty(path: Path) -> bool:
+    """True for an audit log without a single event (the run was stopped before ``run.started``)."""
+    try:
+        return not path.read_bytes().strip()
+    except OSError:
+        return False
+
+
 def verify_chain(path: Path) -> str | None:
-    """``None`` if the chain is intact, else a message naming the first bad line."""
+    """``None`` if the chain is intact, else a message naming the first bad line (or saying the log is empty)."""
     prev = GENESIS
-    for n, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+    data = path.read_bytes()
+    if not data.strip():
+        return f"{path.name} is empty: {EMPTY_MEANS}"
+    for n, raw in enumerate(data.split(b"\n"), start=1):
         if not raw and n > 1:
             continue  # the final newline
         try:
