@@ -34,6 +34,13 @@ def describe(exc: BaseException) -> str:
         return f"SMTP: {_first(exc)} (check the mail channel's URL, the server and its port)"
     if mod.startswith("paramiko"):
         return f"SSH: {_first(exc)} (check the host's address, port, user and pinned key: pitstop hosts check)"
+    if mod.startswith("prefect") and name == "PrefectHTTPStatusError":
+        code = getattr(getattr(exc, "response", None), "status_code", None)
+        url = str(getattr(getattr(exc, "request", None), "url", "")).split("?")[0]
+        if code in (401, 403):
+            return (f"the Prefect API refused the request ({code}, {url}): set PREFECT_API_AUTH_STRING to the "
+                    "server's user:password (docs/prefect.md, Protecting the server)")
+        return f"the Prefect API answered {code} ({url}): check PREFECT_API_URL and the server's log"
     if mod.startswith(("httpx", "httpcore", "urllib3", "requests")):
         return f"HTTP: {_first(exc)} (check the URL and that the service is up)"
     if "ephemeral Prefect API server" in str(exc):

@@ -21,6 +21,8 @@ MAINTENANCE_ENTRYPOINT = "flows/maintenance.py:maintenance"
 NOTICES_ENTRYPOINT = "flows/notices.py:notices"
 MAINTENANCE_FLOW = "pitstop-maintenance"
 NOTICES_CRON = "0 * * * *"
+# The final Prefect state of a flow run refused by the environment lock: type CANCELLED, this name.
+REFUSED = "Refused"
 
 
 class DeploymentSpec(BaseModel):

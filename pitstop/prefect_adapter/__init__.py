@@ -22,7 +22,7 @@ from prefect import Flow, flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 
-from ..errors import InputError
+from ..errors import InputError, RunLocked
 from .progress import flow_run_log, flow_run_name
 
 if TYPE_CHECKING:
@@ -58,17 +58,33 @@ def deployment_defaults() -> dict[str, Any] | None:
 
 def announce_files(env: str, runbook: str | None = None) -> None:
     """The flow run's first log lines name the config and runbook files it loads (absolute paths)."""
-    from prefect.exceptions import MissingContextError
-    from prefect.logging import get_run_logger
-
-    logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
-    try:
-        logger = get_run_logger()
-    except MissingContextError:  # the flow function called directly (tests)
-        logger = logging.getLogger("pitstop.flows")
+    logger = _logger()
     logger.info("config: %s", env)
     if runbook:
         logger.info("runbook: %s", runbook)
+
+
+def refused(exc: Exception) -> Any:
+    """The final state of a flow run refused by the environment lock (``pitstop run``'s exit code 3): type
+    ``CANCELLED``, named ``Refused``, its message naming the run that holds the environment. Not ``Failed``
+    (nothing failed; the environment's maintenance is running) and not ``Crashed``; no run folder, report
+    or notification exists for it."""
+    from prefect.states import Cancelled
+
+    from ..deploy import REFUSED
+
+    _logger().warning("refused: %s", exc)
+    return Cancelled(name=REFUSED, message=f"refused: {exc}")
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:  # the flow function called directly (tests)
+        return logging.getLogger("pitstop.flows")
 
 
 def current_flow_run() -> FlowRunRef:
@@ -106,6 +122,10 @@ def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "
                 console: bool = False) -> dict[str, Any]:
     """Run ``runbook`` on environment ``env``; ``console`` prints live progress to this process.
 
+    Another run holding the environment's lock: a deployment's flow run (worker) ends ``Cancelled`` named
+    ``Refused`` (see :func:`refused`), not ``Failed`` or ``Crashed``; called in-process (the CLI) it raises
+    :class:`RunLocked` (exit code 3).
+
     Without a ``run_id`` the id derives from the Prefect flow run, so when Prefect retries or
     reschedules this flow run after a crash, the retry finds the run folder and *resumes* it.
     """
@@ -116,9 +136,10 @@ def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "
 
     # the same guards as the CLI, before anything is read or written: a Prefect UI or API user is not
     # trusted with paths, run ids or overrides without a reason
+    deployed = deployment_defaults()
     files = flow_parameters(env=env, runbook=runbook, run_id=run_id, reason=reason,
                             accept_unverified_backup=accept_unverified_backup,
-                            deployment_parameters=deployment_defaults(), trigger=trigger,
+                            deployment_parameters=deployed, trigger=trigger,
                             override_blackout=override_blackout, expected_downtime=expected_downtime, wait_s=wait_s)
     announce_files(files.env, files.runbook)
     from .approval import prefect_waiter
@@ -126,13 +147,18 @@ def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "
     # progress to this process's console (pitstop run) and, always, to the flow run's log (the Prefect UI)
     listeners: list[runner.Listener] = [x for x in (ConsoleView() if console else None, flow_run_log()) if x]
     run_id = run_id or _flow_run_id(env, runbook)
-    with private_umask():
-        result = runner.execute(files.env, files.runbook, trigger=trigger, reason=reason,
-                                accept_unverified_backup=accept_unverified_backup, run_id=run_id,
-                                unit_runner=prefect_unit, listener=listeners, wait_s=wait_s,
-                                approval_waiter=prefect_waiter(),
-                                override_blackout=override_blackout, expected_downtime=expected_downtime,
-                                rehearsal=rehearsal, flow_run=current_flow_run())
+    try:
+        with private_umask():
+            result = runner.execute(files.env, files.runbook, trigger=trigger, reason=reason,
+                                    accept_unverified_backup=accept_unverified_backup, run_id=run_id,
+                                    unit_runner=prefect_unit, listener=listeners, wait_s=wait_s,
+                                    approval_waiter=prefect_waiter(),
+                                    override_blackout=override_blackout, expected_downtime=expected_downtime,
+                                    rehearsal=rehearsal, flow_run=current_flow_run())
+    except RunLocked as exc:  # another run holds the environment: nothing of this run exists, nothing was sent
+        if deployed is None:  # called in-process (`pitstop run --engine prefect`): the CLI says it, exit 3
+            raise
+        return refused(exc)  # a Prefect State: the flow run's final state (in-process callers never get it)
     return {"run_id": result.run_id, "status": result.status.value, "run_dir": str(result.run_dir)}
 
 
@@ -260,7 +286,8 @@ def trigger_deployment(name: str, parameters: dict[str, Any], wait: bool) -> dic
         tags=["pitstop", parameters.get("trigger", "manual")])
     state = flow_run.state
     return {"flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name,
-            "state": state.type.value if state else None,
+            "state": state.type.value if state else None, "state_name": state.name if state else None,
+            "state_message": state.message if state else None,
             "scheduled_start_time": flow_run.expected_start_time.isoformat() if flow_run.expected_start_time
             else None}
 

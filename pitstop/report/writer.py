@@ -297,7 +297,12 @@ def render_run_folder(run_dir: Path, redact: Callable[[str], str] = str) -> tupl
 
 
 def write_report(ctx: RunContext) -> dict[str, Any]:
-    report, texts = render_run_folder(ctx.run_dir, ctx.redact)
+    ctx.audit.close()  # what the report is built from is what gets sealed: nothing lands after it
+    try:
+        report, texts = render_run_folder(ctx.run_dir, ctx.redact)
+    except BaseException:
+        ctx.audit.reopen()
+        raise
     out: dict[str, Any] = {"dir": str(ctx.run_dir), "status": report.get("status")}
     try:
         out["storage"] = copy_to_storage(ctx)
