@@ -1,0 +1,110 @@
+"""The local Prefect API server process of a state directory (see :mod:`pitstop.prefect_server`).
+
+``python -m pitstop.prefect_serve --dir <state_dir>/prefect --idle SECONDS`` runs Prefect's API app
+(``prefect.server.api.server:create_app``, as Prefect's own ephemeral server does) under uvicorn, on the
+listening socket its starter bound and passed as ``$PITSTOP_PREFECT_LISTEN_FD``, with a watchdog thread
+that ends the process:
+
+* once no pitstop command has held ``clients.lock`` for ``--idle`` seconds (checked under ``server.lock``,
+  so a command joining at that moment either sees the server gone or keeps it alive);
+* at once if ``server.json`` does not name this process (its starter died before recording it, or the
+  directory was removed): it is then nobody's server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .prefect_server import LISTEN_FD_ENV, read_record
+
+STOP_GRACE_S = 10.0  # uvicorn's graceful shutdown, then the process ends regardless
+
+
+def _free(fd: int) -> bool:
+    """Can this process take ``fd``'s lock exclusively (then it releases it at once)?"""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return True
+
+
+class Watchdog:
+    def __init__(self, directory: Path, idle_s: float, stop: Any) -> None:
+        self.directory, self.idle_s, self.stop = directory, idle_s, stop
+        self.poll_s = min(1.0, max(0.2, idle_s / 10))
+        self.clients = os.open(directory / "clients.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.server_lock = os.open(directory / "server.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def _mine(self) -> bool:
+        rec = read_record(self.directory)
+        return rec is not None and rec.pid == os.getpid()
+
+    def _decide(self, idle: bool) -> bool:
+        """Under ``server.lock``: stop if idle (still) or if the record is not this process. The lock stays
+        held until the process exits, so no command joins a server that is going away."""
+        try:
+            fcntl.flock(self.server_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a command is joining (or starting this server): ask again later
+        mine = self._mine()
+        if mine and not (idle and _free(self.clients)):
+            fcntl.flock(self.server_lock, fcntl.LOCK_UN)
+            return False
+        if mine:
+            with contextlib.suppress(OSError):
+                (self.directory / "server.json").unlink()
+        return True
+
+    def run(self) -> None:
+        last_busy = time.monotonic()
+        while True:
+            time.sleep(self.poll_s)
+            if not self.directory.is_dir():
+                break
+            if not _free(self.clients):
+                last_busy = time.monotonic()
+                if self._mine() or not self._decide(idle=False):
+                    continue
+                break
+            if time.monotonic() - last_busy >= self.idle_s and self._decide(idle=True):
+                break
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m pitstop.prefect_serve")
+    ap.add_argument("--dir", type=Path, required=True)
+    ap.add_argument("--idle", type=float, required=True)
+    args = ap.parse_args(argv)
+    os.umask(0o077)  # the database and its journal are the server's own
+    sock = socket.socket(fileno=int(os.environ.pop(LISTEN_FD_ENV)))
+
+    import uvicorn
+
+    config = uvicorn.Config("prefect.server.api.server:create_app", factory=True, log_level="error",
+                            lifespan="on", access_log=False)
+    server = uvicorn.Server(config)
+
+    def stop() -> None:
+        server.should_exit = True
+        threading.Timer(STOP_GRACE_S, lambda: os._exit(0)).start()
+
+    threading.Thread(target=Watchdog(args.dir, args.idle, stop).run, name="pitstop-idle-watchdog",
+                     daemon=True).start()
+    server.run(sockets=[sock])
+    # the database is closed; Prefect's non-daemon helper threads must not keep the process
+    os._exit(0 if server.started else 3)
+
+
+if __name__ == "__main__":
+    main()
