@@ -211,10 +211,11 @@ def _start(d: Path, idle: float) -> ServerRecord:
         sock.listen(128)
         auth = secrets.token_urlsafe(32)
         argv = [sys.executable, "-m", SERVE_MODULE, "--dir", str(d), "--idle", str(idle)]
+        # a session of its own: a Ctrl-C or hang-up of this terminal is not the end of a shared server
         with open(d / "server.log", "ab", opener=private_opener) as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,  # noqa: S603
                                     env=server_env(d, auth, sock.fileno()), pass_fds=(sock.fileno(),),
-                                    start_new_session=True)  # shared: a Ctrl-C or hang-up of this terminal is not its end
+                                    start_new_session=True)
         rec = ServerRecord(pid=proc.pid, port=int(sock.getsockname()[1]), auth=auth, started_at=time.time())
         write_record(d, rec)
         return rec
