@@ -42,8 +42,9 @@ class Watchdog:
     def __init__(self, directory: Path, idle_s: float, stop: Any) -> None:
         self.directory, self.idle_s, self.stop = directory, idle_s, stop
         self.poll_s = min(1.0, max(0.2, idle_s / 10))
-        self.clients = os.open(directory / "clients.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        self.server_lock = os.open(directory / "server.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        self.clients = os.open(directory / "clients.lock", flags, 0o600)
+        self.server_lock = os.open(directory / "server.lock", flags, 0o600)
 
     def _mine(self) -> bool:
         rec = read_record(self.directory)
