@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import json
 import os
 import socket
 import threading
@@ -23,8 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .prefect_server import LISTEN_FD_ENV, read_record
+from .prefect_server import LISTEN_FD_ENV, db_revision, prefect_version, read_record
 
+APP = "prefect.server.api.server:create_app"  # what Prefect's own ephemeral server runs
 STOP_GRACE_S = 10.0  # uvicorn's graceful shutdown, then the process ends regardless
 
 
@@ -82,6 +84,26 @@ class Watchdog:
         self.stop()
 
 
+def note_migrated(directory: Path, server: Any) -> None:
+    """Once the server is up after checking the migrations of its own SQLite database, say so in
+    ``migrated.json`` (Prefect version, revision): the next server of this directory skips the check."""
+    if os.environ.get("PREFECT_API_DATABASE_MIGRATE_ON_START") == "false" or \
+            os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL") != f"sqlite+aiosqlite:///{directory / 'prefect.db'}":
+        return
+    while not server.started:
+        if server.should_exit:
+            return
+        time.sleep(0.2)
+    rev = db_revision(directory)
+    if rev is not None:
+        from .fsmodes import write_private
+
+        tmp = directory / f".migrated.json.{os.getpid()}"
+        with contextlib.suppress(OSError):
+            write_private(tmp, json.dumps({"prefect": prefect_version(), "revision": rev}))
+            os.replace(tmp, directory / "migrated.json")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m pitstop.prefect_serve")
     ap.add_argument("--dir", type=Path, required=True)
@@ -89,19 +111,23 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     os.umask(0o077)  # the database and its journal are the server's own
     sock = socket.socket(fileno=int(os.environ.pop(LISTEN_FD_ENV)))
-
-    import uvicorn
-
-    config = uvicorn.Config("prefect.server.api.server:create_app", factory=True, log_level="error",
-                            lifespan="on", access_log=False)
-    server = uvicorn.Server(config)
+    importing = True
 
     def stop() -> None:
-        server.should_exit = True
+        if importing:  # nothing is open yet: no reason to finish loading Prefect's server first
+            os._exit(0)
+        server.should_exit = True  # seen once the start-up (migrations) is over: a graceful stop
         threading.Timer(STOP_GRACE_S, lambda: os._exit(0)).start()
 
     threading.Thread(target=Watchdog(args.dir, args.idle, stop).run, name="pitstop-idle-watchdog",
                      daemon=True).start()
+    import uvicorn
+    from uvicorn.importer import import_from_string
+
+    config = uvicorn.Config(import_from_string(APP), factory=True, log_level="error", lifespan="on", access_log=False)
+    server = uvicorn.Server(config)
+    importing = False
+    threading.Thread(target=note_migrated, args=(args.dir, server), daemon=True).start()
     server.run(sockets=[sock])
     # the database is closed; Prefect's non-daemon helper threads must not keep the process
     os._exit(0 if server.started else 3)

@@ -187,7 +187,10 @@ def is_server_process(pid: int, d: Path) -> bool:
 def server_env(d: Path, auth: str, fd: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k in _PASSED_ENV or (k.startswith("PREFECT_") and k not in _CLIENT_ONLY)}
-    env.setdefault("PREFECT_API_DATABASE_CONNECTION_URL", f"sqlite+aiosqlite:///{d / 'prefect.db'}")
+    if "PREFECT_API_DATABASE_CONNECTION_URL" not in env:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{d / 'prefect.db'}"
+        if "PREFECT_API_DATABASE_MIGRATE_ON_START" not in env and migrated(d):
+            env["PREFECT_API_DATABASE_MIGRATE_ON_START"] = "false"  # alembic's check alone costs 1-2 s here
     env.update({
         "PREFECT_SERVER_API_AUTH_STRING": auth,
         "PREFECT_MEMO_STORE_PATH": str(d / "memo_store.toml"),  # block registration done once per database
@@ -198,6 +201,43 @@ def server_env(d: Path, auth: str, fd: int) -> dict[str, str]:
         LISTEN_FD_ENV: str(fd),
     })
     return env
+
+
+def db_revision(d: Path) -> str | None:
+    """The alembic revision the state directory's Prefect database is at (read-only), or None."""
+    import sqlite3
+
+    db = d / "prefect.db"
+    if db.is_symlink() or not db.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=5)) as conn:
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:
+        return None
+    return str(row[0]) if row else None
+
+
+def prefect_version() -> str:
+    from importlib.metadata import version
+
+    return version("prefect")
+
+
+def migrated(d: Path) -> bool:
+    """Did a server of this Prefect version migrate this very database (``migrated.json``, written by the server
+    once it was up, names the version and the revision the database is still at)? Then the next one skips the
+    check."""
+    try:
+        fd = os.open(d / "migrated.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with open(fd, encoding="utf-8") as fh:
+            mark = json.loads(fh.read(4096))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(mark, dict) or mark.get("prefect") != prefect_version():
+        return False
+    rev = db_revision(d)
+    return rev is not None and mark.get("revision") == rev
 
 
 def _start(d: Path, idle: float) -> ServerRecord:

@@ -130,6 +130,10 @@ def test_server_shared_by_commands_and_stopped_when_idle(make_env: Any, tmp_path
     first = run_cli("run", "--env", str(env), "--runbook", str(rb), env=cli_env(home, 1))
     assert first.returncode == 0, first.stderr[-3000:]
     assert "Prefect API: local server (started, pid " in first.stderr, first.stderr
+    from pitstop.prefect_server import db_revision, migrated
+
+    wait_until(lambda: migrated(srv), 30, "the server notes that it checked its database's migrations")
+    assert json.loads((srv / "migrated.json").read_text())["revision"] == db_revision(srv) is not None
     # a client of our own (what every pitstop command holds while it runs) keeps the server up
     fd = os.open(srv / "clients.lock", os.O_RDWR)
     try:
@@ -240,6 +244,38 @@ def test_eight_commands_starting_together_on_four_environments(four_envs: list[P
         codes[e].append(p.returncode)
     assert all(sorted(c) == [0, 3] for c in codes.values()), codes
     wait_until(lambda: prefect_servers(home) == [], 60, "the four idle servers stop")
+
+
+def test_migrations_are_skipped_only_for_the_database_that_was_migrated(tmp_path: Path) -> None:
+    """A server skips Prefect's migration check (1-2 s) only if ``migrated.json`` names the installed Prefect and
+    the revision the database file is at now: a replaced, emptied or older database is migrated again."""
+    import sqlite3
+
+    from pitstop.prefect_server import migrated, prefect_version, server_env
+
+    d = tmp_path / "prefect"
+    d.mkdir(mode=0o700)
+    assert not migrated(d)
+    with sqlite3.connect(d / "prefect.db") as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        conn.execute("INSERT INTO alembic_version VALUES ('rev2')")
+    conn.close()
+    assert not migrated(d)  # no note yet
+    (d / "migrated.json").write_text(json.dumps({"prefect": prefect_version(), "revision": "rev2"}))
+    assert migrated(d)
+    with pytest.MonkeyPatch.context() as mp:
+        for k in list(os.environ):
+            if k.startswith("PREFECT_API_DATABASE"):
+                mp.delenv(k)
+        assert server_env(d, "x" * 32, 3)["PREFECT_API_DATABASE_MIGRATE_ON_START"] == "false"
+        mp.setenv("PREFECT_API_DATABASE_CONNECTION_URL", "postgresql+asyncpg://elsewhere/prefect")
+        assert "PREFECT_API_DATABASE_MIGRATE_ON_START" not in server_env(d, "x" * 32, 3)  # not our database
+    (d / "migrated.json").write_text(json.dumps({"prefect": "0.0.1", "revision": "rev2"}))
+    assert not migrated(d)  # another Prefect: its migrations may differ
+    (d / "migrated.json").write_text(json.dumps({"prefect": prefect_version(), "revision": "rev1"}))
+    assert not migrated(d)  # the database is not at the noted revision (replaced or restored)
+    (d / "prefect.db").unlink()
+    assert not migrated(d)
 
 
 def test_a_bad_idle_setting_is_bad_input(make_env: Any, tmp_path: Path, home: Path) -> None:
