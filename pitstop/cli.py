@@ -157,19 +157,26 @@ def _run(env: str, runbook: str, trigger: str, reason: str, accept_unverified_ba
             "this state directory's local Prefect API server"
         err.print(f"[dim]{escape(Path(runbook).stem)} on {escape(Path(env).stem)} ({trigger}): checking config "
                   f"and runbook, then starting the flow run through {where}…[/dim]", soft_wrap=True)
-    from .runner import load, parse_expected_downtime
-
-    cfg, _ = load(env, runbook)  # validate first: bad input exits 2 before Prefect or anything else starts
-    if expected_downtime:
-        parse_expected_downtime(expected_downtime)
-    if accept_unverified_backup and not reason.strip():
-        raise InputError("--accept-unverified-backup needs --reason explaining why")
-    api = None
+    api, cfg = None, None
     if engine == Engine.prefect and not os.environ.get("PREFECT_API_URL"):
+        from .config import load_config
         from .prefect_server import join
 
-        api = join(cfg.state_path)  # returns at once; the server boots while Prefect is imported here
+        cfg = load_config(env)  # bad config: exit 2 before any server starts
+        api = join(cfg.state_path)  # returns at once: the server starts while the runbook loads, Prefect imports
         os.environ.update(api.client_env())  # before Prefect is imported: its client talks to that server
+    try:
+        from .runner import load, parse_expected_downtime
+
+        load(env, runbook, cfg=cfg)  # bad input exits 2 before anything runs
+        if expected_downtime:
+            parse_expected_downtime(expected_downtime)
+        if accept_unverified_backup and not reason.strip():
+            raise InputError("--accept-unverified-backup needs --reason explaining why")
+    except InputError:
+        if api is not None and api.started:
+            api.stop_if_unused()  # a server started for a command that ends here does not wait to be idle
+        raise
     with terminal_hangup_ignored():  # the terminal going away never stops a run (the console goes quiet)
         run_dir = _run_engine(env, runbook, trigger, reason, accept_unverified_backup, engine, as_json, run_id,
                               wait_s, override_blackout, expected_downtime, rehearsal, api)

@@ -74,12 +74,14 @@ class Watchdog:
             time.sleep(self.poll_s)
             if not self.directory.is_dir():
                 break
-            if not _free(self.clients):
+            busy = not _free(self.clients)
+            if busy:
                 last_busy = time.monotonic()
-                if self._mine() or not self._decide(idle=False):
-                    continue
-                break
-            if time.monotonic() - last_busy >= self.idle_s and self._decide(idle=True):
+            if not self._mine():  # nobody's server (checked again under the lock: its starter may be recording it)
+                if self._decide(idle=False):
+                    break
+                continue
+            if not busy and time.monotonic() - last_busy >= self.idle_s and self._decide(idle=True):
                 break
         self.stop()
 

@@ -111,6 +111,28 @@ class LocalServer:
         with contextlib.suppress(OSError):
             os.close(self._client_fd)
 
+    def stop_if_unused(self) -> None:
+        """Release, and if no other command uses the server, have it stop now rather than when idle: its
+        record is removed (under the server lock), and a server nobody recorded stops at once."""
+        with _locked(self.directory / "server.lock") as _, contextlib.closing(_Fd(self.directory)) as probe:
+            self.release()
+            try:
+                fcntl.flock(probe.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # another command joined meanwhile: the server stays for it
+            rec = read_record(self.directory)
+            if rec is not None and rec.pid == self.record.pid:
+                with contextlib.suppress(OSError):
+                    (self.directory / "server.json").unlink()
+
+
+class _Fd:
+    def __init__(self, d: Path) -> None:
+        self.fd = _open_lock(d / "clients.lock")
+
+    def close(self) -> None:
+        os.close(self.fd)
+
 
 def idle_seconds() -> float:
     raw = os.environ.get(IDLE_ENV, "").strip()

@@ -114,13 +114,15 @@ def test_first_line_comes_at_once_before_config_and_prefect(make_env: Any, tmp_p
         first = proc.stderr.readline()
         assert "tiny on env (manual): checking config and runbook, then starting the flow run through this " \
                "state directory's local Prefect API server" in first, first
-        nxt = [proc.stderr.readline(), proc.stderr.readline()]
-        assert nxt[0].startswith("config: ") and nxt[1].startswith("runbook: "), nxt
+        nxt = proc.stderr.readline()
+        assert nxt.startswith("config: "), nxt  # the config is valid: the server would start now
+        time.sleep(1)
         assert not (srv / "server.json").exists() and prefect_servers(home) == []  # Prefect is not started
     finally:
         os.close(fd)  # now the run may start the server
     rest = proc.communicate(timeout=600)[1]
     assert proc.returncode == 0, rest[-3000:] + (tmp_path / "out.txt").read_text()[-2000:]
+    assert rest.splitlines()[0].startswith("runbook: "), rest
     assert "Prefect API: local server (started, pid " in rest and "Traceback" not in rest, rest
 
 
@@ -285,3 +287,15 @@ def test_a_bad_idle_setting_is_bad_input(make_env: Any, tmp_path: Path, home: Pa
     assert res.returncode == 2, res.stderr
     assert "PITSTOP_PREFECT_IDLE" in res.stderr and "nothing was executed" in res.stderr
     assert not (state_of(env) / "runs").exists() and prefect_servers(home) == []
+
+
+def test_a_server_started_for_a_bad_runbook_does_not_wait_to_be_idle(make_env: Any, tmp_path: Path,
+                                                                     home: Path) -> None:
+    """The server starts once the config is valid, while the runbook loads; a runbook found invalid then
+    ends the command (exit 2, nothing run) and the server it started with it, idle timeout or not."""
+    env = make_env()
+    bad = runbook(tmp_path, {**CHECK_ONLY, "stages": [{"name": "preflight", "steps": [{"uses": "no.such_step"}]}]})
+    res = run_cli("run", "--env", str(env), "--runbook", str(bad), env=cli_env(home, 3600))
+    assert res.returncode == 2 and "unknown step 'no.such_step'" in res.stderr, res.stderr
+    assert not (state_of(env) / "runs").exists()
+    wait_until(lambda: prefect_servers(home) == [], 60, "the server started for the refused command stops")
