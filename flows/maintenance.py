@@ -19,6 +19,7 @@ from pitstop import runner
 from pitstop.console import ConsoleView
 
 from .common import announce_files, deployment_defaults
+from .progress import flow_run_log, flow_run_name
 
 T = TypeVar("T")
 
@@ -38,7 +39,8 @@ def _flow_run_id(env: str, runbook: str) -> str | None:
     return runner.run_id_for_flow_run(env, runbook, str(fid), start)
 
 
-@flow(name="pitstop-maintenance", persist_result=False, log_prints=False, validate_parameters=True)
+@flow(name="pitstop-maintenance", persist_result=False, log_prints=False, validate_parameters=True,
+      flow_run_name=flow_run_name)
 def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "",
                 accept_unverified_backup: bool = False, run_id: str | None = None, wait_s: float = 0.0,
                 override_blackout: bool = False, expected_downtime: str | None = None, rehearsal: bool = False,
@@ -58,12 +60,16 @@ def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "
                             deployment_parameters=deployment_defaults(), trigger=trigger,
                             override_blackout=override_blackout, expected_downtime=expected_downtime, wait_s=wait_s)
     announce_files(files.env, files.runbook)
-    listener = ConsoleView() if console else None
+    from pitstop.approval_prefect import prefect_waiter
+
+    # progress to this process's console (pitstop run) and, always, to the flow run's log (the Prefect UI)
+    listeners: list[runner.Listener] = [x for x in (ConsoleView() if console else None, flow_run_log()) if x]
     run_id = run_id or _flow_run_id(env, runbook)
     with private_umask():
         result = runner.execute(files.env, files.runbook, trigger=trigger, reason=reason,
                                 accept_unverified_backup=accept_unverified_backup, run_id=run_id,
-                                unit_runner=prefect_unit, listener=listener, wait_s=wait_s,
+                                unit_runner=prefect_unit, listener=listeners, wait_s=wait_s,
+                                approval_waiter=prefect_waiter(),
                                 override_blackout=override_blackout, expected_downtime=expected_downtime,
                                 rehearsal=rehearsal)
     return {"run_id": result.run_id, "status": result.status.value, "run_dir": str(result.run_dir)}

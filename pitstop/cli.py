@@ -1,6 +1,7 @@
 """The ``pitstop`` command line (typer + rich).
 
-Exit codes: 0 success, 1 run failed, 2 bad input (nothing executed), 3 another run holds the lock.
+Exit codes: 0 success, 1 run failed, 2 bad input (nothing executed), 3 another run holds the lock,
+4 not approved (rejected or no decision in time: nothing destructive ran; docs/approvals.md).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ for _k, _v in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
 import typer  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
-from . import cli_backup, cli_deploy, cli_hosts, cli_maintenance, cli_notices, cli_report  # noqa: E402
+from . import cli_approval, cli_backup, cli_deploy, cli_hosts, cli_maintenance, cli_notices, cli_report  # noqa: E402
 from .console import (  # noqa: E402
     flush_std_streams,
     safe_console,
@@ -44,6 +45,7 @@ app.add_typer(cli_hosts.hosts_app, name="hosts")  # list | trust | check
 app.add_typer(cli_maintenance.maintenance_app, name="maintenance")  # status | off
 cli_backup.register(app)  # backups list | prune, restore
 cli_deploy.register(app)  # deploy
+cli_approval.register(app)  # approve, reject
 
 
 def _version(value: bool) -> None:
@@ -120,6 +122,9 @@ def plan(env: EnvOpt, runbook: RunbookOpt, as_json: JsonOpt = False) -> None:
     ctx = RunContext.create(cfg, rb, RunOptions(dry_run=True), run_id="plan")
     try:
         p = with_forecast(cfg, describe_changes(ctx, build_plan(cfg, rb)))
+        from .need import decide
+
+        decide(ctx, p)  # from facts: does any exclusive step have work? (docs/window.md)
     finally:
         ctx.close()
         _discard_plan_dir(ctx.run_dir)
@@ -132,6 +137,11 @@ def plan(env: EnvOpt, runbook: RunbookOpt, as_json: JsonOpt = False) -> None:
     for col in ("phase", "stage", "step", "placement", "targets", "would"):
         t.add_column(col, overflow="fold")
     for s in p.steps:
+        if p.approval is not None and p.approval.skipped is None and s.id == p.approval.step:
+            t.add_row(s.phase.value, "[bold]approval[/bold]", "[bold]wait for approval[/bold]\n[dim]"
+                      + escape(" or ".join(p.approval.approvers)) + "[/dim]", "outside\n[dim]before the window "
+                      "opens[/dim]", escape(p.approval.audience), f"abort after {p.approval.timeout_s:.0f}s without "
+                      "a decision")
         t.add_row(s.phase.value, s.stage.value, f"{s.label}\n[dim]{s.uses}[/dim]" + (" [red]destructive[/red]"
                   if s.destructive else ""), f"{s.placement.value}\n[dim]{s.why}[/dim]",
                   ", ".join(s.hosts) or s.target.value, "\n".join(s.would))
@@ -141,6 +151,25 @@ def plan(env: EnvOpt, runbook: RunbookOpt, as_json: JsonOpt = False) -> None:
     out.print(f"inside the window: {', '.join(inside) or 'only the maintenance switch'}")
     for line in forecast_lines(p):
         out.print(line)
+    for line in decision_lines(p):
+        out.print(line, markup=False)
+    if p.approval is not None:
+        from .approval import plan_line
+
+        out.print(plan_line(p.approval), markup=False)
+
+
+def decision_lines(p: Any) -> list[str]:
+    """``pitstop plan``: window needed or not, and the backup rule, with their reasons."""
+    d = p.decision
+    if d is None:
+        return []
+    lines = [("window needed: " if d.window_needed else "no window needed: maintenance mode stays off — ")
+             + d.window_why]
+    lines += [f"  {s.label}: {s.work.answer.value} — {s.work.why}" for s in d.steps if s.exclusive]
+    if d.backup_when != "always":
+        lines.append(("backup needed: " if d.backup_needed else "no backup needed: ") + d.backup_why)
+    return lines
 
 
 def _discard_plan_dir(run_dir: Path) -> None:
@@ -221,6 +250,8 @@ def _finish_run(run_dir: Path, as_json: bool) -> None:
         from .console import print_summary
 
         print_summary(out, report, str(run_dir))
+    if report["status"] == "not-approved":
+        raise typer.Exit(4)
     if report["status"] not in ("succeeded", "skipped"):
         raise typer.Exit(1)
 

@@ -184,6 +184,20 @@ class ConsoleView:
             c.print(f"[bold magenta]● maintenance window open[/bold magenta]{since}")
         elif kind == "window.closed":
             c.print(f"[bold magenta]○ maintenance window closed[/bold magenta] after {human_seconds(d['duration_s'])}")
+        elif kind == "approval.requested":
+            from rich.markup import escape
+
+            c.print("[bold yellow]⏸ waiting for approval[/bold yellow] " + escape(
+                f"before {d.get('before')!r} from {' or '.join(d.get('approvers') or [])} until {d.get('deadline')} "
+                f"(the window has not opened): pitstop approve {d.get('run_id')} --env {d.get('environment')} "
+                "--comment '...' (or reject)"), soft_wrap=True)
+        elif kind == "window.decision" and not d.get("window_needed", True):
+            c.print(f"[bold green]○ no window needed[/bold green] [dim]({d.get('window_why')})[/dim]", soft_wrap=True)
+        elif kind == "window.not_needed":
+            c.print(f"[bold green]○ no window needed: maintenance mode stays off[/bold green] [dim]({d.get('why')})"
+                    "[/dim]", soft_wrap=True)
+        elif kind == "plan.deviation":
+            c.print(f"[yellow]! {d.get('reason')}[/yellow]", soft_wrap=True)
         elif kind == "maintenance.safety_net":
             c.print(f"[yellow]! lifting maintenance mode on {', '.join(d['hosts'])} (always-finally)[/yellow]")
 
@@ -219,7 +233,10 @@ def print_summary(console: Console, report: dict[str, Any], run_dir: str) -> Non
         table.add_row(s["name"], s["status"], f"{done}/{len(s['steps'])}" if s["steps"] else "—")
     console.print(table)
     w = report["maintenance_window"]
-    if w["duration_s"] is not None:
+    if w.get("needed") is False:
+        console.print(f"maintenance window: no window needed ({w.get('not_needed_why')})", soft_wrap=True,
+                      markup=False)
+    elif w["duration_s"] is not None:
         console.print(f"maintenance window: {human_seconds(w['duration_s'])} "
                       f"(announced {human_seconds(report['expected_downtime_s'] or 0)})")
     rows = sum(report["cleanup"]["tables"].values())

@@ -14,6 +14,8 @@ from datetime import datetime
 from itertools import groupby
 from typing import Any, TypeVar
 
+from . import need
+from .approval import ApprovalGate
 from .audit import now_iso
 from .context import RunContext, provenance
 from .errors import CheckFailed, GateRefused, PitstopError
@@ -23,6 +25,7 @@ from .registry import Target, get_step
 from .resume import down_since, window_done_earlier
 from .runbook import Stage
 from .window import policy_for
+from .work import Decision
 
 T = TypeVar("T")
 UnitRunner = Callable[[str, Callable[[], T]], T]
@@ -48,6 +51,8 @@ class Executor:
         self.failure: dict[str, Any] | None = None
         self._fail_lock = threading.Lock()
         self._running: dict[str, PlannedStep] = {}  # started, not finished (an interruption names them)
+        self.decision: Decision | None = None  # window and backup needed? (pitstop/need.py)
+        self.gate = ApprovalGate(ctx, self.plan)  # the runner may give it a waiter (a Prefect pause)
 
     # -- public ---------------------------------------------------------------------------------------
     def run(self) -> Status:
@@ -61,6 +66,8 @@ class Executor:
                   plan=[s.model_dump(mode="json") for s in self.plan.steps], window=self.window.describe(),
                   expected_downtime_s=(ctx.options.expected_downtime if ctx.options.expected_downtime is not None
                                        else rb.announced_downtime(ctx.cfg.window.expected_downtime)).total_seconds())
+        if not self.skip_reason:
+            self.decision = need.start(ctx, self.plan, self.resuming)
         if self.resuming:
             self._notify("run.resumed", f"{rb.name} maintenance resumed ({len(self.completed)} steps already done)",
                          self._start_body())
@@ -81,7 +88,8 @@ class Executor:
             if self.status == Status.SUCCEEDED:
                 self._run_phase(Phase.AFTER)
             else:
-                self._skip(self.plan.phase(Phase.AFTER), "run failed before verification")
+                self._skip(self.plan.phase(Phase.AFTER), "not approved" if self.status == Status.NOT_APPROVED
+                           else "run failed before verification")
         except BaseException as exc:  # noqa: BLE001 - e.g. KeyboardInterrupt: still lift maintenance
             self._interrupted(exc)
             self._lift_maintenance()
@@ -98,6 +106,8 @@ class Executor:
         """Run every unit of ``phase``; stop at the first failure. True if all succeeded."""
         steps = self.plan.phase(phase)
         for stage, unit in self._units(steps):
+            if not self._approved(steps[steps.index(unit[0]):]):
+                return False
             if not self._run_unit(phase, stage, unit):
                 remaining = steps[steps.index(unit[-1]) + 1:]
                 self._skip(remaining, "an earlier step failed")
@@ -112,6 +122,10 @@ class Executor:
         work = [s for s in window if s.stage != Stage.MAINTENANCE_OFF]
         if window and self.resuming and window_done_earlier(self.ctx, window, self.completed):
             return  # an earlier attempt did the whole window and lifted maintenance: not reopened
+        if window and self.decision is not None and need.no_window(self.ctx, self.plan, self.decision, self._skip):
+            return  # no exclusive step has work: maintenance mode is never switched on
+        if window and not self._approved(window):
+            return  # not approved: the window never opens
         if window:
             self._open_window()
         ok = True
@@ -133,6 +147,14 @@ class Executor:
             now = time.time()
             self.ctx.event("window.closed", ended_at=now_iso(), duration_s=round(now - started, 3), ok=ok,
                            attempt_duration_s=round(now - attempt_started, 3))
+
+    def _approved(self, steps: list[PlannedStep]) -> bool:
+        """The approval hook (pitstop/approval.py) before ``steps[0]``; False: the run ends not-approved."""
+        refusal = self.gate.admit(steps[0])
+        if refusal is not None:
+            self.status, self.failure = Status.NOT_APPROVED, refusal
+            self._skip(steps, f"not approved: {refusal['error']}")
+        return refusal is None
 
     def _open_window(self) -> None:
         """``window.opened``; resumed while the site still shows the maintenance page, timed from then."""
@@ -251,6 +273,9 @@ class Executor:
         if key in self.completed:
             ctx.event("step.already_done", stage=planned.stage.value, step=planned.label, uses=planned.uses, key=key)
             return True
+        if (why := need.before_step(ctx, self.plan, self.decision, planned)) is not None:
+            self._skip([planned], why)  # backup.when: before_destructive_work, and nothing destructive to do
+            return True
         with self._fail_lock:
             self._running[key] = planned
         ctx.event("step.started", stage=planned.stage.value, step=planned.label, uses=planned.uses,
@@ -361,8 +386,9 @@ class Executor:
                                   f"(sslmode {t['sslmode']}): set database.sslmode: require (or verify-full)")
 
     def _notify(self, event: str, subject: str, body: str = "", severity: str = "info", **data: Any) -> None:
-        if self.ctx.notifier is not None:
-            self.ctx.notifier.notify(event, subject, body, severity=severity, **data)
+        if self.ctx.notifier is not None:  # no window needed: customers hear nothing of the run
+            quiet = self.decision is not None and not self.decision.window_needed
+            self.ctx.notifier.notify(event, subject, body, severity=severity, internal_only=quiet, **data)
 
     def _start_body(self) -> str:
         o = self.ctx.options
@@ -373,8 +399,8 @@ class Executor:
 
     def _finish(self) -> None:
         ctx = self.ctx
-        if self.status == Status.SKIPPED:
-            pass  # already announced as run.skipped
+        if self.status in (Status.SKIPPED, Status.NOT_APPROVED):
+            pass  # already announced: run.skipped; approval.rejected / approval.timed_out
         elif self.status == Status.SUCCEEDED:
             self._notify("run.completed", f"{ctx.runbook.name} maintenance completed", self._chain_head(),
                          severity="success")

@@ -15,6 +15,7 @@ class Status(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     FAILED_VERIFICATION = "failed_verification"
+    NOT_APPROVED = "not-approved"  # rejected, or nobody decided in time: nothing destructive ran (docs/approvals.md)
 
 
 class Trigger(StrEnum):

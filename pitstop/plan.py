@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from .config import EnvironmentConfig
 from .registry import Placement, StepInfo, Target, get_step, host_group
 from .runbook import STAGE_ORDER, Runbook, Stage, StepSpec
+from .work import Decision, HasWork
 
 if TYPE_CHECKING:
     from .context import RunContext
@@ -51,6 +52,7 @@ class PlannedStep(BaseModel):
     id: str = ""  # the runbook's ``id:``, else "<stage>/<index>"
     after: list[str] = Field(default_factory=list)  # ids that must finish first (declared or implied)
     estimate_s: float | None = None
+    work: HasWork | None = None  # whether it has work, from facts (pitstop/need.py; exclusive/destructive steps)
 
     def spec_key(self) -> str:
         return f"{self.stage.value}/{self.index}/{self.uses}"
@@ -64,11 +66,28 @@ class WindowForecast(BaseModel):
     sources: dict[str, str] = Field(default_factory=dict)  # step id -> history | estimate | unknown
 
 
+class WaitPoint(BaseModel):
+    """Where the run waits for approval (pitstop/approval.py): before ``step`` (a plan step id)."""
+
+    step: str
+    label: str
+    stage: Stage
+    phase: Phase
+    approvers: list[str]
+    audience: str
+    timeout_s: float
+    on_timeout: str
+    source: str  # runbook | environment
+    skipped: str | None = None  # an emergency runbook's reason for skipping approval: no wait
+
+
 class Plan(BaseModel):
     environment: str
     runbook: str
     steps: list[PlannedStep]
     forecast: WindowForecast | None = None
+    approval: WaitPoint | None = None
+    decision: Decision | None = None  # window and backup needed? (pitstop/need.py)
 
     def phase(self, phase: Phase) -> list[PlannedStep]:
         return [s for s in self.steps if s.phase == phase]
@@ -114,7 +133,9 @@ def build_plan(cfg: EnvironmentConfig, runbook: Runbook) -> Plan:
                                      estimate_s=spec.estimate.total_seconds() if spec.estimate else None))
     steps.sort(key=lambda s: (ORDER[s.phase], WINDOW_RANK.get(s.stage, 1) if s.phase == Phase.WINDOW else 0))
     _link(runbook, steps)
-    return Plan(environment=cfg.name, runbook=runbook.name, steps=steps)
+    from .approval import wait_point
+
+    return Plan(environment=cfg.name, runbook=runbook.name, steps=steps, approval=wait_point(cfg, runbook, steps))
 
 
 def _link(runbook: Runbook, steps: list[PlannedStep]) -> None:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 if TYPE_CHECKING:
     from .config import EnvironmentConfig
     from .model import StepOutcome
+    from .work import HasWork
 
 
 class Placement(StrEnum):
@@ -39,6 +40,7 @@ class NoParams(BaseModel):
 
 StepFunc = Callable[..., "StepOutcome"]
 PlanFunc = Callable[..., list[str]]
+WorkFunc = Callable[..., "HasWork"]  # (ctx, params[, host]) -> HasWork: read-only, from facts
 
 
 @dataclass
@@ -51,6 +53,7 @@ class StepInfo:
     destructive: bool
     description: str
     plan: PlanFunc | None = None
+    has_work: WorkFunc | None = None  # whether the step would change anything (docs/window.md)
     default_group: str | Callable[[EnvironmentConfig], str] = "all"
     extra: dict[str, Any] = field(default_factory=dict)
     generic: bool = False  # runs what the runbook says: the runbook must declare `destructive:` for it
@@ -119,6 +122,16 @@ def planner(name: str) -> Callable[[PlanFunc], PlanFunc]:
 
     def deco(func: PlanFunc) -> PlanFunc:
         STEPS[name].plan = func
+        return func
+
+    return deco
+
+
+def has_work(name: str) -> Callable[[WorkFunc], WorkFunc]:
+    """Register the read-only probe of step ``name``: does it have work (yes/no/unknown + why), from facts."""
+
+    def deco(func: WorkFunc) -> WorkFunc:
+        STEPS[name].has_work = func
         return func
 
     return deco

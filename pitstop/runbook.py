@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import yamlfile
-from .config import EnvironmentConfig, Name, default_search_dirs, shadowed
+from .config import ApprovalConfig, EnvironmentConfig, Name, default_search_dirs, shadowed
 from .errors import Problem, RunbookError
 from .registry import Placement, Target, host_group, load_plugins
 from .units import Duration
@@ -56,6 +56,8 @@ class StepSpec(BaseModel):
                            description="name other steps use in `after:` (docs/window.md)")
     after: list[str] | None = Field(None, description="ids of steps that must finish first; unset: the "
                                                       "previous step of the stage without `after:`")
+    only_if_changed: list[str] | None = Field(None, min_length=1, description="ids of earlier steps: this step "
+                                              "has work only when one of them changes something (docs/window.md)")
 
     @property
     def label(self) -> str:
@@ -79,6 +81,8 @@ class Runbook(BaseModel):
     affects: list[str] | None = Field(None, description="features affected during the window (default: the "
                                       "config's notifications.notices.affects; none without a maintenance step)")
     stages: list[StageSpec]
+    approval: ApprovalConfig | None = Field(None, description="wait for a named approver before the destructive "
+                                            "part (docs/approvals.md); replaces the environment's `approval:`")
 
     source: str = Field("", exclude=True)
 
@@ -165,8 +169,32 @@ def check_runbook(rb: Runbook, doc: yamlfile.YamlDoc, cfg: EnvironmentConfig | N
             if stage.name == Stage.DATABASE_CLEANUP and any(s.uses == "cleanup.retention" for s in stage.steps):
                 problems.append(doc.problem(["stages", si], f"cleanup.retention used but {cfg.source or 'the config'} "
                                                             "has no `retention` rules"))
+    problems += approval_problems(rb, doc, cfg)
     if not problems:
         from .dag import dependency_problems
 
         problems += dependency_problems(rb, doc, steps)
+        from .need import only_if_problems
+
+        problems += only_if_problems(rb, doc, steps)
+    return problems
+
+
+def approval_problems(rb: Runbook, doc: yamlfile.YamlDoc, cfg: EnvironmentConfig | None) -> list[Problem]:
+    """A runbook's ``approval:`` names a stage the runbook has, an audience the config knows, and is skipped
+    only by an emergency runbook (docs/approvals.md)."""
+    a = rb.approval
+    if a is None:
+        return []
+    problems = []
+    if a.skip and rb.kind != "emergency":
+        problems.append(doc.problem(["approval", "skip"], f"only an emergency runbook may skip approval (this one "
+                                                          f"is kind {rb.kind!r})"))
+    names = [s.name.value for s in rb.stages]
+    if not a.skip and a.before not in names:
+        problems.append(doc.problem(["approval", "before"], f"stage {a.before!r} is not in this runbook (its "
+                                                            f"stages: {', '.join(names)})"))
+    if cfg is not None and a.audience not in {"ops", *cfg.notifications.audiences}:
+        known = ", ".join(sorted({"ops", *cfg.notifications.audiences}))
+        problems.append(doc.problem(["approval", "audience"], f"unknown audience {a.audience!r} (known: {known})"))
     return problems

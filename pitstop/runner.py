@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from .approval import Waiter
 from .config import EnvironmentConfig, load_config
 from .connectors.postgres import Database
 from .context import RunContext, RunOptions, new_run_id
@@ -65,7 +66,8 @@ def load(env: str, runbook: str, cfg: EnvironmentConfig | None = None) -> tuple[
 
 
 def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: str, unit_runner: UnitRunner,
-             listener: Listener | None, wait_s: float, resume_events: list[dict[str, Any]] | None) -> RunResult:
+             listener: Listener | list[Listener] | None, wait_s: float, resume_events: list[dict[str, Any]] | None,
+             approval_waiter: Waiter | None = None) -> RunResult:
     from .window import check_blackout
 
     skip = None if resume_events is not None else check_blackout(cfg, options.trigger.value,
@@ -81,13 +83,15 @@ def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: s
         alert_abandoned(cfg)  # runs SIGKILLed earlier could not alert: do it now, once (lock held)
         ctx = RunContext.create(cfg, rb, options, run_id=run_id)
         ctx.holds_environment_lock = True
-        if listener is not None:
+        listeners = listener if isinstance(listener, list) else [] if listener is None else [listener]
+        if listeners:
             from .console import ConsoleView, guard_log_consoles
 
             guard_log_consoles()  # Prefect's rich log handler on stderr: a closed pipe must not end the run
-            if isinstance(listener, ConsoleView):
-                listener.attach(ctx.audit)  # a console switched off is noted once in the log
-            ctx.audit.subscribe(listener)
+        for one in listeners:
+            if isinstance(one, ConsoleView):
+                one.attach(ctx.audit)  # a console switched off is noted once in the log
+            ctx.audit.subscribe(one)
         ctx.notifier = Notifier(ctx)
         if resume_events is None:  # advance-notice lead-time policy: refuse, or record a warning
             from .notify.notices import lead_time_gate
@@ -101,6 +105,7 @@ def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: s
             rehydrate(ctx, resume_events)
         executor = Executor(ctx, unit_runner, completed=completed)
         executor.skip_reason = skip
+        executor.gate.waiter = approval_waiter  # None: the decision file in the run folder (pitstop approve)
         status = executor.run()
         return RunResult(run_id=ctx.run_id, status=status, run_dir=ctx.run_dir)
     finally:
@@ -109,8 +114,9 @@ def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: s
 
 def execute(env: str, runbook: str, *, trigger: str = Trigger.MANUAL.value, reason: str = "",
             accept_unverified_backup: bool = False, run_id: str | None = None, unit_runner: UnitRunner = direct,
-            listener: Listener | None = None, wait_s: float = 0.0, override_blackout: bool = False,
-            expected_downtime: str | None = None, rehearsal: bool = False) -> RunResult:
+            listener: Listener | list[Listener] | None = None, wait_s: float = 0.0, override_blackout: bool = False,
+            expected_downtime: str | None = None, rehearsal: bool = False,
+            approval_waiter: Waiter | None = None) -> RunResult:
     """Run a runbook. With a ``run_id`` whose folder already exists, resume that run instead.
 
     ``expected_downtime`` (e.g. ``20m``) overrides the runbook's announced downtime for this run."""
@@ -119,15 +125,17 @@ def execute(env: str, runbook: str, *, trigger: str = Trigger.MANUAL.value, reas
     if given is not None:
         rb = rb.model_copy(update={"expected_downtime": given})
     if run_id and (cfg.resolve(cfg.reports.dir) / run_id / "audit.jsonl").is_file():
-        return resume(env, run_id, unit_runner=unit_runner, listener=listener, wait_s=wait_s)
+        return resume(env, run_id, unit_runner=unit_runner, listener=listener, wait_s=wait_s,
+                      approval_waiter=approval_waiter)
     options = RunOptions(trigger=Trigger(trigger), reason=reason, accept_unverified_backup=accept_unverified_backup,
                          override_blackout=override_blackout, expected_downtime=given, rehearsal=rehearsal)
     run_id = run_id or new_run_id(cfg.name, rb.name)
-    return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, None)
+    return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, None, approval_waiter)
 
 
-def resume(env: str, run_id: str, *, unit_runner: UnitRunner = direct, listener: Listener | None = None,
-           wait_s: float = 0.0) -> RunResult:
+def resume(env: str, run_id: str, *, unit_runner: UnitRunner = direct,
+           listener: Listener | list[Listener] | None = None,
+           wait_s: float = 0.0, approval_waiter: Waiter | None = None) -> RunResult:
     """Resume a crashed run (its process died before ``run.finished``): skip every step its audit log
     records as completed, with every option of the first attempt as that attempt's first event recorded them.
 
@@ -155,7 +163,7 @@ def resume(env: str, run_id: str, *, unit_runner: UnitRunner = direct, listener:
         return RunResult(run_id=run_id, status=Status(last["data"].get("status")), run_dir=ctx.run_dir)
     if options.expected_downtime is not None:
         rb = rb.model_copy(update={"expected_downtime": options.expected_downtime})
-    return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, events)
+    return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, events, approval_waiter)
 
 
 def recorded_options(run_id: str, started: dict[str, Any]) -> RunOptions:

@@ -7,6 +7,7 @@ test never writes outside it. Secrets are never values in the file: fields endin
 the environment variable that holds them.
 """
 
+from .approval import ApprovalConfig
 from .base import Identifier, Name, Percent, Strict
 from .data import BackupConfig, CleanupProfile, CleanupSettings, DatabaseConfig, Filter, RetentionRule, StorageConfig
 from .environment import (
@@ -23,6 +24,7 @@ from .notifications import AudienceConfig, ChannelConfig, FeedConfig, NoticesCon
 from .schedules import Blackout, SchedulesConfig, ScheduleSpec
 
 __all__ = [
+    "ApprovalConfig",
     "Identifier", "Name", "Percent", "Strict", "BackupConfig", "CleanupProfile", "CleanupSettings",
     "DatabaseConfig", "Filter", "RetentionRule", "StorageConfig", "EnvironmentConfig", "ReportsConfig",
     "WindowConfig", "default_search_dirs", "find_config", "load_config", "shadowed", "FleetConfig", "HostConfig",

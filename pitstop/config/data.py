@@ -92,6 +92,10 @@ class BackupConfig(Strict):
     keep_quarterly: int = Field(8, ge=1)
     keep_emergency: int = Field(10, ge=1)
     keep_custom: int = Field(5, ge=1)
+    when: Literal["always", "before_destructive_work"] = Field(
+        "always", description="`always`: every run with a backup step takes one; `before_destructive_work`: only "
+        "when a destructive step (cleanup.retention, a step declared `destructive: true` ...) has work, from facts "
+        "(docs/backup.md)")
 
 
 class Filter(Strict):

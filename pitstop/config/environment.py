@@ -16,6 +16,7 @@ from pydantic import Field, field_validator
 from .. import yamlfile
 from ..errors import ConfigError, Problem
 from ..units import Duration
+from .approval import ApprovalConfig
 from .base import Name, Strict
 from .data import BackupConfig, CleanupSettings, DatabaseConfig, RetentionRule, StorageConfig
 from .hosts import FleetConfig, HostConfig, MaintenanceConfig, SshSettings
@@ -25,6 +26,9 @@ from .schedules import SchedulesConfig
 
 class ReportsConfig(Strict):
     dir: str = "runs"
+    url: str | None = Field(None, pattern=r"^https?://[^\s]+$", description="where the reports directory is served "
+                            "(https://reports.internal/shop): the Prefect report artifact links to <url>/<run id>/"
+                            "report.html; unset: a file:// link on the machine that ran the run")
 
 
 class WindowConfig(Strict):
@@ -52,6 +56,8 @@ class EnvironmentConfig(Strict):
     reports: ReportsConfig = Field(default_factory=ReportsConfig)
     window: WindowConfig = Field(default_factory=WindowConfig)
     schedules: SchedulesConfig = Field(default_factory=SchedulesConfig)
+    approval: ApprovalConfig | None = Field(None, description="every runbook of this environment waits for a named "
+                                            "approver (docs/approvals.md); a runbook's own `approval:` replaces it")
 
     # Set by the loader, not by the file.
     source: str = Field("", exclude=True)
@@ -158,6 +164,14 @@ def _cross_check(cfg: EnvironmentConfig, doc: yamlfile.YamlDoc) -> list[Problem]
         problems.append(doc.problem(["maintenance", "targets"],
                                     f"unknown host group {target!r} (known: {', '.join(cfg.group_names())})"))
     problems += _cleanup_profiles(cfg, doc)
+    if cfg.approval is not None:
+        if cfg.approval.skip:
+            problems.append(doc.problem(["approval", "skip"], "only an emergency runbook may skip approval "
+                                                              "(`approval: {skip: true, reason: ...}` in the runbook)"))
+        if cfg.approval.audience not in {"ops", *cfg.notifications.audiences}:
+            known = ", ".join(sorted({"ops", *cfg.notifications.audiences}))
+            problems.append(doc.problem(["approval", "audience"], f"unknown audience {cfg.approval.audience!r} "
+                                                                  f"(known: {known})"))
     from ..input_guards import config_problems
 
     problems += config_problems(cfg, doc)

@@ -123,7 +123,8 @@ PLAIN_SUBJECTS = {"run.started": "Maintenance has started", "run.completed": "Ma
                   "stage.failed": "Maintenance: a problem is being handled", "run.resumed": "Maintenance resumed",
                   "verification.failed": "Maintenance ended with problems",
                   "window.extended": "Maintenance is taking longer than announced",
-                  "maintenance.stuck": "Maintenance: a problem is being handled"}
+                  "maintenance.stuck": "Maintenance: a problem is being handled",
+                "run.cancelled": "Maintenance called off"}
 
 
 # What a non-internal audience's template may see: public facts only (an allow-list, so a new internal
@@ -134,7 +135,8 @@ STATUS_WORDS = {"succeeded": "completed: everything is available again",
                 "failed": "ended with problems: our team is working on it and will keep you posted",
                 "failed_verification": "ended with problems: our team is working on it and will keep you posted",
                 "cancelled": "stopped before it was complete: our team is working on it",
-                "skipped": "did not take place"}
+                "skipped": "did not take place",
+                "not-approved": "was called off before anything changed: everything stays available"}
 
 
 def public_context(event: str, context: dict[str, Any], title: str) -> dict[str, Any]:

@@ -127,10 +127,13 @@ def record_run_event(ctx: RunContext, event: Doc, expected_s: float) -> Doc:
             cur["window_open"] = False
         elif kind == "window.extended":
             cur["extended"] = True
+        elif kind == "window.decision":  # false: this run never takes the site down (pitstop/need.py)
+            cur["window_needed"] = bool(data.get("window_needed", True))
         doc["in_progress"] = [r for r in doc["in_progress"] if r["run_id"] != run_id]
         if kind == "run.finished":
             done = {k: cur.get(k) for k in ("run_id", "runbook", "trigger", "started_at")}
-            done.update(status=data.get("status"), finished_at=ts, extended=cur.get("extended", False))
+            done.update(status=data.get("status"), finished_at=ts, extended=cur.get("extended", False),
+                        window_needed=cur.get("window_needed", True))
             doc["completed"] = [done, *[c for c in doc["completed"] if c["run_id"] != run_id]]
         else:
             doc["in_progress"].append(cur)

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from tenacity import Retrying, stop_after_attempt, wait_random_exponential
 
 from ..audit import now_iso
-from .audiences import PUBLIC_KEYS, Audience, render, routes
+from .audiences import PUBLIC_KEYS, Audience, audiences, render, routes
 from .channels import Channel, Message, build_channels
 from .downtime import ExpectedDowntime
 
@@ -84,13 +84,18 @@ class Notifier:
         ctx.audit.subscribe(self._on_event)
 
     # -- public ---------------------------------------------------------------------------------------
-    def notify(self, event: str, subject: str, body: str = "", severity: str = "info", **data: Any) -> list[Delivery]:
+    def notify(self, event: str, subject: str, body: str = "", severity: str = "info", internal_only: bool = False,
+               only_audience: str | None = None, **data: Any) -> list[Delivery]:
+        """Deliver ``event``; ``internal_only``: to internal audiences only (a run that needs no window);
+        ``only_audience``: to that audience alone (an approval request goes to the approvers')."""
         context = self._context(event, subject, body, severity, data)  # status from the run event itself
         event = self._route(event)
         deliveries = []
-        for channel, audience in routes(self.ctx.cfg, self.channels, event):
-            if self.ctx.options.rehearsal and not audience.internal:
-                continue  # a rehearsal is no maintenance: customers hear nothing of it
+        pairs = routes(self.ctx.cfg, self.channels, event) if only_audience is None else \
+            [(ch, audiences(self.ctx.cfg)[only_audience]) for ch in self.channels if only_audience in ch.cfg.audiences]
+        for channel, audience in pairs:
+            if (self.ctx.options.rehearsal or internal_only) and not audience.internal:
+                continue  # a rehearsal, or no window: no maintenance customers would notice, nothing to tell them
             msg = self._message(event, channel, audience, severity, context, data)
             if self.ctx.options.rehearsal:
                 msg = msg.model_copy(update={"subject": f"[REHEARSAL] {msg.subject}"})
@@ -180,7 +185,7 @@ class Notifier:
                             severity="warning", elapsed_s=round(elapsed, 3))
         # stage.finished is not folded in: the next stage.started (or run.finished) supersedes it.
         if kind in ("run.started", "run.resumed", "stage.started", "window.opened", "window.closed",
-                    "run.finished", "window.extended"):
+                    "run.finished", "window.extended", "window.decision"):
             self._update_feed(event)
 
     def _update_feed(self, event: dict[str, Any]) -> None:

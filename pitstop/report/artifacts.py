@@ -45,11 +45,27 @@ def _in_flow_run() -> bool:
     return ctx is not None and ctx.flow_run is not None
 
 
-def publish(report: dict[str, Any], markdown: str) -> dict[str, str] | None:
-    """Create the artifacts; returns their ids, or None outside a flow run. Never raises."""
+def full_report_link(ctx: Any) -> str:
+    """Where the full report (``report.html``) of the run is: under the config's ``reports.url`` when it is
+    served, else a ``file://`` URL on the machine that ran it."""
+    base = ctx.cfg.reports.url
+    if base:
+        from urllib.parse import quote
+
+        return f"{base.rstrip('/')}/{quote(ctx.run_id)}/report.html"
+    return (ctx.run_dir / "report.html").resolve().as_uri()
+
+
+def publish(report: dict[str, Any], markdown: str, link: str | None = None) -> dict[str, str] | None:
+    """Create the artifacts; returns their ids, or None outside a flow run. Never raises.
+
+    ``link``: the full report's address, put at the top of the markdown artifact."""
     try:
         if not _in_flow_run():
             return None
+        if link:
+            markdown = f"**Full report:** [report.html]({link}) (HTML, with every section; also report.json)\n\n" \
+                       + markdown
         from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
         audit = report.get("audit") or {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..cleanup.report import cleanup_section
+from .approval import approval_section
 from .in_window import in_window
 from .sections import follow_ups, metrics, post_maintenance
 from .shape import (
@@ -32,7 +33,8 @@ SCHEMA_VERSION = 2
 DEVIATION_KINDS = ("gate.overridden", "maintenance.safety_net", "maintenance.lift_failed", "backup.verify_failed",
                    "report.failed", "window.overrun", "cleanup.superuser", "blackout.overridden",
                    "window.exceeded", "window.extended", "run.skipped", "run.resumed", "database.unencrypted",
-                   "cleanup.partition_refused", "cleanup.warning")
+                   "cleanup.partition_refused", "cleanup.warning", "plan.deviation",
+                   "approval.skipped")
 
 
 def _secs(a: Any, b: Any) -> float | None:
@@ -178,7 +180,22 @@ def _window(events: list[dict[str, Any]], start: dict[str, Any]) -> dict[str, An
         and actual > announced else 0.0,
         "ok": last_close.get("ok") if closed else None,
         "attempts": attempts if len(attempts) > 1 else [],
+        **_needed(events),
     }
+
+
+def _needed(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whether the run needed the window (pitstop/need.py): ``needed`` False when it was never opened because no
+    exclusive step had work; None for a log without a decision."""
+    decided = next((e["data"] for e in events if e["kind"] == "window.decision"), None)
+    skipped = next((e["data"] for e in events if e["kind"] == "window.not_needed"), None)
+    if skipped is not None:
+        return {"needed": False, "not_needed_why": text(skipped.get("why"))}
+    if decided is None:
+        return {"needed": None, "not_needed_why": None}
+    if decided.get("window_needed") is False:  # decided at the start; the window was not reached (yet)
+        return {"needed": False, "not_needed_why": text(decided.get("window_why"))}
+    return {"needed": True, "not_needed_why": None}
 
 
 def _report_only(e: dict[str, Any]) -> bool:
@@ -310,6 +327,7 @@ def build_report(events: list[dict[str, Any]], stage_order: list[str], run_id: s
     def part(name: str, build: Any) -> None:
         report[name] = faults.section(name.replace("_", " "), build, SECTION_DEFAULTS[name]())
 
+    part("approval", lambda: approval_section(events))
     part("stages", lambda: _stage_records(events, stage_order, report["plan"], faults))
     part("hosts", lambda: _hosts(report["stages"]))
     part("backup", lambda: _backup(events))

@@ -3,7 +3,7 @@
 An auditor's list hides nothing: a folder is listed whether or not it has a report. Its state comes
 from what the folder holds, read defensively (a damaged folder is listed as such, never skipped):
 
-* ``succeeded`` / ``failed`` / ``failed_verification`` / ``skipped``: the run's last attempt ended
+* ``succeeded`` / ``failed`` / ``failed_verification`` / ``skipped`` / ``not-approved``: the run's last attempt ended
   (its ``run.finished``), marked ``resumed`` when an attempt was resumed after a crash (a resume that
   only wrote the report of a run killed before its seal is not one), ``rehearsal``
   for a rehearsal, and ``no manifest`` when the log records the end but the folder was never sealed

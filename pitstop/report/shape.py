@@ -118,7 +118,8 @@ class Faults:
 def empty_window() -> dict[str, Any]:
     return {"planned_start": None, "planned_end": None, "planned_duration_s": None, "planned_source": None,
             "started_at": None, "ended_at": None, "duration_s": None, "downtime_announced_s": None,
-            "downtime_actual_s": None, "overrun_s": 0.0, "ok": None, "attempts": []}
+            "downtime_actual_s": None, "overrun_s": 0.0, "ok": None, "attempts": [], "needed": None,
+            "not_needed_why": None}
 
 
 def empty_cleanup() -> dict[str, Any]:
@@ -148,7 +149,7 @@ SECTION_DEFAULTS: dict[str, Callable[[], Any]] = {
     "commands": list, "notifications": list, "retries": list, "deviations": list,
     "audit": lambda: {"file": "audit.jsonl", "events": 0, "first_hash": None, "last_hash": None},
     "interrupted": lambda: None, "in_window": empty_in_window, "follow_ups": list, "post_maintenance": lambda: None,
-    "render_errors": list,
+    "render_errors": list, "approval": lambda: None,
 }
 
 

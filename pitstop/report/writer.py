@@ -283,10 +283,10 @@ def write_report(ctx: RunContext) -> dict[str, Any]:
         out["storage"] = copy_to_storage(ctx)
     except Exception as exc:  # noqa: BLE001 - the local copy is the record; storage copy is best effort
         out["storage_error"] = ctx.redact(str(exc))
-    from .artifacts import publish
+    from .artifacts import full_report_link, publish
 
     try:
-        out["artifacts"] = publish(report, texts["report.md"])
+        out["artifacts"] = publish(report, texts["report.md"], full_report_link(ctx))
     except Exception as exc:  # noqa: BLE001 - the Prefect UI copy is a convenience, the run folder the record
         out["artifacts_error"] = ctx.redact(str(exc))
     return out

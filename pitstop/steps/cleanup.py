@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..cleanup import bounds, fkeys, maintenance, metrics
+from ..cleanup import bounds, fkeys, maintenance, metrics, work
 from ..cleanup.pacing import resolve_profile
 from ..cleanup.progress import Progress
 from ..cleanup.purge import PurgeOptions, RulePurge
@@ -21,7 +21,8 @@ from ..config import Name, RetentionRule
 from ..context import RunContext
 from ..model import StepOutcome
 from ..pgretry import call
-from ..registry import Placement, Target, planner, step
+from ..registry import Placement, Target, has_work, planner, step
+from ..work import HasWork
 
 TableName = Annotated[str, Field(pattern=r"^([^\W\d][\w $-]{0,62}\.)?[^\W\d][\w $-]{0,62}$")]
 IndexName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
@@ -211,3 +212,22 @@ def vacuum_full(ctx: RunContext, params: VacuumFullParams) -> StepOutcome:
 def plan_vacuum_full(ctx: RunContext, params: VacuumFullParams) -> list[str]:
     verb = "CLUSTER" if params.mode == "cluster" else "VACUUM (FULL, ANALYZE)"
     return [f"{verb} {t} (ACCESS EXCLUSIVE for the whole rewrite)" for t in params.tables]
+
+
+@has_work("cleanup.retention")
+def retention_work(ctx: RunContext, params: RetentionParams) -> HasWork:
+    return work.retention_work(ctx.db, ctx.cfg.cleanup, _rules(ctx, params.tables), params.restart)
+
+
+@has_work("database.vacuum_analyze")
+def vacuum_work(ctx: RunContext, params: VacuumParams) -> HasWork:
+    s = ctx.cfg.cleanup
+    return work.vacuum_work(ctx.db, params.tables or [r.qualified for r in ctx.cfg.retention], ctx.cfg.retention,
+                            params.reindex, s.reindex_bloat_threshold if params.bloat_threshold is None
+                            else params.bloat_threshold,
+                            s.reindex_min_bytes if params.min_index_bytes is None else params.min_index_bytes)
+
+
+@has_work("database.vacuum_full")
+def vacuum_full_work(ctx: RunContext, params: VacuumFullParams) -> HasWork:
+    return HasWork.yes(f"rewrites {len(params.tables)} table(s) under ACCESS EXCLUSIVE")

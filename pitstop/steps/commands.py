@@ -19,7 +19,8 @@ from ..connectors.base import BatchOp, Cmd, Connection, Put
 from ..context import RunContext
 from ..errors import CommandFailed, StepFailed
 from ..model import CommandResult, StepOutcome
-from ..registry import Placement, Target, planner, step
+from ..registry import Placement, Target, has_work, planner, step
+from ..work import HasWork
 from . import safefile
 from .hostutil import AbsPath
 
@@ -121,3 +122,18 @@ def plan_script(ctx: RunContext, params: ScriptParams, host: str) -> list[str]:
     skip = _skip_reason(ctx.host(host), params)
     lines = len(params.script.splitlines())
     return [f"skip ({skip})" if skip else f"run a {lines}-line script with {shlex.join(params.interpreter)}"]
+
+
+def _guarded_work(ctx: RunContext, params: Guards, host: str) -> HasWork:
+    """A generic step has no work when its guard (``creates``/``unless``) says so; without one, pitstop cannot
+    tell (``only_if_changed:`` in the runbook says when it has work)."""
+    skip = _skip_reason(ctx.host(host), params)
+    if skip:
+        return HasWork.no(f"guard: {skip}")
+    if params.creates or params.unless:
+        return HasWork.yes("its guard does not hold")
+    return HasWork.unknown("a generic command without creates/unless or only_if_changed")
+
+
+has_work("host.command")(_guarded_work)
+has_work("host.script")(_guarded_work)

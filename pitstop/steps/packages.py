@@ -20,7 +20,8 @@ from ..connectors.base import Connection
 from ..context import RunContext
 from ..errors import StepFailed
 from ..model import StepOutcome
-from ..registry import Placement, Target, planner, step
+from ..registry import Placement, Target, has_work, planner, step
+from ..work import HasWork
 from .hostutil import has_command, is_sandbox
 
 PackageName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.+_:-]{0,127}$")]
@@ -159,3 +160,19 @@ def plan_packages(ctx: RunContext, params: PackagesParams, host: str) -> list[st
     lists = "the run refreshes the package lists first" if params.refresh else "from the package lists as they are"
     return [f"{mgr}: {len(ups)} package(s) to update ({lists})"] + [
         f"{u.name} {u.before or '?'} -> {u.candidate}" for u in ups]
+
+
+@has_work("packages.update")
+def packages_work(ctx: RunContext, params: PackagesParams, host: str) -> HasWork:
+    conn = ctx.host(host)
+    if is_sandbox(conn):
+        return HasWork.no("sandbox host: nothing to update")
+    mgr = detect(conn, params.manager)
+    if mgr is None:
+        return HasWork.no("no apt-get, dnf or yum")
+    ups = pending(conn, mgr, params)
+    if ups:
+        return HasWork.yes(f"{len(ups)} package(s) to update")
+    if params.refresh:  # the lists as they are say nothing; the run refreshes them first
+        return HasWork.unknown("nothing pending in the current package lists, which the run refreshes first")
+    return HasWork.no("nothing to update")

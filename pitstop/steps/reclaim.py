@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..context import RunContext
 from ..model import StepOutcome
-from ..registry import Placement, Target, planner, step
+from ..registry import Placement, Target, has_work, planner, step
+from ..work import HasWork
 from .hostutil import AbsPath, delete_files, find_files, human_bytes
 
 PACKAGE_CACHES = {"/var/cache/apt/archives": "*.deb", "/var/cache/dnf": "*.rpm", "/var/cache/yum": "*.rpm"}
@@ -72,3 +73,10 @@ def plan_reclaim(ctx: RunContext, params: ReclaimParams, host: str) -> list[str]
     conn = ctx.host(host)
     found = [f for path, tests in _tests(params) for f in find_files(conn, path, *tests)]
     return [f"remove {len(found)} file(s), free {human_bytes(sum(s for s, _ in found))}"]
+
+
+@has_work("disk.reclaim")
+def reclaim_work(ctx: RunContext, params: ReclaimParams, host: str) -> HasWork:
+    conn = ctx.host(host)
+    found = [f for path, tests in _tests(params) for f in find_files(conn, path, *tests)]
+    return HasWork.yes(f"{len(found)} file(s) to remove") if found else HasWork.no("no cache or old temp file")

@@ -20,7 +20,8 @@ from ..connectors.base import Connection
 from ..context import RunContext
 from ..errors import StepFailed
 from ..model import StepOutcome
-from ..registry import STEPS, Placement, Target, planner, step
+from ..registry import STEPS, Placement, Target, has_work, planner, step
+from ..work import HasWork
 from .hostutil import is_sandbox
 
 ServiceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9@._:-]{1,128}$")]
@@ -133,3 +134,12 @@ def plan_restart(ctx: RunContext, params: RestartParams, host: str) -> list[str]
 
 
 STEPS["service.restart"].extra["serial"] = 1  # a hint for fan-out engines: rolling by default
+
+
+@has_work("service.restart")
+def restart_work(ctx: RunContext, params: RestartParams, host: str) -> HasWork:
+    conn = ctx.host(host)
+    due = [svc for svc in params.services if _needed(conn, params, svc)]
+    if due:
+        return HasWork.yes(f"restart {', '.join(due)}" + ("" if params.restart_if else " (no restart_if: always)"))
+    return HasWork.no("restart_if says no service needs a restart")

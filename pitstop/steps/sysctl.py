@@ -19,7 +19,8 @@ from ..connectors.base import Cmd, Connection
 from ..context import RunContext
 from ..errors import StepFailed
 from ..model import StepOutcome
-from ..registry import Placement, Target, planner, step
+from ..registry import Placement, Target, has_work, planner, step
+from ..work import HasWork
 from . import safefile
 from .hostutil import AbsPath, is_sandbox
 
@@ -127,3 +128,12 @@ def plan_sysctl(ctx: RunContext, params: SysctlParams, host: str) -> list[str]:
         lines.append("live values not applied (sandbox or apply: false)")
     lines.append(f"write {params.file}" if st.file_after != st.file_before else f"{params.file} already up to date")
     return lines
+
+
+@has_work("tuning.sysctl")
+def sysctl_work(ctx: RunContext, params: SysctlParams, host: str) -> HasWork:
+    st = _state(ctx.host(host), params)
+    keys = st.live_changes({k: _norm(v) for k, v in params.values.items()})
+    if keys or st.file_after != st.file_before:
+        return HasWork.yes(f"set {', '.join(keys)}" if keys else f"write {params.file}")
+    return HasWork.no("kernel values and drop-in already as wanted")

@@ -22,7 +22,8 @@ from ..connectors.base import Connection
 from ..context import RunContext
 from ..errors import StepFailed
 from ..model import StepOutcome
-from ..registry import Placement, Target, planner, step
+from ..registry import Placement, Target, has_work, planner, step
+from ..work import HasWork
 from . import safefile
 from .hostutil import AbsPath, chunks, delete_files, find_files, has_command, is_sandbox
 
@@ -169,3 +170,14 @@ def plan_logs(ctx: RunContext, params: LogParams, host: str) -> list[str]:
     elif (params.journal_vacuum_time or params.journal_vacuum_size) and is_sandbox(conn):
         lines.append("journal vacuum skipped (sandbox host)")
     return lines
+
+
+@has_work("tuning.logs")
+def logs_work(ctx: RunContext, params: LogParams, host: str) -> HasWork:
+    w = _work(ctx.host(host), params)
+    if w.empty and not w.journal:
+        return HasWork.no("no log to compress, rotate or delete" + (f" ({len(w.still_open)} still open)"
+                                                                     if w.still_open else ""))
+    if w.empty:
+        return HasWork.unknown("journalctl vacuum (cannot tell what it frees)")
+    return HasWork.yes(f"compress {len(w.compress)}, rotate {len(w.rotate)}, delete {len(w.delete)} file(s)")

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -156,6 +158,15 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, pg_data_dir: Path, pg_socke
     assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr
     runs["killed-and-resumed"] = killed
 
+    # the killed run rotated every log: an old log again gives this monthly run work inside its window (a run with
+    # none would need no window, pitstop/need.py), so its log has maintenance on/off like a first run's
+    from pitstop.config import load_config
+
+    cfg = load_config(str(env_path))
+    for h in cfg.hosts.values():
+        again = cfg.resolve(h.root or "") / "var" / "log" / "app" / "app-again.log"
+        again.write_text("old log\n")
+        os.utime(again, (time.time() - 3 * 86400,) * 2)
     runs["monthly"], res = _cli_run(env_path, env, "run", "--runbook", "monthly")
     assert res.returncode == 0, res.stderr
 

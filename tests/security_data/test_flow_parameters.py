@@ -144,8 +144,9 @@ def test_hostile_flow_runs_of_real_deployments_fail_before_anything(make_env: An
     ids = {d["deployment"]: d["id"] for d in json.loads(deployed.stdout)}
     monthly, notices = ids["pitstop-maintenance/test-monthly"], ids["pitstop-notices/test-notices"]
 
+    escape = f"outside-{uuid.uuid4().hex[:8]}"  # a name no other test can have created
     hostile = [
-        (monthly, {"run_id": "../../../../outside"}),
+        (monthly, {"run_id": f"../../../../{escape}"}),
         (monthly, {"env": str(evil)}),
         (monthly, {"runbook": str(shared / "rb.yaml")}),
         (monthly, {"accept_unverified_backup": True}),
@@ -172,7 +173,7 @@ def test_hostile_flow_runs_of_real_deployments_fail_before_anything(make_env: An
         logs = [lg.message for lg in client.read_logs(log_filter=LogFilter(
             flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(control)])))]
     assert f"config: {env.resolve()}" in logs, logs  # the flow run names the file it loaded
-    outside = [p for p in tmp_path.parent.rglob("outside")] + [p for p in Path("/").glob("outside")]
+    outside = [p for p in tmp_path.parent.rglob(escape)] + [p for p in Path("/").glob(escape)]
     nothing = not (state / "runs").exists() or not any((state / "runs").iterdir())
     record("flow_parameters_prefect_api", forged_inputs=len(hostile),
            trusted=trusted + len(outside) + (not nothing) + evil_state.exists())
