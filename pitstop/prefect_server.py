@@ -43,6 +43,7 @@ DEFAULT_IDLE_S = 300.0
 START_TIMEOUT_S = 180.0  # a cold server on a loaded 2-core machine needs 5-40 s
 SERVE_MODULE = "pitstop.prefect_serve"
 LISTEN_FD_ENV = "PITSTOP_PREFECT_LISTEN_FD"
+LOCAL_ENV = "PITSTOP_PREFECT_LOCAL"  # set in a command whose Prefect API is its state directory's local server
 # what the server process inherits from the command that starts it: never the environment's secrets
 _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH",
                "SSL_CERT_FILE", "SSL_CERT_DIR", "DO_NOT_TRACK")
@@ -90,7 +91,7 @@ class LocalServer:
 
     def client_env(self) -> dict[str, str]:
         """Set in ``os.environ`` before Prefect is imported: Prefect's client then talks to this server."""
-        return {"PREFECT_API_URL": self.api_url, "PREFECT_API_AUTH_STRING": self.record.auth}
+        return {"PREFECT_API_URL": self.api_url, "PREFECT_API_AUTH_STRING": self.record.auth, LOCAL_ENV: "1"}
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> float:
         """Block until the server answers its health check; returns the seconds waited."""
@@ -132,6 +133,12 @@ class _Fd:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def is_local_api() -> bool:
+    """Is this process's Prefect API the state directory's local server (nobody else is meant to reach it,
+    as with Prefect's ephemeral API): e.g. an approval waits on a file, not a Prefect pause form."""
+    return os.environ.get(LOCAL_ENV) == "1" and bool(os.environ.get("PREFECT_API_URL"))
 
 
 def idle_seconds() -> float:
