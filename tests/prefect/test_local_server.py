@@ -299,3 +299,21 @@ def test_a_server_started_for_a_bad_runbook_does_not_wait_to_be_idle(make_env: A
     assert res.returncode == 2 and "unknown step 'no.such_step'" in res.stderr, res.stderr
     assert not (state_of(env) / "runs").exists()
     wait_until(lambda: prefect_servers(home) == [], 60, "the server started for the refused command stops")
+
+
+def test_an_approval_on_the_local_server_is_given_with_pitstop_approve(make_env: Any, tmp_path: Path,
+                                                                       home: Path) -> None:
+    """A run through the local server waits on the approval file, as it did on Prefect's ephemeral API:
+    `pitstop approve` from another shell (no PREFECT_API_URL) decides it."""
+    from tests.approval.helpers import approval_runbook, wait_for_request
+
+    env = make_env()
+    proc = start(["run", "--env", str(env), "--runbook", str(approval_runbook(tmp_path)), "--json"],
+                 cli_env(home, 2), tmp_path / "out.json")
+    run_dir = wait_for_request(state_of(env) / "runs")
+    assert json.loads((run_dir / "approval-request.json").read_text())["mechanism"] == "cli"
+    ok = run_cli("approve", run_dir.name, "--env", str(env), "--comment", "ok", env=cli_env(home, 2))
+    assert ok.returncode == 0, ok.stderr
+    err = proc.communicate(timeout=600)[1]
+    assert proc.returncode == 0, err[-3000:]
+    assert json.loads((run_dir / "report.json").read_text())["approval"]["status"] == "approved"
