@@ -116,9 +116,11 @@ def main(argv: list[str] | None = None) -> None:
     importing = True
 
     def stop() -> None:
-        if importing:  # nothing is open yet: no reason to finish loading Prefect's server first
+        # not serving yet (loading Prefect's server, or checking migrations: SQLite and PostgreSQL roll back a
+        # migration cut short): nothing to finish, and uvicorn would only see should_exit once it serves
+        if importing or not server.started:
             os._exit(0)
-        server.should_exit = True  # seen once the start-up (migrations) is over: a graceful stop
+        server.should_exit = True  # a graceful stop
         threading.Timer(STOP_GRACE_S, lambda: os._exit(0)).start()
 
     threading.Thread(target=Watchdog(args.dir, args.idle, stop).run, name="pitstop-idle-watchdog",
