@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: bytecode demo test install install-test system-deps lint typecheck clean bench-backup bench-cleanup bench-fleet bench-downtime bench-overhead reliability static
+.PHONY: bytecode demo test install install-test system-deps lint typecheck clean bench-backup bench-cleanup bench-fleet bench-downtime bench-overhead bench-pool reliability static
 
 $(BIN)/python:
 	@echo "creating $(VENV)..."
@@ -81,3 +81,8 @@ bench-overhead: install bytecode
 ## Reliability suite: every kill point, injection payload and fault (~5 min); prints one line of figures.
 reliability: install-test system-deps
 	$(BIN)/python tests/reliability/run_suite.py
+
+## Pool benchmark: one Prefect server on PostgreSQL, 2 process workers, 12 environments whose monthly runs fire
+## at once plus 4 duplicate triggers; lock refusals, overlaps and makespan vs serial (~4 min).
+bench-pool: install-test system-deps bytecode
+	$(BIN)/python bench/bench_pool.py

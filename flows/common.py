@@ -32,14 +32,30 @@ def deployment_defaults() -> dict[str, Any] | None:
 
 def announce_files(env: str, runbook: str | None = None) -> None:
     """The flow run's first log lines name the config and runbook files it loads (absolute paths)."""
-    from prefect.exceptions import MissingContextError
-    from prefect.logging import get_run_logger
-
-    logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
-    try:
-        logger = get_run_logger()
-    except MissingContextError:  # the flow function called directly (tests)
-        logger = logging.getLogger("pitstop.flows")
+    logger = _logger()
     logger.info("config: %s", env)
     if runbook:
         logger.info("runbook: %s", runbook)
+
+
+def refused(exc: Exception) -> Any:
+    """The final state of a flow run refused by the environment lock (``pitstop run``'s exit code 3): type
+    ``CANCELLED``, named ``Refused``, its message naming the run that holds the environment. Not ``Failed``
+    (nothing failed; the environment's maintenance is running) and not ``Crashed``; no run folder, report
+    or notification exists for it."""
+    from prefect.states import Cancelled
+
+    from pitstop.deploy import REFUSED
+
+    _logger().warning("refused: %s", exc)
+    return Cancelled(name=REFUSED, message=f"refused: {exc}")
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:  # the flow function called directly (tests)
+        return logging.getLogger("pitstop.flows")

@@ -17,8 +17,9 @@ from prefect.cache_policies import NO_CACHE
 
 from pitstop import runner
 from pitstop.console import ConsoleView
+from pitstop.errors import RunLocked
 
-from .common import announce_files, deployment_defaults
+from .common import announce_files, deployment_defaults, refused
 from .progress import flow_run_log, flow_run_name
 
 T = TypeVar("T")
@@ -47,6 +48,10 @@ def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "
                 console: bool = False) -> dict[str, Any]:
     """Run ``runbook`` on environment ``env``; ``console`` prints live progress to this process.
 
+    Another run holding the environment's lock: a deployment's flow run (worker) ends ``Cancelled`` named
+    ``Refused`` (see :func:`flows.common.refused`), not ``Failed`` or ``Crashed``; called in-process (the
+    CLI) it raises :class:`RunLocked` (exit code 3).
+
     Without a ``run_id`` the id derives from the Prefect flow run, so when Prefect retries or
     reschedules this flow run after a crash, the retry finds the run folder and *resumes* it.
     """
@@ -55,9 +60,10 @@ def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "
 
     # the same guards as the CLI, before anything is read or written: a Prefect UI or API user is not
     # trusted with paths, run ids or overrides without a reason
+    deployed = deployment_defaults()
     files = flow_parameters(env=env, runbook=runbook, run_id=run_id, reason=reason,
                             accept_unverified_backup=accept_unverified_backup,
-                            deployment_parameters=deployment_defaults(), trigger=trigger,
+                            deployment_parameters=deployed, trigger=trigger,
                             override_blackout=override_blackout, expected_downtime=expected_downtime, wait_s=wait_s)
     announce_files(files.env, files.runbook)
     from pitstop.approval_prefect import prefect_waiter
@@ -65,13 +71,18 @@ def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "
     # progress to this process's console (pitstop run) and, always, to the flow run's log (the Prefect UI)
     listeners: list[runner.Listener] = [x for x in (ConsoleView() if console else None, flow_run_log()) if x]
     run_id = run_id or _flow_run_id(env, runbook)
-    with private_umask():
-        result = runner.execute(files.env, files.runbook, trigger=trigger, reason=reason,
-                                accept_unverified_backup=accept_unverified_backup, run_id=run_id,
-                                unit_runner=prefect_unit, listener=listeners, wait_s=wait_s,
-                                approval_waiter=prefect_waiter(),
-                                override_blackout=override_blackout, expected_downtime=expected_downtime,
-                                rehearsal=rehearsal)
+    try:
+        with private_umask():
+            result = runner.execute(files.env, files.runbook, trigger=trigger, reason=reason,
+                                    accept_unverified_backup=accept_unverified_backup, run_id=run_id,
+                                    unit_runner=prefect_unit, listener=listeners, wait_s=wait_s,
+                                    approval_waiter=prefect_waiter(),
+                                    override_blackout=override_blackout, expected_downtime=expected_downtime,
+                                    rehearsal=rehearsal)
+    except RunLocked as exc:  # another run holds the environment: nothing of this run exists, nothing was sent
+        if deployed is None:  # called in-process (`pitstop run --engine prefect`): the CLI says it, exit 3
+            raise
+        return refused(exc)  # a Prefect State: the flow run's final state (in-process callers never get it)
     return {"run_id": result.run_id, "status": result.status.value, "run_dir": str(result.run_dir)}
 
 

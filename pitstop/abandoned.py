@@ -157,8 +157,10 @@ def _send(cfg: EnvironmentConfig, a: Abandoned) -> list[dict[str, Any]]:
         msg = Message(event=EVENT, run_id=a.run_id, environment=cfg.name, severity="failure", subject=subj,
                       body=text, audience=AUDIENCE, notice_id=key, data=a.facts())
         d = deliver(channel, msg, redact, cfg.notifications.attempts, cfg.notifications.wait_max)
-        ledger.finish(key, attempt, datetime.now(UTC), d.status, error=d.error)
-        out.append(d.model_dump())
+        recipients = redact(channel.recipients())
+        ledger.finish(key, attempt, datetime.now(UTC), d.status, error=d.error, recipients=recipients,
+                      receipt=d.receipt)
+        out.append({**d.model_dump(), "recipients": recipients})
     return out
 
 
@@ -172,8 +174,8 @@ def _record(cfg: EnvironmentConfig, a: Abandoned, deliveries: list[dict[str, Any
     with path.open("a") as guard:  # one appender at a time: the chain is read and extended under the lock
         fcntl.flock(guard, fcntl.LOCK_EX)
         AuditLog(path, Redactor(secret_values(cfg))).emit(
-            EVENT, **a.facts(), deliveries=[{k: d[k] for k in ("channel", "status", "attempts", "error")}
-                                            for d in deliveries])
+            EVENT, **a.facts(), deliveries=[{k: d[k] for k in ("channel", "status", "attempts", "error", "recipients",
+                                                              "receipt")} for d in deliveries])
 
 
 def alert_abandoned(cfg: EnvironmentConfig) -> list[Abandoned]:

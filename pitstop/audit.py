@@ -45,6 +45,8 @@ class AuditLog:
         self._listeners: list[Listener] = []
         self.events: list[dict[str, Any]] = []
         self._prev = GENESIS
+        self._closed = False
+        self.late: list[tuple[str, dict[str, Any]]] = []
         if path.exists():  # resuming: continue the chain
             for ev in read_events(path):
                 self.events.append(ev)
@@ -53,8 +55,27 @@ class AuditLog:
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
+    def close(self) -> None:
+        """No event is written after this (the report is about to be built and sealed from the file): a
+        straggler — a host command of an interrupted step that ran on to its end — would otherwise land
+        after the seal and make an intact folder look tampered. Late events are kept in ``late`` only."""
+        with self._lock:
+            self._closed = True
+
+    def reopen(self) -> None:
+        """The report could not be written (nothing was sealed): the log takes events again, the late
+        ones first."""
+        with self._lock:
+            self._closed = False
+            late, self.late = self.late, []
+        for kind, data in late:
+            self.emit(kind, **data)
+
     def emit(self, kind: str, /, **data: Any) -> dict[str, Any]:
         with self._lock:
+            if self._closed:
+                self.late.append((kind, data))
+                return {"seq": None, "kind": kind, "data": {}, "late": True}
             # raw values first (a secret holding '"', '\\' or non-ASCII is not in its JSON-escaped text as
             # itself): anything that is not JSON yet becomes its str() first, so that text is scrubbed raw too;
             # then the serialised text once more, as a net
@@ -88,10 +109,25 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+EMPTY_MEANS = ("no event was ever recorded (the run never started: it was stopped before its first event, so "
+               "nothing ran)")
+
+
+def is_empty(path: Path) -> bool:
+    """True for an audit log without a single event (the run was stopped before ``run.started``)."""
+    try:
+        return not path.read_bytes().strip()
+    except OSError:
+        return False
+
+
 def verify_chain(path: Path) -> str | None:
-    """``None`` if the chain is intact, else a message naming the first bad line."""
+    """``None`` if the chain is intact, else a message naming the first bad line (or saying the log is empty)."""
     prev = GENESIS
-    for n, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+    data = path.read_bytes()
+    if not data.strip():
+        return f"{path.name} is empty: {EMPTY_MEANS}"
+    for n, raw in enumerate(data.split(b"\n"), start=1):
         if not raw and n > 1:
             continue  # the final newline
         try:

@@ -106,9 +106,10 @@ def validate(env: EnvOpt, runbook: Annotated[str | None, typer.Option("--runbook
         _emit_json({"ok": True, "config": cfg.source, "runbook": rb.source if rb else None,
                     "pg_clients": clients.as_json() if clients else None})
     else:
-        out.print(f"[green]✓[/green] {cfg.source} is valid" + (f"; {rb.source} is valid" if rb else ""))
+        out.print(f"[green]✓[/green] {escape(str(cfg.source))} is valid" + (f"; {escape(str(rb.source))} is valid"
+                                                                     if rb else ""), soft_wrap=True)
         if clients is not None:
-            out.print(f"  client tools: {clients.note}", markup=False)
+            out.print(f"  client tools: {clients.note}", markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -131,21 +132,9 @@ def plan(env: EnvOpt, runbook: RunbookOpt, as_json: JsonOpt = False) -> None:
     if as_json:
         _emit_json(p.model_dump(mode="json"))
         return
-    from rich.table import Table
+    from .plan_view import print_plan
 
-    t = Table(title=f"plan: {rb.name} on {cfg.name} (nothing is changed)")
-    for col in ("phase", "stage", "step", "placement", "targets", "would"):
-        t.add_column(col, overflow="fold")
-    for s in p.steps:
-        if p.approval is not None and p.approval.skipped is None and s.id == p.approval.step:
-            t.add_row(s.phase.value, "[bold]approval[/bold]", "[bold]wait for approval[/bold]\n[dim]"
-                      + escape(" or ".join(p.approval.approvers)) + "[/dim]", "outside\n[dim]before the window "
-                      "opens[/dim]", escape(p.approval.audience), f"abort after {p.approval.timeout_s:.0f}s without "
-                      "a decision")
-        t.add_row(s.phase.value, s.stage.value, f"{s.label}\n[dim]{s.uses}[/dim]" + (" [red]destructive[/red]"
-                  if s.destructive else ""), f"{s.placement.value}\n[dim]{s.why}[/dim]",
-                  ", ".join(s.hosts) or s.target.value, "\n".join(s.would))
-    out.print(t)
+    print_plan(out, p, f"plan: {rb.name} on {cfg.name} (nothing is changed)")
     inside = [s.label for s in p.steps if s.phase.value == "window" and s.stage.value not in
               ("maintenance-on", "maintenance-off")]
     out.print(f"inside the window: {', '.join(inside) or 'only the maintenance switch'}")
@@ -209,7 +198,7 @@ def _run(env: str, runbook: str, trigger: str, reason: str, accept_unverified_ba
     with terminal_hangup_ignored():  # the terminal going away never stops a run (the console goes quiet)
         run_dir = _run_engine(env, runbook, trigger, reason, accept_unverified_backup, engine, as_json, run_id,
                               wait_s, override_blackout, expected_downtime, rehearsal, api)
-    _finish_run(run_dir, as_json)
+    _finish_run(run_dir, as_json, env)
 
 
 def _run_engine(env: str, runbook: str, trigger: str, reason: str, accept_unverified_backup: bool, engine: Engine,
@@ -241,8 +230,18 @@ def _run_engine(env: str, runbook: str, trigger: str, reason: str, accept_unveri
     return run_dir
 
 
-def _finish_run(run_dir: Path, as_json: bool) -> None:
-    report = json.loads((run_dir / "report.json").read_text())
+def _finish_run(run_dir: Path, as_json: bool, env: str = "ENV") -> None:
+    try:
+        report = json.loads((run_dir / "report.json").read_text())
+    except (OSError, ValueError) as exc:  # a full disk: the audit log is the record
+        from .report.missing import no_report
+
+        info = no_report(run_dir, exc, env)
+        if as_json:
+            _emit_json(info)
+        else:
+            err.print(f"[bold red]error:[/bold red] {escape(info['message'])}", soft_wrap=True)
+        raise typer.Exit(1) from None
     if as_json:
         _emit_json({"run_id": report["run_id"], "status": report["status"], "run_dir": str(run_dir),
                     "report": str(run_dir / "report.json")})
@@ -301,7 +300,7 @@ def emergency(env: EnvOpt, runbook: RunbookOpt,
             run_dir = cli_deploy.emergency_via_deployment(name, cfg, runbook, reason, accept_unverified_backup,
                                                           override_blackout, expected_downtime, wait=not no_wait)
             if run_dir is not None:
-                _finish_run(run_dir, as_json)
+                _finish_run(run_dir, as_json, env)
             return
     _run(env, runbook, "emergency", reason, accept_unverified_backup, engine, as_json, wait_s=wait,
          override_blackout=override_blackout, expected_downtime=expected_downtime, rehearsal=rehearsal)

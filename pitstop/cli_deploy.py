@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from .console import safe_console
-from .errors import InputError
+from .errors import InputError, RunLocked
 
 out = safe_console()
 
@@ -59,7 +59,7 @@ def deploy(env: Annotated[str, typer.Option("--env", "-e", help="environment nam
 def emergency_via_deployment(name: str, cfg: Any, runbook: str, reason: str, accept_unverified_backup: bool,
                              override_blackout: bool, expected_downtime: str | None, wait: bool) -> Path | None:
     """Trigger the environment's emergency deployment; return the run folder when waiting."""
-    from .deploy import env_ref, trigger_deployment
+    from .deploy import REFUSED, env_ref, trigger_deployment
     from .runner import run_id_for_flow_run
 
     rb_ref = str(Path(runbook).resolve()) if Path(runbook).suffix in (".yaml", ".yml") else runbook
@@ -67,6 +67,8 @@ def emergency_via_deployment(name: str, cfg: Any, runbook: str, reason: str, acc
               "accept_unverified_backup": accept_unverified_backup, "override_blackout": override_blackout,
               "expected_downtime": expected_downtime}
     info = trigger_deployment(name, params, wait=wait)
+    if info["state"] == "CANCELLED" and info.get("state_name") == REFUSED:  # the environment lock: exit 3
+        raise RunLocked(str(info.get("state_message") or "environment busy").removeprefix("refused: "))
     from datetime import datetime
 
     start = datetime.fromisoformat(info["scheduled_start_time"])

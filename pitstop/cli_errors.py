@@ -34,12 +34,31 @@ def describe(exc: BaseException) -> str:
         return f"SMTP: {_first(exc)} (check the mail channel's URL, the server and its port)"
     if mod.startswith("paramiko"):
         return f"SSH: {_first(exc)} (check the host's address, port, user and pinned key: pitstop hosts check)"
+    if mod.startswith("prefect") and name == "PrefectHTTPStatusError":
+        code = getattr(getattr(exc, "response", None), "status_code", None)
+        url = str(getattr(getattr(exc, "request", None), "url", "")).split("?")[0]
+        if code in (401, 403):
+            return (f"the Prefect API refused the request ({code}, {url}): set PREFECT_API_AUTH_STRING to the "
+                    "server's user:password (docs/prefect.md, Protecting the server)")
+        return f"the Prefect API answered {code} ({url}): check PREFECT_API_URL and the server's log"
     if mod.startswith(("httpx", "httpcore", "urllib3", "requests")):
         return f"HTTP: {_first(exc)} (check the URL and that the service is up)"
+    if "ephemeral Prefect API server" in str(exc):
+        return (f"Prefect: {_first(exc)} (the local API server did not start in time: a busy machine? Run again, set "
+                "PREFECT_API_URL to a running Prefect server, or use --engine local; nothing was run)")
     if isinstance(exc, OSError):
         where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
         return f"{name}{where}: {exc.strerror or _first(exc)}"
     return f"unexpected {name}: {_first(exc)} (PITSTOP_DEBUG=1 shows the traceback; please report it)"
+
+
+def hosts_failed(failures: list[tuple[str, str]], doing: str) -> str:
+    """One line for the hosts a command could not reach: how many, the first one's error (naming the service,
+    the address and what to check) and the names of the others."""
+    (host, error), rest = failures[0], [h for h, _ in failures[1:]]
+    error = error if error.startswith(f"{host}:") else f"{host}: {error}"
+    others = f" (also: {', '.join(rest)})" if rest else ""
+    return f"{len(failures)} host(s) could not be {doing}: {_first(error)}{others}"
 
 
 def debug_traceback(exc: BaseException) -> str | None:

@@ -207,7 +207,13 @@ def hosts_trust(
             f"({', '.join(r['host'] for r in changed)}); nothing was written. If the change is expected, "
             "remove the old entry with ssh-keygen -R '<entry>' -f <known_hosts> and run trust again."
         )
-    if changed or any(r["status"] == "unreachable" for r in rows):
+    if unreachable := [(r["host"], r["error"]) for r in rows if r["status"] == "unreachable"]:
+        from rich.markup import escape
+
+        from .cli_errors import hosts_failed
+
+        err.print(f"[bold red]error:[/bold red] {escape(hosts_failed(unreachable, 'reached'))}", soft_wrap=True)
+    if changed or unreachable:
         raise typer.Exit(1)
 
 
@@ -274,4 +280,11 @@ def hosts_check(
             )
         out.print(t)
     if res.failed:
+        from rich.markup import escape
+
+        from .cli_errors import hosts_failed
+
+        failed = [(r.host, r.error or "failed") for r in res.results if r.status != Status.SUCCEEDED]
+        if failed:
+            err.print(f"[bold red]error:[/bold red] {escape(hosts_failed(failed, 'reached'))}", soft_wrap=True)
         raise typer.Exit(1)

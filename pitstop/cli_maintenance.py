@@ -99,7 +99,12 @@ def maintenance_status(env: EnvOpt, group: GroupOpt = None, as_json: JsonOpt = F
     else:
         on = sum(1 for r in rows if r["on"])
         out.print(_table(f"maintenance on {cfg.name}: {on} of {len(rows)} host(s) on", rows))
-    if any(r["on"] is None for r in rows):
+    if unknown := [(r["host"], str(r.get("detail") or "")) for r in rows if r["on"] is None]:
+        from rich.markup import escape
+
+        from .cli_errors import hosts_failed
+
+        err.print(f"[bold red]error:[/bold red] {escape(hosts_failed(unknown, 'asked'))}", soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -184,5 +189,11 @@ def maintenance_off(
         if left:
             err.print(f"[bold red]maintenance is still on (or unknown) on {len(left)} host(s): "
                       f"{', '.join(left)}[/bold red]")
+            if unknown := [(r["host"], str(r.get("detail") or "")) for r in rows if r["on"] is None]:
+                from rich.markup import escape
+
+                from .cli_errors import hosts_failed
+
+                err.print(f"[bold red]error:[/bold red] {escape(hosts_failed(unknown, 'asked'))}", soft_wrap=True)
     if left:
         raise typer.Exit(1)

@@ -43,20 +43,18 @@ def plan(env: EnvOpt, now: NowOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         sys.stdout.write(json.dumps([r.model_dump(mode="json") for r in rows], indent=2) + "\n")
         return
-    from rich.table import Table
-
-    as_of = when.isoformat(timespec="minutes") + (" (rehearsal time; sent times are real)" if now else "")
-    t = Table(title=f"notices of {cfg.name} at {as_of}")
-    for col in ("window", "notice", "due at", "channel", "audience", "state"):
-        t.add_column(col, overflow="fold")
-    tz = cfg.timezone
+    from .console import print_rows
     from .notify.audiences import fmt_local
 
-    for r in rows:
-        state = r.state + (f" ({r.skipped})" if r.skipped else "") + (f"\n[dim]{r.sent_at}[/dim]" if r.sent_at else "")
-        t.add_row(f"{r.schedule} {fmt_local(r.window_start, tz, '%Y-%m-%d %H:%M %Z')}", r.notice,
-                  fmt_local(r.due_at, tz, "%Y-%m-%d %H:%M %Z"), r.channel, r.audience, state)
-    out.print(t)
+    as_of = when.isoformat(timespec="minutes") + (" (rehearsal time; sent times are real)" if now else "")
+    tz = cfg.timezone
+    cells = [[f"{r.schedule} {fmt_local(r.window_start, tz, '%Y-%m-%d %H:%M %Z')}", r.notice,
+              fmt_local(r.due_at, tz, "%Y-%m-%d %H:%M %Z"), r.channel, r.audience,
+              r.state + (f" ({r.skipped})" if r.skipped else "") + (f" at {r.sent_at}" if r.sent_at else "")]
+             for r in rows]
+    # never cut a word (a notice or channel name is typed into other commands): pitstop.console.print_rows
+    print_rows(out, f"notices of {cfg.name} at {as_of}", ["window", "notice", "due at", "channel", "audience",
+                                                          "state"], cells)
 
 
 @app.command("send-due")
@@ -83,10 +81,15 @@ def send_due(env: EnvOpt, now: NowOpt = None, as_json: JsonOpt = False) -> None:
             marks = {"sent": "[green]sent[/green]", "failed": "[red]failed[/red]", "preview": "[cyan]would send[/cyan]"}
             mark = marks.get(r.status, f"[dim]{r.status}[/dim]")
             detail = f" ({r.error})" if r.error else (f" ({r.audience}): {r.subject}" if rehearsal else "")
-            out.print(f"{mark} {escape(f'{r.notice} of {r.window_id} → {r.channel}{detail}')}")
+            out.print(f"{mark} {escape(f'{r.notice} of {r.window_id} → {r.channel}{detail}')}", soft_wrap=True)
         if not results:
             out.print("nothing due" + (" at that time" if rehearsal else ""))
-    if any(r.status == "failed" for r in results):
+    if failed := [r for r in results if r.status == "failed"]:
+        from rich.markup import escape
+
+        safe_console(stderr=True).print(
+            f"[bold red]error:[/bold red] {len(failed)} delivery(ies) failed, retried by the next send-due: "
+            f"{escape(str(failed[0].error))}", soft_wrap=True)
         raise typer.Exit(1)
 
 

@@ -61,13 +61,19 @@ def provenance(cfg: EnvironmentConfig, runbook: Runbook) -> dict[str, Any]:
     except PackageNotFoundError:
         pitstop_version = "unknown"
     flow_run = os.environ.get("PREFECT__FLOW_RUN_ID")
-    if flow_run is None and "prefect" in sys.modules:  # in-process flow run (pitstop run --engine prefect)
-        from prefect.runtime import flow_run as current
+    deployment: str | None = None
+    if "prefect" in sys.modules:  # a flow run: in process (pitstop run) or started by a worker from a deployment
+        try:
+            from prefect.runtime import deployment as dep
+            from prefect.runtime import flow_run as current
 
-        flow_run = str(current.id) if current.id else None
+            flow_run = flow_run or (str(current.id) if current.id else None)
+            if dep.id:
+                deployment = f"{dep.name} ({dep.id})" if dep.name else str(dep.id)
+        except Exception:  # noqa: BLE001,S110 - the API may be unreachable: the flow run id is enough
+            pass
     return {"user": user, "uid": os.getuid(), "host": socket.gethostname(), "pid": os.getpid(),
-            "pitstop_version": pitstop_version, "prefect_flow_run": flow_run,
-            "prefect_deployment": os.environ.get("PREFECT__DEPLOYMENT_ID"),
+            "pitstop_version": pitstop_version, "prefect_flow_run": flow_run, "prefect_deployment": deployment,
             "config": digest(cfg.source), "runbook": digest(runbook.source)}
 
 

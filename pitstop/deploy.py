@@ -23,6 +23,8 @@ MAINTENANCE_ENTRYPOINT = "flows/maintenance.py:maintenance"
 NOTICES_ENTRYPOINT = "flows/notices.py:notices"
 MAINTENANCE_FLOW = "pitstop-maintenance"
 NOTICES_CRON = "0 * * * *"
+# The final Prefect state of a flow run refused by the environment lock: type CANCELLED, this name.
+REFUSED = "Refused"
 
 
 class DeploymentSpec(BaseModel):
@@ -170,6 +172,7 @@ def trigger_deployment(name: str, parameters: dict[str, Any], wait: bool) -> dic
         tags=["pitstop", parameters.get("trigger", "manual")])
     state = flow_run.state
     return {"flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name,
-            "state": state.type.value if state else None,
+            "state": state.type.value if state else None, "state_name": state.name if state else None,
+            "state_message": state.message if state else None,
             "scheduled_start_time": flow_run.expected_start_time.isoformat() if flow_run.expected_start_time
             else None}

@@ -218,10 +218,11 @@ class Executor:
             ctx.event("stage.finished", stage=stage.value, phase=phase.value, status=status.value,
                       duration_s=round(time.monotonic() - t0, 3))
             if ok:
-                self._notify("stage.completed", f"stage {stage.value} completed", severity="info", stage=stage.value)
+                self._notify("stage.completed", f"stage {stage.value} completed", severity="info", stage=stage.value,
+                             phase=phase.value)
             else:
                 self._notify("stage.failed", f"stage {stage.value} FAILED", str(self.failure and
-                             self.failure.get("error")), severity="failure", stage=stage.value)
+                             self.failure.get("error")), severity="failure", stage=stage.value, phase=phase.value)
             return ok
 
         return self.unit_runner(f"{stage.value}-{phase.value}", body)
@@ -421,5 +422,8 @@ class Executor:
         try:
             ctx.state["report"] = write_report(ctx)
         except Exception as exc:  # noqa: BLE001 - keep the audit log as the record
-            ctx.event("report.failed", error=ctx.redact(str(exc)))
+            try:
+                ctx.event("report.failed", error=ctx.redact(f"{type(exc).__name__}: {exc}"))
+            except OSError:  # the disk took not even that: the CLI says so from the missing report
+                pass
         ctx.close()

@@ -239,7 +239,8 @@ def fetch_host_key(
             transport.close()
     except (OSError, paramiko.SSHException, EOFError) as exc:
         raise ConnectorError(
-            f"cannot fetch the host key of {hostname}:{port}: {exc or type(exc).__name__}"
+            f"cannot fetch the SSH host key of {hostname}:{port} ({exc or type(exc).__name__}); check that the host "
+            f"is up, its address and port (config or inventory) and that sshd listens there"
         ) from None
     return FetchedKey(entry_name(hostname, port), key)
 

@@ -63,7 +63,21 @@ def fragments(value: str) -> set[str]:
         out.update(s for s in u.path.split("/") if len(s) >= MIN_FRAGMENT)
         out.update(v for _, v in parse_qsl(u.query) if len(v) >= MIN_FRAGMENT)
         out.update(v.split("=", 1)[-1] for v in u.query.split("&") if len(v.split("=", 1)[-1]) >= MIN_FRAGMENT)
+        if u.scheme.lower() in ("mailto", "mailtos"):  # the addresses of an email URL are its recipients, which
+            out -= _addresses(u, {username, password})  # the record of a delivery names: no secret of their own
     return {f for f in out if f}
+
+
+_ADDRESS = re.compile(r"[^@\s/:,;]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+
+
+def _addresses(u: Any, credentials: set[str | None]) -> set[str]:
+    """The recipient and sender addresses of a ``mailto(s)://`` URL (path and ``to``/``cc``/``bcc``/``from``/
+    ``reply``), except one that is also the account's user name or password."""
+    values = [unquote(s) for s in u.path.split("/")]
+    values += [v for k, v in parse_qsl(u.query) if k.lower() in ("to", "cc", "bcc", "from", "reply")]
+    found = {a for v in values for a in re.split(r"[,;\s]+", v) if _ADDRESS.fullmatch(a)}
+    return found - {c for c in credentials if c} - {unquote(c) for c in credentials if c}
 
 
 def _b64_forms(raw: bytes) -> set[str]:

@@ -191,7 +191,7 @@ def finished_at(events: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def resumable(cfg: EnvironmentConfig, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The first event's data and all events of a run that may be resumed; InputError (exit 2) if not."""
-    from .audit import verify_chain
+    from .audit import is_empty, verify_chain
     from .ids import check_run_id
     from .resume import prior_run
 
@@ -199,6 +199,9 @@ def resumable(cfg: EnvironmentConfig, run_id: str) -> tuple[dict[str, Any], list
     run_dir = cfg.resolve(cfg.reports.dir) / run_id
     if not (run_dir / "audit.jsonl").is_file():
         raise InputError(f"no run {run_id!r} under {run_dir.parent}")
+    if is_empty(run_dir / "audit.jsonl"):
+        raise InputError(f"run {run_id} cannot be resumed: it never started (its audit.jsonl is empty: nothing ran); "
+                         f"start a new run with `pitstop run`")
     if broken := verify_chain(run_dir / "audit.jsonl"):
         raise InputError(f"run {run_id} cannot be resumed: its audit log is not intact ({broken}); "
                          f"`pitstop report verify {run_dir}` says more")

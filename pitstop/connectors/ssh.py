@@ -61,6 +61,8 @@ PUT_SCRIPT = (
     'rc=$?; rm -f -- "$1"; exit "$rc"'
 )
 
+SSH_HINT = "check that the host is up, its address and port (config or inventory) and that sshd listens there"
+
 
 class AuthError(ConnectorError, PermissionError):
     """SSH authentication failed (never retried)."""
@@ -152,12 +154,13 @@ class SshConnection(Connection):
                     raise
                 except TimeoutError:
                     raise TransientError(
-                        f"{self.name}: connect to {self.target.describe()} timed out after "
-                        f"{self.settings.connect_retries} attempt(s)"
+                        f"{self.name}: SSH connect to {self.target.describe()} timed out after "
+                        f"{self.settings.connect_retries} attempt(s); {SSH_HINT}"
                     ) from None
                 except (OSError, EOFError, paramiko.SSHException) as exc:
                     raise ConnectorError(
-                        f"{self.name}: cannot connect to {self.target.describe()}: {exc or type(exc).__name__}"
+                        f"{self.name}: cannot connect over SSH to {self.target.describe()} "
+                        f"({exc or type(exc).__name__}); {SSH_HINT}"
                     ) from None
                 transport = self._client.get_transport()
                 assert transport is not None

@@ -26,6 +26,7 @@ from ..config import ChannelConfig, EnvironmentConfig
 from ..console import safe_console
 from ..errors import ConfigError, ConnectorError
 from ..fsmodes import private_dir, private_opener
+from .receipts import Receipt, file_receipt, http_statuses, send_email
 
 EMAIL_SCHEMES = ("mailto", "mailtos")
 
@@ -67,7 +68,8 @@ class Channel(abc.ABC):
         return self.is_email if self.cfg.attach_ics is None else self.cfg.attach_ics
 
     @abc.abstractmethod
-    def send(self, message: Message) -> None: ...
+    def send(self, message: Message) -> Receipt | None:
+        """Deliver ``message``; the receiving side's answer (``None``: nothing to corroborate)."""
 
     def recipients(self) -> str:
         """Who receives this channel's messages, as an auditor can corroborate it (no secret: the caller
@@ -79,11 +81,12 @@ class ConsoleChannel(Channel):
     console = safe_console(stderr=True)  # stdout stays clean for --json; a closed pipe never stops a run
     STYLE = {"info": "cyan", "warning": "yellow", "failure": "bold red", "success": "bold green"}
 
-    def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Receipt | None:
         from rich.markup import escape
 
         style = self.STYLE.get(message.severity, "cyan")
         self.console.print(f"  [dim]notify[/dim] [{style}]{escape(message.subject)}[/{style}]")
+        return None
 
 
 class FileChannel(Channel):
@@ -94,14 +97,16 @@ class FileChannel(Channel):
     def recipients(self) -> str:
         return f"file {self.path}"
 
-    def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Receipt:
         doc = message.model_dump(exclude={"attachments"})
         doc["attachments"] = [{"name": a.name, "mimetype": a.mimetype, "size": len(a.content),
                                "sha256": hashlib.sha256(a.content).hexdigest()} for a in message.attachments]
         if not self.path.parent.exists():  # an existing directory is the operator's: left as it is
             private_dir(self.path.parent)
+        line = json.dumps(doc, default=str) + "\n"
         with open(self.path, "a", encoding="utf-8", opener=private_opener) as fh:  # 0600, never through a link
-            fh.write(json.dumps(doc, default=str) + "\n")
+            fh.write(line)
+        return file_receipt(str(self.path), line)
 
 
 def url_secrets(url: str) -> list[str]:
@@ -154,15 +159,28 @@ class AppriseChannel(Channel):
         self._url: str | None = None
 
     def recipients(self) -> str:
-        from urllib.parse import parse_qs, urlsplit
+        """``email to a@x, b@y (cc/bcc c@z) via SMTP smtp.example.com:587`` (every address the server is given);
+        ``json via hooks.example.com`` for other services (their paths and queries hold tokens)."""
+        from urllib.parse import urlsplit
 
         try:
-            u = urlsplit(self.url())
+            url = self.url()
+            u = urlsplit(url)
         except (ConfigError, ValueError):
             return f"apprise channel {self.name}"
-        to = parse_qs(u.query).get("to") or []
-        host = u.hostname or ""
-        return f"{u.scheme}://{host}" + (f" to {', '.join(to)}" if to else "")
+        if u.scheme.lower() not in EMAIL_SCHEMES:
+            return f"{u.scheme} via {u.hostname or '?'}"
+        try:
+            import apprise
+
+            with _scrubbed_apprise_logs(url_secrets(url)):
+                plugin = apprise.Apprise.instantiate(url)
+            to = [t[1] for t in getattr(plugin, "targets", [])]
+            cc = sorted(getattr(plugin, "cc", ())) + sorted(getattr(plugin, "bcc", ()))
+            where = f"{getattr(plugin, 'smtp_host', u.hostname)}:{getattr(plugin, 'port', u.port)}"
+        except Exception:  # noqa: BLE001 - not a URL apprise takes: the delivery fails and says so
+            return f"email via {u.hostname or '?'}"
+        return f"email to {', '.join(to) or '?'}" + (f" (cc/bcc {', '.join(cc)})" if cc else "") + f" via SMTP {where}"
 
     def url(self) -> str:
         """The secret URL, resolved on first use (env var, then Prefect Secret block)."""
@@ -180,7 +198,7 @@ class AppriseChannel(Channel):
                 return False
         return (scheme_of or "").split("://", 1)[0].lower() in EMAIL_SCHEMES
 
-    def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Receipt:
         import apprise
 
         url = self.url()
@@ -188,19 +206,26 @@ class AppriseChannel(Channel):
             plugin = apprise.Apprise.instantiate(url)
             if plugin is None:
                 raise ConfigError(f"notification channel {self.name!r}: the configured URL is not a valid apprise URL")
-            headers = getattr(plugin, "headers", None)  # email and webhook plugins take extra headers
-            if message.notice_id and isinstance(headers, dict):
-                headers["X-Pitstop-Notice-Id"] = message.notice_id
-            ap = apprise.Apprise()
-            ap.add(plugin)
+            extra = {"X-Pitstop-Notice-Id": message.notice_id} if message.notice_id else {}
             with tempfile.TemporaryDirectory(prefix="pitstop-attach-") as tmp:
                 attach = self._attachments(message, Path(tmp))
-                ok = ap.notify(title=message.subject, body=message.body, body_format=apprise.NotifyFormat.TEXT,
-                               attach=attach)
+                if url.split("://", 1)[0].lower() in EMAIL_SCHEMES and hasattr(type(plugin), "prepare_emails"):
+                    # SMTP spoken here: the Message-ID we set and the reply to DATA are the receipt
+                    return send_email(plugin, message.subject, message.body, attach, extra, self.name,
+                                      message.notice_id)
+                headers = getattr(plugin, "headers", None)  # webhook plugins take extra headers
+                if isinstance(headers, dict):
+                    headers.update(extra)
+                ap = apprise.Apprise()
+                ap.add(plugin)
+                with http_statuses() as statuses:
+                    ok = ap.notify(title=message.subject, body=message.body,
+                                   body_format=apprise.NotifyFormat.TEXT, attach=attach)
             if not ok:
                 tail = scrub.scrub(logs.getvalue().strip().splitlines()[-1]) if logs.getvalue().strip() else ""
                 raise ConnectorError(f"notification channel {self.name!r}: delivery failed" + (f" ({tail})"
                                                                                              if tail else ""))
+            return Receipt(http_status=list(statuses) or None)
 
     @staticmethod
     def _attachments(message: Message, tmp: Path) -> object:

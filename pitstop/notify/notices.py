@@ -250,7 +250,8 @@ def send_due(cfg: EnvironmentConfig, now: datetime | None = None, clock: Clock =
         # the real send time recorded and the pretended one beside it: a pretended time is never an audit fact
         pretended = {"simulated_at": now.isoformat()} if abs((sent_at - now).total_seconds()) > 60 else {}
         ledger.finish(p.key, attempt, sent_at, d.status, channel=ch.name, kind=ch.cfg.kind, audience=p.audience,
-                      attempts=d.attempts, error=d.error, subject=d.subject, event=p.event, **pretended)
+                      attempts=d.attempts, error=d.error, subject=d.subject, event=p.event,
+                      recipients=redact(ch.recipients()), receipt=d.receipt, **pretended)
         outcomes.append(SendOutcome(key=p.key, channel=ch.name, notice=p.notice, window_id=w.id, status=d.status,
                                     attempts=d.attempts, error=d.error, audience=p.audience, subject=d.subject))
     try:
@@ -326,17 +327,21 @@ def check_lead_time(cfg: EnvironmentConfig, runbook: str, now: datetime, ledger:
 
 def lead_time_gate(ctx: RunContext, clock: Clock = system_clock) -> LeadTime | None:
     """Apply the policy to a run before it starts; records a ``notice.lead_time`` event."""
+    from ..context import provenance  # the run's first event says who started it, where, with which files
+
     trigger = ctx.options.trigger.value
     if trigger == "emergency":
         ctx.event("notice.lead_time", status="exempt", trigger=trigger,
-                  message="emergency run: exempt from advance notice (flagged)")
+                  message="emergency run: exempt from advance notice (flagged)",
+                  provenance=provenance(ctx.cfg, ctx.runbook))
         return None
     if trigger != "scheduled":
         return None
     policy = ctx.cfg.notifications.notices.policy
     res = check_lead_time(ctx.cfg, ctx.runbook.name, clock())
     status = "ok" if res.ok else ("refused" if policy == "refuse" else "warning")
-    ctx.event("notice.lead_time", status=status, policy=policy, **res.model_dump())
+    ctx.event("notice.lead_time", status=status, policy=policy, **res.model_dump(),
+              provenance=provenance(ctx.cfg, ctx.runbook))
     if not res.ok and policy == "refuse":
         raise LeadTimeRefused(f"scheduled run refused: {res.message} (notifications.notices.policy: refuse)")
     return res

@@ -25,12 +25,15 @@ from ..audit import now_iso
 from .audiences import PUBLIC_KEYS, Audience, audiences, render, routes
 from .channels import Channel, Message, build_channels
 from .downtime import ExpectedDowntime
+from .receipts import Receipt
 
 if TYPE_CHECKING:
     from ..config import EnvironmentConfig
     from ..context import RunContext
 
 END_EVENTS = ("run.completed", "run.failed", "verification.failed", "run.cancelled")
+# tried even on a channel that is down this run: the outcome, and what someone must act on
+ALWAYS_TRIED = (*END_EVENTS, "emergency.ended", "maintenance.stuck", "window.extended", "run.skipped")
 
 
 class Delivery(BaseModel):
@@ -43,22 +46,25 @@ class Delivery(BaseModel):
     sent_at: str
     error: str | None = None
     subject: str = ""
+    receipt: dict[str, Any] | None = None  # the receiver's answer: Message-ID + SMTP reply, HTTP status, file hash
 
 
 def deliver(channel: Channel, msg: Message, redact: Callable[[str], str], attempts: int = 3,
             wait_max: float = 2.0, sleep: Callable[[float], None] = time.sleep) -> Delivery:
     """Send with retries; never raises. The outcome names the channel, not its URL."""
-    status, error, tries = "sent", None, 0
+    status, error, tries, receipt = "sent", None, 0, None
     try:
         for attempt in Retrying(stop=stop_after_attempt(attempts), sleep=sleep, reraise=True,
                                 wait=wait_random_exponential(multiplier=0.2, max=wait_max)):
             with attempt:
                 tries += 1
-                channel.send(msg)
+                receipt = channel.send(msg)
     except Exception as exc:  # noqa: BLE001 - a channel failure never aborts maintenance
         status, error = "failed", redact(f"{type(exc).__name__}: {exc}")
+    got = receipt.model_dump(exclude_none=True) if isinstance(receipt, Receipt) else None
     return Delivery(event=msg.event, channel=channel.name, kind=channel.cfg.kind, audience=msg.audience,
-                    status=status, attempts=tries, sent_at=now_iso(), error=error, subject=msg.subject)
+                    status=status, attempts=tries, sent_at=now_iso(), error=error, subject=msg.subject,
+                    receipt={k: redact(v) if isinstance(v, str) else v for k, v in got.items()} if got else None)
 
 
 def base_context(cfg: EnvironmentConfig, now: datetime) -> dict[str, Any]:
@@ -81,6 +87,7 @@ class Notifier:
         self._window_opened: float | None = None
         self._feed_ok = True
         self._finished = False
+        self._down: dict[str, str] = {}  # channel -> the error that made it fail every attempt, this run
         ctx.audit.subscribe(self._on_event)
 
     # -- public ---------------------------------------------------------------------------------------
@@ -99,10 +106,10 @@ class Notifier:
             msg = self._message(event, channel, audience, severity, context, data)
             if self.ctx.options.rehearsal:
                 msg = msg.model_copy(update={"subject": f"[REHEARSAL] {msg.subject}"})
-            d = deliver(channel, msg, self.ctx.redact, self.attempts, self.wait_max)
+            d = self._deliver(channel, msg)
             for n in range(1, d.attempts):  # each failed attempt that was followed by another one
                 self.ctx.event("retry", what="notify", channel=d.channel, event=d.event, attempt=n)
-            self.ctx.event("notification", **d.model_dump(), stage=data.get("stage"),
+            self.ctx.event("notification", **d.model_dump(), stage=data.get("stage"), phase=data.get("phase"),
                            recipients=self.ctx.redact(channel.recipients()))
             deliveries.append(d)
         return deliveries
@@ -123,6 +130,23 @@ class Notifier:
         return self._downtime
 
     # -- internals ------------------------------------------------------------------------------------
+    def _deliver(self, channel: Channel, msg: Message) -> Delivery:
+        """A channel that failed every attempt is down for the rest of the run: a mail server that never
+        answers costs its timeout per attempt (3 x 15 s) and the run waits, inside the window too. Later
+        progress events are then recorded as not attempted; the run's end (and alerts) is tried once, and a
+        success brings the channel back."""
+        down = self._down.get(channel.name)
+        if down and msg.event not in ALWAYS_TRIED:
+            return Delivery(event=msg.event, channel=channel.name, kind=channel.cfg.kind, audience=msg.audience,
+                            status="failed", attempts=0, sent_at=now_iso(), subject=msg.subject,
+                            error=f"not attempted: the channel failed earlier in this run ({down})")
+        d = deliver(channel, msg, self.ctx.redact, 1 if down else self.attempts, self.wait_max)
+        if d.status == "sent":
+            self._down.pop(channel.name, None)
+        elif not down:
+            self._down[channel.name] = (d.error or "failed")[:200]
+        return d
+
     def _route(self, event: str) -> str:
         if self.ctx.options.trigger.value != "emergency":
             return event
@@ -155,7 +179,8 @@ class Notifier:
     def _message(self, event: str, channel: Channel, audience: Audience, severity: str,
                  context: dict[str, Any], data: dict[str, Any]) -> Message:
         subject, body = render(self.ctx.cfg, event, audience, channel.style, context)
-        notice_id = f"{self.ctx.run_id}:{event}:{data.get('stage', '')}".rstrip(":")
+        notice_id = ":".join([self.ctx.run_id, event, str(data.get("stage") or ""), str(data.get("phase") or "")])
+        notice_id = notice_id.rstrip(":")
         fields = {k: v for k, v in data.items() if isinstance(v, str | int | float | bool)}
         if not audience.internal:  # the payload of a webhook or file channel: public facts only, opaque ids
             import hashlib

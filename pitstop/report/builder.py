@@ -268,7 +268,8 @@ def _retries(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _deviations(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"at": e["ts"], **e["data"], "kind": e["kind"]} for e in events if e["kind"] in DEVIATION_KINDS
+    return [{"at": e["ts"], **{k: v for k, v in e["data"].items() if k != "provenance"}, "kind": e["kind"]}
+            for e in events if e["kind"] in DEVIATION_KINDS
             or (e["kind"] == "notice.lead_time" and e["data"].get("status") in ("warning", "exempt"))]
 
 
@@ -279,10 +280,12 @@ def _commands(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _notifications(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"event": text(d.get("event")), "stage": d.get("stage"), "audience": d.get("audience"),
+    return [{"event": text(d.get("event")), "stage": d.get("stage"), "phase": d.get("phase"),
+             "audience": d.get("audience"),
              "channel": text(d.get("channel")), "kind": d.get("kind"), "recipients": d.get("recipients"),
              "severity": d.get("severity"), "status": text(d.get("status")), "sent_at": d.get("sent_at"),
-             "attempts": d.get("attempts"), "subject": d.get("subject"), "error": d.get("error")}
+             "attempts": d.get("attempts"), "subject": d.get("subject"), "error": d.get("error"),
+             "receipt": d.get("receipt") if isinstance(d.get("receipt"), dict) else None}
             for d in (e["data"] for e in events if e["kind"] == "notification")]
 
 

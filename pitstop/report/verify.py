@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..audit import read_events, verify_chain
+from ..audit import EMPTY_MEANS, is_empty, read_events, verify_chain
 from .writer import MANIFEST, manifest_text
 
 MANIFEST_KEYS = {"algorithm", "files", "audit"}
@@ -103,6 +103,9 @@ def unfinished(run_dir: Path, env: str | None = None) -> str | None:
     otherwise — in particular for a log that records the run's end without a manifest: that folder
     lost its seal (``verify_run_dir`` says so)."""
     audit = run_dir / "audit.jsonl"
+    if not (run_dir / MANIFEST).is_file() and is_empty(audit):
+        return (f"run {run_dir.name} never started: its audit.jsonl is empty ({EMPTY_MEANS}); there is nothing to "
+                f"resume or report — start a new run")
     if (run_dir / MANIFEST).is_file() or not audit.is_file() or verify_chain(audit):
         return None
     events = read_events(audit)

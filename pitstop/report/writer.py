@@ -61,6 +61,20 @@ def _num(v: Any) -> str:
     return f"{v:,}" if _is_num(v) else str(v)
 
 
+def _receipt(v: Any, md: bool = False) -> str:
+    """A delivery's receipt in one line: Message-ID and SMTP reply, HTTP statuses, or the file's hash (in
+    Markdown the Message-ID is code: its ``<…>`` would read as an HTML tag and vanish)."""
+    if not isinstance(v, dict):
+        return ""
+    st = v.get("http_status")
+    mid = f"`{v['message_id']}`" if md and v.get("message_id") else v.get("message_id")
+    parts = [f"Message-ID {mid}" if mid else "",
+             f"server: {v['server_reply']}" if v.get("server_reply") else "",
+             f"HTTP {', '.join(map(str, st))}" if isinstance(st, list) and st else "",
+             f"{v['path']} sha256 {v.get('sha256')}" if v.get("path") else ""]
+    return "; ".join(str(p) for p in parts if p)
+
+
 @functools.cache
 def _env() -> Environment:
     """One environment per process: templates are compiled once, not on every report. A value missing
@@ -74,6 +88,7 @@ def _env() -> Environment:
     env.filters["hms"] = lambda t: "—" if not t else str(t)[11:19]
     env.filters["pct"] = lambda v: "—" if v is None or isinstance(v, Undefined) else f"{v}%"
     env.filters["num"] = _num
+    env.filters["receipt"] = _receipt
     env.filters["short"] = lambda v, n=80: (str(v)[: n - 1] + "…") if v is not None and len(str(v)) > n else (
         "" if v is None or isinstance(v, Undefined) else str(v))
     env.filters["timeline_style"] = lambda s, r: _bar(_get(s, "started_at"), _get(s, "finished_at"), r)
@@ -270,14 +285,24 @@ def render_run_folder(run_dir: Path, redact: Callable[[str], str] = str) -> tupl
     events = fallback.readable_events(run_dir / "audit.jsonl")
     report = fallback.build(events, [s.value for s in STAGE_ORDER], run_dir.name)
     texts = {name: redact(text) for name, text in render(report).items()}
-    for name, text in texts.items():
-        write_private(run_dir / name, text)
-    seal(run_dir)
+    try:
+        for name, text in texts.items():
+            write_private(run_dir / name, text)
+        seal(run_dir)
+    except OSError:  # a full disk: no half-written report stays, and its space goes back to the audit log
+        for name in [*texts, MANIFEST]:
+            (run_dir / name).unlink(missing_ok=True)
+        raise
     return report, texts
 
 
 def write_report(ctx: RunContext) -> dict[str, Any]:
-    report, texts = render_run_folder(ctx.run_dir, ctx.redact)
+    ctx.audit.close()  # what the report is built from is what gets sealed: nothing lands after it
+    try:
+        report, texts = render_run_folder(ctx.run_dir, ctx.redact)
+    except BaseException:
+        ctx.audit.reopen()
+        raise
     out: dict[str, Any] = {"dir": str(ctx.run_dir), "status": report.get("status")}
     try:
         out["storage"] = copy_to_storage(ctx)

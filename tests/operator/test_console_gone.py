@@ -155,3 +155,19 @@ def test_version_to_a_full_disk_is_quiet() -> None:
                           text=True, cwd=ROOT, timeout=120)
     _clean(proc.stderr)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_run_piped_into_head_1_leaves_a_succeeded_run_with_a_complete_report(make_env: Any, tmp_path: Path) -> None:
+    """Issue 19's "done when": ``pitstop run … | head -1`` (the reader leaves after the first line)."""
+    env = make_env()
+    rc_file = tmp_path / "rc"
+    cmd = (f"{{ {sys.executable} -m pitstop.cli run --env {env} --runbook monthly --engine local; "
+           f"echo $? > {rc_file}; }} | head -1")
+    proc = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "COLUMNS": "80"}, timeout=600)
+    assert rc_file.read_text().strip() == "0", proc.stderr[-3000:]
+    assert len(proc.stdout.splitlines()) == 1 and "pitstop run" in proc.stdout
+    _clean(proc.stderr)
+    run_dir = only_run(tmp_path / "state")
+    assert_complete_success(run_dir, tmp_path / "state" / "customers.jsonl")
+    assert {"report.json", "report.md", "report.html", "manifest.json"} <= {p.name for p in run_dir.iterdir()}

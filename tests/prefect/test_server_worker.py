@@ -153,6 +153,12 @@ def test_deploy_emergency_kill_worker_resume(prefect_server: dict[str, str], mak
     assert done.returncode == 0, done.stdout + done.stderr
     report2 = report_of(done.stdout)
     assert report2["status"] == "succeeded" and report2["trigger"] == "emergency"
+    pv = report2["provenance"]  # who started it: the deployment's flow run, named in the report
+    assert pv["prefect_flow_run"] and pv["prefect_deployment"] and "emergency" in pv["prefect_deployment"]
+    run_dir2 = Path(json.loads(done.stdout)["run_dir"])
+    first = json.loads((run_dir2 / "audit.jsonl").read_text().splitlines()[0])
+    assert first["data"]["provenance"] == pv  # an emergency's first event is its exemption from advance notice
+    assert pv["prefect_deployment"] in (run_dir2 / "report.md").read_text()
     html = (Path(json.loads(done.stdout)["run_dir"]) / "report.html").read_text()
     assert "replay attack" in html
     _ = yaml  # config written by make_env
