@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: bytecode demo test install install-test system-deps lint typecheck clean bench-backup bench-cleanup bench-fleet bench-downtime bench-pool reliability static
+.PHONY: bytecode demo test install install-test system-deps lint typecheck clean bench-backup bench-cleanup bench-fleet bench-downtime bench-overhead bench-pool reliability static
 
 $(BIN)/python:
 	@echo "creating $(VENV)..."
@@ -72,6 +72,11 @@ bench-fleet: install-test system-deps bytecode
 ## Downtime benchmark: 20 local hosts, naive runbook vs pitstop's plan; in-window time and overhead (~15 s).
 bench-downtime: install
 	$(BIN)/python bench/bench_downtime.py
+
+## Start-up benchmark: what Prefect adds to a demo run (warm, cold), the first line, orphans after SIGKILL,
+## 8 concurrent starts, the no-op window (~10 min on 2 shared cores).
+bench-overhead: install bytecode
+	$(BIN)/python bench/bench_overhead.py
 
 ## Reliability suite: every kill point, injection payload and fault (~5 min); prints one line of figures.
 reliability: install-test system-deps

@@ -12,7 +12,7 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from .process_defaults import cli_process_defaults
 
@@ -33,6 +33,9 @@ from .console import (  # noqa: E402
     write_stdout,
 )
 from .errors import InputError, PitstopError  # noqa: E402
+
+if TYPE_CHECKING:
+    from .prefect_server import LocalServer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="pitstop — maintenance orchestrator and runbook engine (Prefect 3).")
@@ -168,32 +171,53 @@ def _discard_plan_dir(run_dir: Path) -> None:
 def _run(env: str, runbook: str, trigger: str, reason: str, accept_unverified_backup: bool, engine: Engine,
          as_json: bool, run_id: str | None = None, wait_s: float = 0.0, override_blackout: bool = False,
          expected_downtime: str | None = None, rehearsal: bool = False) -> None:
-    from .runner import load, parse_expected_downtime
+    if engine == Engine.prefect and not as_json:  # the first line at once: Prefect's start is the slow part
+        where = "the Prefect API at $PREFECT_API_URL" if os.environ.get("PREFECT_API_URL") else \
+            "this state directory's local Prefect API server"
+        err.print(f"[dim]{escape(Path(runbook).stem)} on {escape(Path(env).stem)} ({trigger}): checking config "
+                  f"and runbook, then starting the flow run through {where}…[/dim]", soft_wrap=True)
+    api, cfg = None, None
+    if engine == Engine.prefect and not os.environ.get("PREFECT_API_URL"):
+        from .config import load_config
+        from .prefect_server import join
 
-    load(env, runbook)  # validate first: bad input exits 2 before Prefect or anything else starts
-    if expected_downtime:
-        parse_expected_downtime(expected_downtime)
-    if accept_unverified_backup and not reason.strip():
-        raise InputError("--accept-unverified-backup needs --reason explaining why")
+        cfg = load_config(env)  # bad config: exit 2 before any server starts
+        api = join(cfg.state_path)  # returns at once: the server starts while the runbook loads, Prefect imports
+        os.environ.update(api.client_env())  # before Prefect is imported: its client talks to that server
+    try:
+        from .runner import load, parse_expected_downtime
+
+        load(env, runbook, cfg=cfg)  # bad input exits 2 before anything runs
+        if expected_downtime:
+            parse_expected_downtime(expected_downtime)
+        if accept_unverified_backup and not reason.strip():
+            raise InputError("--accept-unverified-backup needs --reason explaining why")
+    except InputError:
+        if api is not None and api.started:
+            api.stop_if_unused()  # a server started for a command that ends here does not wait to be idle
+        raise
     with terminal_hangup_ignored():  # the terminal going away never stops a run (the console goes quiet)
         run_dir = _run_engine(env, runbook, trigger, reason, accept_unverified_backup, engine, as_json, run_id,
-                              wait_s, override_blackout, expected_downtime, rehearsal)
+                              wait_s, override_blackout, expected_downtime, rehearsal, api)
     _finish_run(run_dir, as_json, env)
 
 
 def _run_engine(env: str, runbook: str, trigger: str, reason: str, accept_unverified_backup: bool, engine: Engine,
                 as_json: bool, run_id: str | None, wait_s: float, override_blackout: bool,
-                expected_downtime: str | None, rehearsal: bool) -> Path:
+                expected_downtime: str | None, rehearsal: bool, api: LocalServer | None = None) -> Path:
     if engine == Engine.prefect:
-        if not as_json:  # say what happens from the first second: Prefect's start is the slow part
-            where = os.environ.get("PREFECT_API_URL") or "a local Prefect API server (a few seconds on first start)"
-            err.print(f"[dim]{runbook} on {env}: starting the flow run through {where}…[/dim]", soft_wrap=True)
-        from .prefect_adapter import maintenance
+        from .prefect_adapter.inprocess import run_in_process
 
-        res = maintenance(env=env, runbook=runbook, trigger=trigger, reason=reason,
-                          accept_unverified_backup=accept_unverified_backup, run_id=run_id, wait_s=wait_s,
-                          override_blackout=override_blackout, expected_downtime=expected_downtime,
-                          console=not as_json, rehearsal=rehearsal)
+        if api is not None:
+            waited = api.wait_ready()
+            if not as_json:
+                how = "started" if api.started else "running"
+                err.print(f"[dim]Prefect API: local server ({how}, pid {api.record.pid}) ready"
+                          + (f" after {waited:.1f} s more" if waited >= 0.1 else "") + "[/dim]", soft_wrap=True)
+        res = run_in_process(api is not None, env=env, runbook=runbook, trigger=trigger, reason=reason,
+                             accept_unverified_backup=accept_unverified_backup, run_id=run_id, wait_s=wait_s,
+                             override_blackout=override_blackout, expected_downtime=expected_downtime,
+                             console=not as_json, rehearsal=rehearsal)
         run_dir = Path(res["run_dir"])
     else:
         from .console import ConsoleView

@@ -50,9 +50,10 @@ def parse_expected_downtime(text: str) -> timedelta:
         raise InputError(f"--expected-downtime: {exc}") from None
 
 
-def load(env: str, runbook: str) -> tuple[EnvironmentConfig, Runbook]:
-    """Validate config and runbook together; raises InputError (exit 2) before anything runs."""
-    cfg = load_config(env)
+def load(env: str, runbook: str, cfg: EnvironmentConfig | None = None) -> tuple[EnvironmentConfig, Runbook]:
+    """Validate config and runbook together; raises InputError (exit 2) before anything runs. ``cfg``: the
+    environment's config, already loaded from ``env``."""
+    cfg = cfg or load_config(env)
     rb = load_runbook(runbook, cfg)
     admit(cfg)
     return cfg, rb

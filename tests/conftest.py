@@ -20,6 +20,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# the local Prefect API server a test's `pitstop run` starts in its state directory stops soon after (issue #22)
+os.environ.setdefault("PITSTOP_PREFECT_IDLE", "5")
 
 
 # -- markers: what a test needs from the machine ---------------------------------------------------------

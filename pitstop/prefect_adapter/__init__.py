@@ -291,3 +291,13 @@ def trigger_deployment(name: str, parameters: dict[str, Any], wait: bool) -> dic
             "scheduled_start_time": flow_run.expected_start_time.isoformat() if flow_run.expected_start_time
             else None}
 
+
+# wherever the flow is imported (a worker, the CLI)
+def _plain_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The flow run's parameters as stored by the API: they are JSON scalars already (names, flags, a number),
+    validated by the flow's signature. Prefect's default serializer imports FastAPI for its
+    ``jsonable_encoder`` (about a second of a command's start-up on this machine) to do the same."""
+    return {k: v if v is None or isinstance(v, str | bool | int | float) else str(v) for k, v in parameters.items()}
+
+
+maintenance.serialize_parameters = _plain_parameters  # type: ignore[method-assign]

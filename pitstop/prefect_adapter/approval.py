@@ -93,8 +93,12 @@ def prefect_waiter() -> PrefectWaiter | None:
     from prefect.context import FlowRunContext
     from prefect.settings import PREFECT_API_URL
 
+    from ..prefect_server import is_local_api
+
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None or not (PREFECT_API_URL.value() or os.environ.get("PREFECT_API_URL")):
+        return None
+    if is_local_api():  # the CLI's own local server (as Prefect's ephemeral API was): nobody else reaches it
         return None
     return PrefectWaiter(str(ctx.flow_run.id))
 
