@@ -21,7 +21,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 ## Compile pitstop's own modules once: an editable install gets no bytecode from pip, and with
 ## PYTHONDONTWRITEBYTECODE set (as on CI images) every start would compile them again (~40 ms).
 bytecode: $(BIN)/python
-	$(BIN)/python -m compileall -q pitstop flows checks >/dev/null
+	$(BIN)/python -m compileall -q pitstop flows >/dev/null
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	@echo "installing the test tools into $(VENV)..."

@@ -139,10 +139,10 @@ def child_config(host: str, bindir: Path, url: str) -> dict[str, Any]:
 
 def child(cfg_json: str, z: int) -> None:
     """Run pitstop's backup.postgres once; print wall time and this process's peak RSS."""
+    from pitstop.backup.steps import BackupParams, backup_postgres
     from pitstop.config import EnvironmentConfig
     from pitstop.context import RunContext, RunOptions
     from pitstop.runbook import Runbook
-    from pitstop.steps.backup import BackupParams, backup_postgres
 
     cfg = EnvironmentConfig.model_validate(json.loads(cfg_json))
     rb = Runbook.model_validate({"name": "bench", "kind": "custom", "stages": []})

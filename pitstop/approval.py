@@ -5,7 +5,7 @@ plan runs them, whose stage is ``approval.before`` or a later one, and in any ca
 step. So the run never waits with the site in maintenance mode, and nothing of the named stage or after it
 has run. What the run waits *on* is a :class:`Waiter`: :class:`pitstop.approval_files.FileWaiter` (a
 decision file in the run folder, written by ``pitstop approve``/``reject``) or, in a flow run on a Prefect
-server, Prefect's own pause with a typed input form (``pitstop/approval_prefect.py``). A rejection, or no
+server, Prefect's own pause with a typed input form (``pitstop/prefect_adapter/approval.py``). A rejection, or no
 decision before the timeout, ends the run ``not-approved``: nothing destructive ran, no window opened.
 """
 

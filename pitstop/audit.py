@@ -123,24 +123,34 @@ def is_empty(path: Path) -> bool:
 
 def verify_chain(path: Path) -> str | None:
     """``None`` if the chain is intact, else a message naming the first bad line (or saying the log is empty)."""
+    return read_chain(path)[1]
+
+
+def read_chain(path: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """The events of an audit log, read and parsed once, and ``None`` if its chain is intact, else a message
+    naming the first bad line, or saying the log is empty (the events are then those before it)."""
     prev = GENESIS
+    events: list[dict[str, Any]] = []
     data = path.read_bytes()
     if not data.strip():
-        return f"{path.name} is empty: {EMPTY_MEANS}"
+        return events, f"{path.name} is empty: {EMPTY_MEANS}"
     for n, raw in enumerate(data.split(b"\n"), start=1):
         if not raw and n > 1:
             continue  # the final newline
         try:
             event = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
-            return f"{path.name} line {n}: not valid JSON (changed bytes)"
+            return events, f"{path.name} line {n}: not valid JSON (changed bytes)"
         if not isinstance(event, dict):
-            return f"{path.name} line {n}: not an event"
+            return events, f"{path.name} line {n}: not an event"
         if event.get("seq") != n:
-            return f"{path.name} line {n}: sequence {event.get('seq')} where {n} was expected (line removed or moved)"
+            return events, (f"{path.name} line {n}: sequence {event.get('seq')} where {n} was expected "
+                            "(line removed or moved)")
         if event.get("prev") != prev:
-            return f"{path.name} line {n}: previous-hash link broken (an event before it was changed or removed)"
+            return events, (f"{path.name} line {n}: previous-hash link broken (an event before it was changed "
+                            "or removed)")
         if event_hash(event) != event.get("hash"):
-            return f"{path.name} line {n}: content does not match its hash (event changed)"
+            return events, f"{path.name} line {n}: content does not match its hash (event changed)"
         prev = event["hash"]
-    return None
+        events.append(event)
+    return events, None

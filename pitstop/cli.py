@@ -14,16 +14,17 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-# Quiet, private defaults for Prefect before it is imported anywhere: no analytics, no chatter.
-for _k, _v in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-               "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-               "PREFECT_LOGGING_LOG_PRINTS": "false"}.items():
-    os.environ.setdefault(_k, _v)
+from .process_defaults import cli_process_defaults
+
+# The command's own process: pydantic plugins off, Prefect quiet and private, invoke deferred (see
+# pitstop/process_defaults.py), before anything heavy is imported. Importing pitstop elsewhere sets nothing.
+cli_process_defaults()
 
 import typer  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
-from . import cli_approval, cli_backup, cli_deploy, cli_hosts, cli_maintenance, cli_notices, cli_report  # noqa: E402
+from . import cli_approval, cli_deploy, cli_hosts, cli_maintenance, cli_notices, cli_report  # noqa: E402
+from .backup import cli as cli_backup  # noqa: E402
 from .console import (  # noqa: E402
     flush_std_streams,
     safe_console,
@@ -205,7 +206,7 @@ def _run_engine(env: str, runbook: str, trigger: str, reason: str, accept_unveri
                 as_json: bool, run_id: str | None, wait_s: float, override_blackout: bool,
                 expected_downtime: str | None, rehearsal: bool, api: LocalServer | None = None) -> Path:
     if engine == Engine.prefect:
-        from flows.maintenance import run_in_process
+        from .prefect_adapter.inprocess import run_in_process
 
         if api is not None:
             waited = api.wait_ready()
@@ -314,8 +315,17 @@ def resume(run_id: Annotated[str, typer.Argument(help="the run to resume")], env
     from .runner import load_config, recorded_options, resumable
 
     cfg = load_config(env)
-    started, _ = resumable(cfg, run_id)  # exit 2: not a run, a broken audit chain, or already finished
+    started, events = resumable(cfg, run_id)  # exit 2: not a run, a broken audit chain, or already finished
     opts = recorded_options(run_id, started)  # the runner restores all of them again from the same record
+    if engine == Engine.local:  # config, runbook and audit log are each read once (a flow run reads its own)
+        from .console import ConsoleView
+        from .runner import resume as resume_run
+
+        with terminal_hangup_ignored():
+            result = resume_run(env, run_id, listener=None if as_json else ConsoleView(out), wait_s=wait,
+                                loaded=(cfg, None), prior=(started, events))
+        _finish_run(result.run_dir, as_json)
+        return
     _run(env, started.get("runbook_source") or started["runbook"], opts.trigger.value, opts.reason,
          opts.accept_unverified_backup, engine, as_json, run_id=run_id, wait_s=wait)
 

@@ -38,7 +38,7 @@ def decide(run_id: str, env: str, decision: Decision, comment: str, as_json: boo
         raise InputError(f"{approver!r} is not an approver of run {run_id} (approvers: "
                          f"{', '.join(request.approvers)})")
     if request.mechanism == "prefect":
-        from .approval_prefect import resume_with
+        from .prefect_adapter.approval import resume_with
 
         resume_with(request, approver, decision, comment.strip())
         where = f"flow run {request.flow_run_id} resumed through the Prefect API"

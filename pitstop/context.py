@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import TypeAdapter
-
 from .audit import AuditLog
 from .config import EnvironmentConfig
-from .model import Trigger
+from .options import RunOptions  # noqa: F401 - re-exported: where callers have always found it
+from .provenance import FlowRunRef, provenance  # noqa: F401 - re-exported
 from .redact import Redactor, secret_values  # noqa: F401 - re-exported: a run's redaction lives in pitstop.redact
 from .runbook import Runbook
+from .runstate import RunState
 
 if TYPE_CHECKING:
     from .connectors.base import Connection
@@ -36,79 +34,6 @@ def new_run_id(env: str, runbook: str) -> str:
     return f"{stamp}-{env}-{runbook}-{uuid.uuid4().hex[:6]}"
 
 
-def provenance(cfg: EnvironmentConfig, runbook: Runbook) -> dict[str, Any]:
-    """Who started the run, where, with which pitstop, and the SHA-256 of the files it read: what an auditor
-    needs to tie a report to a person, a machine and the exact configuration."""
-    import getpass
-    import hashlib
-    import socket
-    from importlib.metadata import PackageNotFoundError, version
-
-    def digest(path: str | None) -> dict[str, str | None]:
-        if not path:
-            return {"path": None, "sha256": None}
-        try:
-            return {"path": str(Path(path).resolve()), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
-        except OSError:
-            return {"path": path, "sha256": None}
-
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    try:
-        pitstop_version = version("pitstop")
-    except PackageNotFoundError:
-        pitstop_version = "unknown"
-    flow_run = os.environ.get("PREFECT__FLOW_RUN_ID")
-    deployment: str | None = None
-    if "prefect" in sys.modules:  # a flow run: in process (pitstop run) or started by a worker from a deployment
-        try:
-            from prefect.runtime import deployment as dep
-            from prefect.runtime import flow_run as current
-
-            flow_run = flow_run or (str(current.id) if current.id else None)
-            if dep.id:
-                deployment = f"{dep.name} ({dep.id})" if dep.name else str(dep.id)
-        except Exception:  # noqa: BLE001,S110 - the API may be unreachable: the flow run id is enough
-            pass
-    return {"user": user, "uid": os.getuid(), "host": socket.gethostname(), "pid": os.getpid(),
-            "pitstop_version": pitstop_version, "prefect_flow_run": flow_run, "prefect_deployment": deployment,
-            "config": digest(cfg.source), "runbook": digest(runbook.source)}
-
-
-@dataclass
-class RunOptions:
-    trigger: Trigger = Trigger.MANUAL
-    reason: str = ""
-    dry_run: bool = False
-    accept_unverified_backup: bool = False
-    override_blackout: bool = False
-    rehearsal: bool = False  # a test of the runbook in production: customers hear nothing, everything is labelled
-    expected_downtime: timedelta | None = None  # given for this run (pitstop emergency --expected-downtime)
-
-    def to_record(self) -> dict[str, Any]:
-        """Every option (each field of this class, typed by pydantic), as the audit log's first event carries
-        it: what ``resume`` restores. ``expected_downtime_s`` is kept beside the ISO duration for readers."""
-        rec: dict[str, Any] = _OPTIONS.dump_python(self, mode="json")
-        rec["expected_downtime_s"] = self.expected_downtime.total_seconds() if self.expected_downtime else None
-        return rec
-
-    @classmethod
-    def from_record(cls, started: dict[str, Any]) -> RunOptions:
-        """The options of a run from its ``run.started`` data, validated field by field (ValidationError on
-        a malformed record). Older logs: the flat fields, ``expected_downtime_s`` for the downtime."""
-        opts = started.get("options")
-        rec: dict[str, Any] = dict(opts if isinstance(opts, dict) else started)
-        if rec.get("expected_downtime") is None and rec.get("expected_downtime_s"):
-            rec["expected_downtime"] = rec["expected_downtime_s"]
-        return _OPTIONS.validate_python({k: rec[k] for k in _OPTION_FIELDS if k in rec})
-
-
-_OPTIONS: TypeAdapter[RunOptions] = TypeAdapter(RunOptions)
-_OPTION_FIELDS = tuple(f.name for f in fields(RunOptions))
-
-
 @dataclass
 class RunContext:
     run_id: str
@@ -120,7 +45,8 @@ class RunContext:
     redact: Redactor
     notifier: Notifier | None = None
     holds_environment_lock: bool = False  # set by the runner: no other run of this environment is alive
-    state: dict[str, Any] = field(default_factory=dict)
+    flow_run: FlowRunRef | None = None  # the Prefect flow run this run is in, when the flow told the runner
+    state: RunState = field(default_factory=RunState)
     _conns: dict[str, Connection] = field(default_factory=dict)
     _db: Database | None = None
     _storage: Storage | None = None

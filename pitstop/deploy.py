@@ -9,8 +9,6 @@ pool); pitstop never grows its own scheduler or queue.
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 from typing import Any
 
@@ -108,38 +106,17 @@ def prefect_yaml(specs: list[DeploymentSpec], work_pool: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ensure_work_pool(name: str) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists
-
-    with get_client(sync_client=True) as client:
-        try:
-            client.create_work_pool(WorkPoolCreate(name=name, type="process"))
-        except ObjectAlreadyExists:
-            pass
-
-
 def apply(specs: list[DeploymentSpec], work_pool: str) -> list[dict[str, Any]]:
     """Create or update every deployment on the configured Prefect API."""
-    from prefect import Flow
-    from prefect.schedules import Cron, RRule
+    from .prefect_adapter import deploy, ensure_work_pool
 
     ensure_work_pool(work_pool)
     out = []
     for spec in specs:
-        schedules = []
-        if spec.rrule:
-            schedules.append(RRule(spec.rrule, timezone=spec.timezone))
-        elif spec.cron:
-            schedules.append(Cron(spec.cron, timezone=spec.timezone))
-        flow: Flow[..., Any] = Flow.from_source(  # type: ignore[assignment] # sync call: not a coroutine
-            source=str(PROJECT_ROOT), entrypoint=spec.entrypoint)
-        with contextlib.redirect_stdout(io.StringIO()):  # Prefect prints its own table; ours is --json-safe
-            dep_id = flow.deploy(name=spec.name, work_pool_name=work_pool, build=False, push=False,
-                                 schedules=schedules, parameters=spec.parameters, description=spec.description,
-                                 tags=spec.tags, print_next_steps=False, ignore_warnings=True)
-        out.append({"deployment": spec.full_name, "id": str(dep_id), "schedule": spec.rrule or spec.cron,
+        dep_id = deploy(PROJECT_ROOT, spec.entrypoint, spec.name, work_pool, rrule=spec.rrule, cron=spec.cron,
+                        timezone=spec.timezone, parameters=spec.parameters, description=spec.description,
+                        tags=spec.tags)
+        out.append({"deployment": spec.full_name, "id": dep_id, "schedule": spec.rrule or spec.cron,
                     "timezone": spec.timezone})
     return out
 
@@ -150,29 +127,14 @@ def find_deployment(cfg: EnvironmentConfig, kind: str = "emergency") -> str | No
 
     if not os.environ.get("PREFECT_API_URL"):
         return None
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
+    from .prefect_adapter import deployment_exists
 
     name = f"{MAINTENANCE_FLOW}/{cfg.name}-{kind}"
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_deployment_by_name(name)
-        except ObjectNotFound:
-            return None
-    return name
+    return name if deployment_exists(name) else None
 
 
 def trigger_deployment(name: str, parameters: dict[str, Any], wait: bool) -> dict[str, Any]:
     """Start a flow run of deployment ``name`` now (``run_deployment``); wait for it when asked."""
-    from prefect.client.schemas.objects import FlowRun
-    from prefect.deployments import run_deployment
+    from .prefect_adapter import trigger_deployment as trigger
 
-    flow_run: FlowRun = run_deployment(  # type: ignore[assignment] # sync call: not a coroutine
-        name=name, parameters=parameters, timeout=None if wait else 0,
-        tags=["pitstop", parameters.get("trigger", "manual")])
-    state = flow_run.state
-    return {"flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name,
-            "state": state.type.value if state else None, "state_name": state.name if state else None,
-            "state_message": state.message if state else None,
-            "scheduled_start_time": flow_run.expected_start_time.isoformat() if flow_run.expected_start_time
-            else None}
+    return trigger(name, parameters, wait)

@@ -52,6 +52,11 @@ class RunbookError(InputError):
     """The runbook is invalid or references unknown steps, groups or checks."""
 
 
+class PluginError(InputError):
+    """An installed plug-in (entry-point group ``pitstop.plugins``) cannot be loaded or declares nonsense:
+    nothing can be validated or run with it. Exit code 2, nothing executed."""
+
+
 class ConnectorError(PitstopError, ConnectionError):
     """A transport (local, SSH, PostgreSQL, storage) failed."""
 

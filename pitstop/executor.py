@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import datetime
 from itertools import groupby
 from typing import Any, TypeVar
@@ -20,8 +21,8 @@ from .audit import now_iso
 from .context import RunContext, provenance
 from .errors import CheckFailed, GateRefused, PitstopError
 from .model import HostResult, Status, StepOutcome
-from .plan import Phase, Plan, PlannedStep, build_plan, spec_for
-from .registry import Target, get_step
+from .plan import Phase, Plan, PlannedStep, build_plan, params_of, spec_for
+from .registry import Target, get_step, plugins
 from .resume import down_since, window_done_earlier
 from .runbook import Stage
 from .window import policy_for
@@ -40,8 +41,8 @@ class Executor:
         self.ctx = ctx
         self.unit_runner = unit_runner
         self.plan: Plan = build_plan(ctx.cfg, ctx.runbook)
-        earlier = ctx.state.get("earlier_attempts") or {}
-        first = earlier.get("started_at")  # resumed: the window policy (a schedule's cutoff) of the run's start
+        first = ctx.state.earlier.started_at if ctx.state.earlier else None  # resumed: the window policy (a
+        # schedule's cutoff) of the run's start
         self.window = policy_for(ctx.cfg, ctx.runbook, ctx.options.trigger.value,
                                  now=datetime.fromisoformat(first) if first else None)
         self.skip_reason: str | None = None  # set for a scheduled run that falls into a blackout
@@ -62,7 +63,7 @@ class Executor:
                   runbook=rb.name, runbook_source=rb.source, completed=sorted(self.completed),
                   trigger=ctx.options.trigger.value, reason=ctx.options.reason, dry_run=ctx.options.dry_run,
                   accept_unverified_backup=ctx.options.accept_unverified_backup,
-                  options=ctx.options.to_record(), provenance=provenance(ctx.cfg, rb),
+                  options=ctx.options.to_record(), provenance=provenance(ctx.cfg, rb, ctx.flow_run),
                   plan=[s.model_dump(mode="json") for s in self.plan.steps], window=self.window.describe(),
                   expected_downtime_s=(ctx.options.expected_downtime if ctx.options.expected_downtime is not None
                                        else rb.announced_downtime(ctx.cfg.window.expected_downtime)).total_seconds())
@@ -115,8 +116,6 @@ class Executor:
         return True
 
     def _run_window(self) -> None:
-        from .steps.maintenance_mode import DeadmanKeeper
-
         window = self.plan.phase(Phase.WINDOW)
         off = [s for s in window if s.stage == Stage.MAINTENANCE_OFF]
         work = [s for s in window if s.stage != Stage.MAINTENANCE_OFF]
@@ -129,7 +128,11 @@ class Executor:
         if window:
             self._open_window()
         ok = True
-        with DeadmanKeeper(self.ctx):  # a long window must not outlive its dead-man while the run is alive
+        with ExitStack() as guards:  # the plug-ins' window guards (the dead-man keeper of maintenance mode)
+            for plugin in plugins():
+                guard = plugin.window_guard(self.ctx)
+                if guard is not None:
+                    guards.enter_context(guard)
             for stage, unit in self._units(work):
                 if not self._admit(stage, unit, work):
                     ok = False
@@ -143,7 +146,9 @@ class Executor:
             self._run_unit(Phase.WINDOW, Stage.MAINTENANCE_OFF, off)
         self._lift_maintenance()
         if window:
-            started, attempt_started = self.ctx.state.pop("window_started")
+            assert self.ctx.state.window_started is not None
+            started, attempt_started = self.ctx.state.window_started
+            self.ctx.state.window_started = None
             now = time.time()
             self.ctx.event("window.closed", ended_at=now_iso(), duration_s=round(now - started, 3), ok=ok,
                            attempt_duration_s=round(now - attempt_started, 3))
@@ -160,7 +165,7 @@ class Executor:
         """``window.opened``; resumed while the site still shows the maintenance page, timed from then."""
         since = down_since(self.ctx) if self.resuming else None
         now = time.time()
-        self.ctx.state["window_started"] = (datetime.fromisoformat(since).timestamp() if since else now, now)
+        self.ctx.state.window_started = (datetime.fromisoformat(since).timestamp() if since else now, now)
         self.ctx.event("window.opened", started_at=now_iso(), **({"down_since": since} if since else {}))
 
     def _admit(self, stage: Stage, unit: list[PlannedStep], work: list[PlannedStep]) -> bool:
@@ -176,21 +181,13 @@ class Executor:
         return False
 
     def _lift_maintenance(self) -> None:
-        """Safety net: if any host still has maintenance on (off step failed or absent), lift it."""
-        if not self.ctx.state.get("maintenance_on"):
-            return
-        from .steps.maintenance_mode import OffParams, maintenance_off
-
-        self.ctx.event("maintenance.safety_net", hosts=sorted(self.ctx.state["maintenance_on"]))
-        try:
-            maintenance_off(self.ctx, OffParams())
+        """Safety net: the plug-ins undo what must not outlive the run (maintenance mode left on because its off
+        step failed or never ran); each records and announces its own failure."""
+        lifted = False
+        for plugin in plugins():
+            lifted = plugin.safety_net(self.ctx, self._notify) or lifted
+        if lifted:
             self._off_done_by_safety_net()
-        except Exception as exc:  # noqa: BLE001 - report, alert, continue to the report
-            self.ctx.event("maintenance.lift_failed", error=self.ctx.redact(str(exc)))
-            self._notify("maintenance.stuck", "maintenance mode could NOT be lifted — act now",
-                         self.ctx.redact(str(exc)) + f"\n\nSee and lift it: pitstop maintenance status --env "
-                         f"{self.ctx.cfg.name}; pitstop maintenance off --env {self.ctx.cfg.name} --reason '...'",
-                         severity="failure")
 
     def _off_done_by_safety_net(self) -> None:
         """Maintenance-off steps the run never reached (it was interrupted in the window) did happen, through
@@ -269,7 +266,7 @@ class Executor:
         ctx = self.ctx
         info = get_step(planned.uses)
         spec = spec_for(ctx.runbook, planned)
-        params = info.params.model_validate(spec.with_)
+        params = params_of(planned)  # validated once, when the runbook was loaded
         key = planned.spec_key()
         if key in self.completed:
             ctx.event("step.already_done", stage=planned.stage.value, step=planned.label, uses=planned.uses, key=key)
@@ -327,26 +324,21 @@ class Executor:
         return run_step_on_hosts(self.ctx, planned, scoped, params).results
 
     def _gate(self, planned: PlannedStep) -> None:
-        backup = self.ctx.state.get("backup")
-        if backup and backup.get("verified"):
+        """Destructive work needs every gate of the plug-ins to pass (the verified backup of this run)."""
+        verdicts = [v for p in plugins() if (v := p.gate(self.ctx)) is not None]
+        if verdicts and all(v.passed for v in verdicts):
             return
+        refused = [v for v in verdicts if not v.passed]
         if self.ctx.options.accept_unverified_backup:
-            # who overrode the gate, and what the backup it overrides looked like at that moment
+            # who overrode the gate, and what the work it sets aside looked like at that moment
             events = self.ctx.audit.events
-            created = [e for e in events if e["kind"] == "backup.created"]
-            failed = [e for e in events if e["kind"] == "backup.verify_failed"]
-            backup_state = ("verification failed" if failed else "taken, not verified" if created
-                            else "no backup in this run")
             started: dict[str, Any] = next((e["data"] for e in events if e["kind"] == "run.started"), {})
             by = (started.get("provenance") or {}).get("user") if isinstance(started, dict) else None
-            self.ctx.event("gate.overridden", step=planned.label, reason=self.ctx.options.reason, by=by,
-                           backup=backup_state, backup_created_at=created[-1]["ts"] if created else None,
-                           verify_failed_at=failed[-1]["ts"] if failed else None,
-                           verify_error=failed[-1]["data"].get("error") if failed else None)
+            evidence = {k: val for v in refused for k, val in v.evidence.items()}
+            self.ctx.event("gate.overridden", step=planned.label, reason=self.ctx.options.reason, by=by, **evidence)
             return
-        raise GateRefused(f"{planned.label} is destructive and this run has no verified backup "
-                          "(add backup.postgres + backup.verify to pre-backup, or override with "
-                          "--accept-unverified-backup --reason ...)")
+        why = "; ".join(v.refusal for v in refused) or "no plug-in guards destructive steps in this installation"
+        raise GateRefused(f"{planned.label} is destructive and {why}")
 
     # -- bookkeeping ----------------------------------------------------------------------------------
     def _fail(self, planned: PlannedStep | None, exc: BaseException, error: str | None = None) -> None:
@@ -409,7 +401,7 @@ class Executor:
             err = self.failure or {}
             body = f"failed step: {err.get('step')} ({err.get('stage')}): {err.get('error')}"
             if self.status == Status.FAILED_VERIFICATION:  # every difference, not just the first
-                body += "\n" + "\n".join(f"- {m}" for m in ctx.state.get("failed_checks", []))
+                body += "\n" + "\n".join(f"- {m}" for m in ctx.state.failed_checks)
             self._notify("run.failed", f"{ctx.runbook.name} maintenance {self.status.value}",
                          body + "\n" + self._chain_head(), severity="failure")
         ctx.event("run.finished", status=self.status.value, failure=self.failure)
@@ -420,7 +412,7 @@ class Executor:
         from .report.writer import write_report
 
         try:
-            ctx.state["report"] = write_report(ctx)
+            ctx.state.report = write_report(ctx)
         except Exception as exc:  # noqa: BLE001 - keep the audit log as the record
             try:
                 ctx.event("report.failed", error=ctx.redact(f"{type(exc).__name__}: {exc}"))

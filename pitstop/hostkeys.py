@@ -16,53 +16,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import importlib
-import importlib.util
 import os
 import socket
-import sys
 import threading
-import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
+import paramiko
+from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
 
-class _Deferred(types.ModuleType):
-    """Stands in ``sys.modules`` for a module until one of its attributes is used; then imports the
-    real module (which replaces it in ``sys.modules``) and forwards to it."""
-
-    _lock = threading.Lock()
-
-    def __getattr__(self, attr: str) -> Any:
-        with self._lock:
-            real = self.__dict__.get("_real_module")
-            if real is None:
-                if sys.modules.get(self.__name__) is self:
-                    del sys.modules[self.__name__]
-                real = self.__dict__["_real_module"] = importlib.import_module(self.__name__)
-        return getattr(real, attr)
-
-
-def defer_invoke() -> None:
-    """Make ``import invoke`` cheap before paramiko is imported.
-
-    ``paramiko.config`` imports invoke (and with it asyncio, unittest.mock, a vendored YAML ...,
-    ~90 ms of CPU here) only to run ``Match exec`` lines of an OpenSSH config. A stand-in module
-    imports the real one on first attribute use, so ``Match exec`` still works and every other
-    process start skips the cost.
-    """
-    if "invoke" in sys.modules or "paramiko" in sys.modules or importlib.util.find_spec("invoke") is None:
-        return
-    sys.modules["invoke"] = _Deferred("invoke")
-
-
-defer_invoke()
-# isort: split
-import paramiko  # noqa: E402
-from paramiko.hostkeys import HostKeyEntry, InvalidHostKey  # noqa: E402
-
-from .errors import ConnectorError, HostKeyError  # noqa: E402
+from .errors import ConnectorError, HostKeyError
 
 _cache: dict[tuple[tuple[str, str], ...], KnownHosts] = {}
 _cache_lock = threading.Lock()

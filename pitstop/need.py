@@ -74,7 +74,7 @@ def probe(ctx: RunContext, plan: Plan, planned: PlannedStep, after_run: bool = F
     if info.has_work is None:
         return HasWork.unknown(f"{planned.uses} cannot tell from facts")
     try:
-        params = info.params.model_validate(spec.with_)
+        params = planned.params if planned.params is not None else info.params.model_validate(spec.with_)
         if info.target == Target.HOSTS:
             return combine([(h, info.has_work(ctx, params, h)) for h in planned.hosts])
         return info.has_work(ctx, params)

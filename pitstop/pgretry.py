@@ -37,7 +37,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from .errors import TransientError
 
 if TYPE_CHECKING:
-    from .context import RunContext
+    from .runview import EventSink
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -106,7 +106,7 @@ def retrying(on_retry: Callable[..., None] | None = None, *, what: str = "pg", a
                     sleep=sleep)
 
 
-def call(ctx: RunContext | None, what: str, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+def call(ctx: EventSink | None, what: str, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """Run ``fn`` under the policy; retries are recorded as ``retry`` events of ``ctx``'s run.
 
     When the attempts run out on a transient error, raises :class:`TransientError` naming the unit,

@@ -16,7 +16,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from .config import EnvironmentConfig
 from .registry import Placement, StepInfo, Target, get_step, host_group
@@ -38,6 +38,8 @@ ALWAYS_AFTER = {Stage.POST_VERIFICATION, Stage.REPORT}
 
 
 class PlannedStep(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     index: int
     stage: Stage
     uses: str
@@ -52,6 +54,9 @@ class PlannedStep(BaseModel):
     id: str = ""  # the runbook's ``id:``, else "<stage>/<index>"
     after: list[str] = Field(default_factory=list)  # ids that must finish first (declared or implied)
     estimate_s: float | None = None
+    # the runbook's step and its validated parameters, carried for the executor (not in the plan's JSON)
+    spec: StepSpec | None = Field(None, exclude=True, repr=False)
+    params: BaseModel | None = Field(None, exclude=True, repr=False)
     work: HasWork | None = None  # whether it has work, from facts (pitstop/need.py; exclusive/destructive steps)
 
     def spec_key(self) -> str:
@@ -124,13 +129,15 @@ def build_plan(cfg: EnvironmentConfig, runbook: Runbook) -> Plan:
     for stage_spec in runbook.stages:
         for i, spec in enumerate(stage_spec.steps):
             info = get_step(spec.uses)
+            params = spec.params if isinstance(spec.params, info.params) else info.params.model_validate(spec.with_)
             placement, phase, why = placement_of(stage_spec.name, spec, info)
             hosts = cfg.group_hosts(host_group(info, spec.targets, cfg)) if info.target == Target.HOSTS else []
             steps.append(PlannedStep(index=i, stage=stage_spec.name, uses=spec.uses, label=spec.label,
                                      placement=placement, phase=phase, why=why,
                                      destructive=info.destructive or bool(spec.destructive),
                                      target=info.target, hosts=hosts, id=spec.id or f"{stage_spec.name.value}/{i}",
-                                     estimate_s=spec.estimate.total_seconds() if spec.estimate else None))
+                                     estimate_s=spec.estimate.total_seconds() if spec.estimate else None,
+                                     spec=spec, params=params))
     steps.sort(key=lambda s: (ORDER[s.phase], WINDOW_RANK.get(s.stage, 1) if s.phase == Phase.WINDOW else 0))
     _link(runbook, steps)
     from .approval import wait_point
@@ -205,8 +212,7 @@ def describe_changes(ctx: RunContext, plan: Plan) -> Plan:
     """Fill ``would`` with what each step would change, read-only (steps with a planner)."""
     for planned in plan.steps:
         info = get_step(planned.uses)
-        spec = spec_for(ctx.runbook, planned)
-        params = info.params.model_validate(spec.with_)
+        params = params_of(planned)
         if info.plan is None:
             continue
         try:
@@ -221,9 +227,17 @@ def describe_changes(ctx: RunContext, plan: Plan) -> Plan:
 
 
 def spec_for(runbook: Runbook, planned: PlannedStep) -> StepSpec:
+    if planned.spec is not None:
+        return planned.spec
     stage = runbook.stage(planned.stage)
     assert stage is not None
     return stage.steps[planned.index]
+
+
+def params_of(planned: PlannedStep) -> BaseModel:
+    """The step's validated parameters, as the plan carries them."""
+    assert planned.params is not None, f"{planned.label}: planned without its parameters"
+    return planned.params
 
 
 def with_forecast(cfg: EnvironmentConfig, plan: Plan) -> Plan:

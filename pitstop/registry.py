@@ -9,13 +9,18 @@ Checks register themselves as steps named ``check.<name>`` so runbooks use one m
 
 from __future__ import annotations
 
-import importlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from importlib.metadata import entry_points
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
+
+from .errors import PluginError
+from .plugin import ENTRY_POINT_GROUP, Plugin, ReportSection
 
 if TYPE_CHECKING:
     from .config import EnvironmentConfig
@@ -57,29 +62,16 @@ class StepInfo:
     default_group: str | Callable[[EnvironmentConfig], str] = "all"
     extra: dict[str, Any] = field(default_factory=dict)
     generic: bool = False  # runs what the runbook says: the runbook must declare `destructive:` for it
+    # what the step needs from the environment's config: None, or what is missing ("has no `retention` rules")
+    needs_config: Callable[[EnvironmentConfig], str | None] | None = None
 
 
 STEPS: dict[str, StepInfo] = {}
 
-# Modules whose import registers the built-in plug-ins.
-PLUGIN_MODULES = [
-    "pitstop.steps.backup",
-    "pitstop.steps.maintenance_mode",
-    "pitstop.steps.cleanup",
-    "pitstop.steps.tuning",
-    "pitstop.steps.commands",
-    "pitstop.steps.sysctl",
-    "pitstop.steps.services",
-    "pitstop.steps.packages",
-    "pitstop.steps.reclaim",
-    "pitstop.checks",
-    "checks.postgres",
-    "checks.hosts",
-    "checks.http",
-    "checks.net",
-    "checks.data",
-]
+PLUGINS: list[Plugin] = []  # every plug-in found through the entry-point group, by entry-point name
 _loaded = False
+_loading = False
+_load_lock = threading.RLock()
 
 
 def step(
@@ -91,6 +83,7 @@ def step(
     destructive: bool = False,
     default_group: str | Callable[[EnvironmentConfig], str] = "all",
     generic: bool = False,
+    needs_config: Callable[[EnvironmentConfig], str | None] | None = None,
 ) -> Callable[[StepFunc], StepFunc]:
     """Register a step function under ``name``.
 
@@ -111,6 +104,7 @@ def step(
             description=(func.__doc__ or "").strip().splitlines()[0] if func.__doc__ else "",
             default_group=default_group,
             generic=generic,
+            needs_config=needs_config,
         )
         return func
 
@@ -138,12 +132,49 @@ def has_work(name: str) -> Callable[[WorkFunc], WorkFunc]:
 
 
 def load_plugins() -> dict[str, StepInfo]:
-    global _loaded
+    """Find the plug-ins (entry-point group ``pitstop.plugins``, pitstop's own and any other installed
+    distribution's) and import them, which registers their steps and checks. Once per process."""
+    global _loaded, _loading
     if not _loaded:
-        for mod in PLUGIN_MODULES:
-            importlib.import_module(mod)
-        _loaded = True
+        with _load_lock:
+            if not _loaded and not _loading:  # a plug-in asking for steps while it loads gets those so far
+                _loading = True
+                found = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+                seen: set[str] = set()
+                for ep in found:
+                    if ep.name in seen:  # the same distribution seen twice on sys.path
+                        continue
+                    seen.add(ep.name)
+                    try:
+                        obj = ep.load()
+                    except Exception as exc:
+                        raise PluginError(f"plug-in {ep.name!r} ({ep.value}) cannot be loaded: "
+                                          f"{type(exc).__name__}: {exc}") from None
+                    PLUGINS.append(_as_plugin(ep.name, obj))
+                _loaded, _loading = True, False
     return STEPS
+
+
+def plugins() -> list[Plugin]:
+    """Every plug-in, loaded (their hooks are what the engine calls)."""
+    load_plugins()
+    return PLUGINS
+
+
+def report_sections() -> dict[str, ReportSection]:
+    """Every plug-in's report sections (name -> fold of the audit events), in plug-in order."""
+    return {name: build for p in plugins() for name, build in p.report_sections.items()}
+
+
+def _as_plugin(name: str, obj: object) -> Plugin:
+    if isinstance(obj, Plugin):
+        if not obj.name:
+            obj.name = name
+        return obj
+    if isinstance(obj, ModuleType):  # a module that only registers steps and checks
+        return Plugin(name)
+    raise PluginError(f"plug-in {name!r}: the entry point names a {type(obj).__name__}, not a module or a "
+                      "pitstop.plugin.Plugin")
 
 
 def host_group(info: StepInfo, targets: str | None, cfg: EnvironmentConfig) -> str:

@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from . import yamlfile
 from .config import ApprovalConfig, EnvironmentConfig, Name, default_search_dirs, shadowed
@@ -59,9 +59,20 @@ class StepSpec(BaseModel):
     only_if_changed: list[str] | None = Field(None, min_length=1, description="ids of earlier steps: this step "
                                               "has work only when one of them changes something (docs/window.md)")
 
+    # the ``with:`` parameters validated against the step's model, by the runbook check (not serialized)
+    _params: BaseModel | None = PrivateAttr(None)
+
     @property
     def label(self) -> str:
         return self.name or self.uses
+
+    @property
+    def params(self) -> BaseModel | None:
+        return self._params
+
+    @params.setter
+    def params(self, value: BaseModel) -> None:
+        self._params = value
 
 
 class StageSpec(BaseModel):
@@ -145,7 +156,7 @@ def check_runbook(rb: Runbook, doc: yamlfile.YamlDoc, cfg: EnvironmentConfig | N
                 problems.append(doc.problem([*loc, "uses"], f"unknown step {spec.uses!r} (known: {known})"))
                 continue
             try:
-                info.params.model_validate(spec.with_)
+                spec.params = info.params.model_validate(spec.with_)  # validated once: the plan carries it
             except ValidationError as exc:
                 for e in exc.errors():
                     problems.append(doc.problem([*loc, "with", *e["loc"]], yamlfile.describe(dict(e))))
@@ -164,11 +175,14 @@ def check_runbook(rb: Runbook, doc: yamlfile.YamlDoc, cfg: EnvironmentConfig | N
                     cfg.group_hosts(group)
                 except ValueError as exc:
                     problems.append(doc.problem([*loc, "targets"], str(exc)))
-    if cfg is not None and rb.stage(Stage.DATABASE_CLEANUP) and not cfg.retention:
+    if cfg is not None:  # what a step needs from the config (cleanup.retention: rules), once per stage and step
         for si, stage in enumerate(rb.stages):
-            if stage.name == Stage.DATABASE_CLEANUP and any(s.uses == "cleanup.retention" for s in stage.steps):
-                problems.append(doc.problem(["stages", si], f"cleanup.retention used but {cfg.source or 'the config'} "
-                                                            "has no `retention` rules"))
+            for uses in dict.fromkeys(s.uses for s in stage.steps):
+                info = steps.get(uses)
+                missing = info.needs_config(cfg) if info is not None and info.needs_config else None
+                if missing:
+                    problems.append(doc.problem(["stages", si], f"{uses} used but {cfg.source or 'the config'} "
+                                                                f"{missing}"))
     problems += approval_problems(rb, doc, cfg)
     if not problems:
         from .dag import dependency_problems

@@ -13,13 +13,13 @@ from typing import Any
 from .approval import Waiter
 from .config import EnvironmentConfig, load_config
 from .connectors.postgres import Database
-from .context import RunContext, RunOptions, new_run_id
+from .context import FlowRunRef, RunContext, RunOptions, new_run_id
 from .errors import ConfigError, InputError
 from .executor import Executor, UnitRunner, direct
 from .locks import EnvironmentLock
 from .model import Status, Trigger
 from .notify.notifier import Notifier
-from .runbook import Runbook, load_runbook
+from .runbook import Runbook, find_runbook, load_runbook
 
 Listener = Callable[[dict[str, Any]], None]
 
@@ -53,21 +53,25 @@ def parse_expected_downtime(text: str) -> timedelta:
 def load(env: str, runbook: str, cfg: EnvironmentConfig | None = None) -> tuple[EnvironmentConfig, Runbook]:
     """Validate config and runbook together; raises InputError (exit 2) before anything runs. ``cfg``: the
     environment's config, already loaded from ``env``."""
-    from .input_guards import secret_problems
-
     cfg = cfg or load_config(env)
     rb = load_runbook(runbook, cfg)
-    if problems := secret_problems(cfg):
-        raise ConfigError(problems)
+    admit(cfg)
+    return cfg, rb
+
+
+def admit(cfg: EnvironmentConfig) -> None:
+    """Every secret the run needs is set (ConfigError, exit 2, if not), and registered for redaction."""
+    from .input_guards import secret_problems
     from .redact import install
 
+    if problems := secret_problems(cfg):
+        raise ConfigError(problems)
     install(cfg)  # third-party DEBUG logs never carry this run's secrets
-    return cfg, rb
 
 
 def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: str, unit_runner: UnitRunner,
              listener: Listener | list[Listener] | None, wait_s: float, resume_events: list[dict[str, Any]] | None,
-             approval_waiter: Waiter | None = None) -> RunResult:
+             approval_waiter: Waiter | None = None, flow_run: FlowRunRef | None = None) -> RunResult:
     from .window import check_blackout
 
     skip = None if resume_events is not None else check_blackout(cfg, options.trigger.value,
@@ -83,6 +87,7 @@ def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: s
         alert_abandoned(cfg)  # runs SIGKILLed earlier could not alert: do it now, once (lock held)
         ctx = RunContext.create(cfg, rb, options, run_id=run_id)
         ctx.holds_environment_lock = True
+        ctx.flow_run = flow_run
         listeners = listener if isinstance(listener, list) else [] if listener is None else [listener]
         if listeners:
             from .console import ConsoleView, guard_log_consoles
@@ -116,35 +121,42 @@ def execute(env: str, runbook: str, *, trigger: str = Trigger.MANUAL.value, reas
             accept_unverified_backup: bool = False, run_id: str | None = None, unit_runner: UnitRunner = direct,
             listener: Listener | list[Listener] | None = None, wait_s: float = 0.0, override_blackout: bool = False,
             expected_downtime: str | None = None, rehearsal: bool = False,
-            approval_waiter: Waiter | None = None) -> RunResult:
+            approval_waiter: Waiter | None = None, flow_run: FlowRunRef | None = None) -> RunResult:
     """Run a runbook. With a ``run_id`` whose folder already exists, resume that run instead.
 
     ``expected_downtime`` (e.g. ``20m``) overrides the runbook's announced downtime for this run."""
     cfg, rb = load(env, runbook)
     given = parse_expected_downtime(expected_downtime) if expected_downtime else None
+    if run_id and (cfg.resolve(cfg.reports.dir) / run_id / "audit.jsonl").is_file():
+        return resume(env, run_id, unit_runner=unit_runner, listener=listener, wait_s=wait_s, flow_run=flow_run,
+                      approval_waiter=approval_waiter, loaded=(cfg, rb))
     if given is not None:
         rb = rb.model_copy(update={"expected_downtime": given})
-    if run_id and (cfg.resolve(cfg.reports.dir) / run_id / "audit.jsonl").is_file():
-        return resume(env, run_id, unit_runner=unit_runner, listener=listener, wait_s=wait_s,
-                      approval_waiter=approval_waiter)
     options = RunOptions(trigger=Trigger(trigger), reason=reason, accept_unverified_backup=accept_unverified_backup,
                          override_blackout=override_blackout, expected_downtime=given, rehearsal=rehearsal)
     run_id = run_id or new_run_id(cfg.name, rb.name)
-    return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, None, approval_waiter)
+    return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, None, approval_waiter, flow_run)
 
 
 def resume(env: str, run_id: str, *, unit_runner: UnitRunner = direct,
            listener: Listener | list[Listener] | None = None,
-           wait_s: float = 0.0, approval_waiter: Waiter | None = None) -> RunResult:
+           wait_s: float = 0.0, approval_waiter: Waiter | None = None, flow_run: FlowRunRef | None = None,
+           loaded: tuple[EnvironmentConfig, Runbook | None] | None = None,
+           prior: tuple[dict[str, Any], list[dict[str, Any]]] | None = None) -> RunResult:
     """Resume a crashed run (its process died before ``run.finished``): skip every step its audit log
     records as completed, with every option of the first attempt as that attempt's first event recorded them.
 
     Refused (bad input, exit 2, nothing appended or sent): a run id that is not one, a run whose audit
     chain is broken (what it says cannot be trusted to skip or gate anything), and a run that finished
-    (succeeded, failed or skipped: its report is written and sealed, everyone was told how it ended)."""
-    cfg = load_config(env)
-    started, events = resumable(cfg, run_id)
-    rb = load_runbook(started.get("runbook_source") or started["runbook"], cfg)
+    (succeeded, failed or skipped: its report is written and sealed, everyone was told how it ended).
+
+    ``loaded`` (the config, and a runbook already loaded from the same file) and ``prior`` (what
+    :func:`resumable` returned) spare parsing them again: a command reads each file once."""
+    cfg, known = loaded if loaded is not None else (load_config(env), None)
+    started, events = prior if prior is not None else resumable(cfg, run_id)
+    source = started.get("runbook_source") or started["runbook"]
+    rb = known if known is not None and _same_file(known.source, find_runbook(source)) else load_runbook(source, cfg)
+    admit(cfg)
     options = recorded_options(run_id, started)
     if finished_at(events) is not None:
         # killed after the run finished but before its report was sealed (resumable() refuses a sealed one):
@@ -163,7 +175,14 @@ def resume(env: str, run_id: str, *, unit_runner: UnitRunner = direct,
         return RunResult(run_id=run_id, status=Status(last["data"].get("status")), run_dir=ctx.run_dir)
     if options.expected_downtime is not None:
         rb = rb.model_copy(update={"expected_downtime": options.expected_downtime})
-    return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, events, approval_waiter)
+    return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, events, approval_waiter, flow_run)
+
+
+def _same_file(a: str, b: Path) -> bool:
+    try:
+        return bool(a) and Path(a).resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def recorded_options(run_id: str, started: dict[str, Any]) -> RunOptions:
@@ -191,9 +210,8 @@ def finished_at(events: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def resumable(cfg: EnvironmentConfig, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The first event's data and all events of a run that may be resumed; InputError (exit 2) if not."""
-    from .audit import is_empty, verify_chain
+    from .audit import is_empty, read_chain
     from .ids import check_run_id
-    from .resume import prior_run
 
     check_run_id(run_id)
     run_dir = cfg.resolve(cfg.reports.dir) / run_id
@@ -202,10 +220,11 @@ def resumable(cfg: EnvironmentConfig, run_id: str) -> tuple[dict[str, Any], list
     if is_empty(run_dir / "audit.jsonl"):
         raise InputError(f"run {run_id} cannot be resumed: it never started (its audit.jsonl is empty: nothing ran); "
                          f"start a new run with `pitstop run`")
-    if broken := verify_chain(run_dir / "audit.jsonl"):
+    events, broken = read_chain(run_dir / "audit.jsonl")  # read and parsed once: checked, then used
+    if broken:
         raise InputError(f"run {run_id} cannot be resumed: its audit log is not intact ({broken}); "
                          f"`pitstop report verify {run_dir}` says more")
-    started, events = prior_run(run_dir)
+    started = next(e for e in events if e["kind"] == "run.started")["data"]
     last = next((e for e in reversed(events) if e["kind"] in ("run.started", "run.resumed", "run.finished")), None)
     last = finished_at(events)
     if last is not None and (run_dir / "manifest.json").is_file():

@@ -24,6 +24,36 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PITSTOP_PREFECT_IDLE", "5")
 
 
+# -- markers: what a test needs from the machine ---------------------------------------------------------
+# ``@pytest.mark.root`` (runs as root: files owned by other users, sshd, nginx) and
+# ``@pytest.mark.services("sshd", ...)`` (system services installed by `make system-deps`). Outside CI they skip
+# with the reason; in CI (``CI`` set) nothing is skipped: a missing service fails the test.
+SERVICES = {"sshd": "/usr/sbin/sshd", "nginx": "/usr/sbin/nginx", "setpriv": "/usr/bin/setpriv",
+            "postgresql-15": "/usr/lib/postgresql/15/bin/postgres"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "root: needs to run as root (skipped with the reason outside CI)")
+    config.addinivalue_line("markers", "services(*names): needs these system services installed, e.g. sshd, nginx "
+                                       "(`make system-deps`; skipped with the reason outside CI)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    in_ci = bool(os.environ.get("CI"))
+    for item in items:
+        if "ssh_lab" in getattr(item, "fixturenames", ()):  # the sshd lab runs Debian's sshd as root
+            item.add_marker(pytest.mark.root)
+            item.add_marker(pytest.mark.services("sshd"))
+        if in_ci:
+            continue
+        if item.get_closest_marker("root") and os.geteuid() != 0:
+            item.add_marker(pytest.mark.skip(reason="needs root (CI runs it as root)"))
+        wanted = [n for m in item.iter_markers("services") for n in m.args]
+        missing = [n for n in wanted if not Path(SERVICES.get(n, n)).exists()]
+        if missing:
+            item.add_marker(pytest.mark.skip(reason=f"needs {', '.join(missing)} (make system-deps installs it)"))
+
+
 @pytest.fixture(scope="session")
 def pg_data_dir() -> Iterator[Path]:
     """One embedded PostgreSQL 16 for the whole session (pgserver), stopped and removed at the end.
@@ -116,6 +146,19 @@ def make_env(tmp_path: Path, pg_data_dir: Path, seeded_db: str) -> Callable[...,
 
 
 @pytest.fixture(scope="session")
+def ssh_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The suite's one lab of real OpenSSH servers on loopback (tests/fleet/sshlab.py), for every area that
+    reaches hosts over SSH (fleet, maintenance, checks, reliability); tests start the hosts they need."""
+    from tests.fleet.sshlab import SshLab
+
+    lab = SshLab(tmp_path_factory.mktemp("sshlab"))
+    try:
+        yield lab
+    finally:
+        lab.stop()
+
+
+@pytest.fixture(scope="session")
 def prefect_api() -> Iterator[str]:
     """A real (temporary) Prefect API server; CLI subprocesses reach it through PREFECT_API_URL."""
     from prefect.settings import PREFECT_API_URL
@@ -132,6 +175,15 @@ def prefect_api() -> Iterator[str]:
                 os.environ.pop("PREFECT_API_URL", None)
             else:
                 os.environ["PREFECT_API_URL"] = old
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on at ``address`` right now (the one helper of the suite for it)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,

@@ -15,9 +15,9 @@ from psycopg import sql
 from ..config import CleanupSettings, RetentionRule
 from ..work import HasWork, combine
 from . import bounds, metrics
-from .maintenance import split
 from .progress import Progress
 from .rules import condition, fix_cutoff, ident, rule_key, table_facts
+from .vacuum import split
 
 
 def expired_rows(conn: Any, rule: RetentionRule) -> bool:

@@ -10,12 +10,10 @@ import socket
 import time
 from typing import Any
 
-from ..hostkeys import KnownHosts, defer_invoke
+import paramiko
+from paramiko.packet import Packetizer
 
-defer_invoke()
-# isort: split
-import paramiko  # noqa: E402
-from paramiko.packet import Packetizer  # noqa: E402
+from ..hostkeys import KnownHosts
 
 _BASE_CIPHERS: tuple[str, ...] = getattr(paramiko.Transport, "_preferred_ciphers")  # noqa: B009 - not in stubs
 _BASE_MACS: tuple[str, ...] = getattr(paramiko.Transport, "_preferred_macs")  # noqa: B009

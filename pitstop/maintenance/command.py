@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import CommandFailed, ConfigError
 from .base import DeadmanTarget, MaintenanceRecord, MaintenanceStatus, Strategy, substitute
+from .state import MaintenanceState
 
 if TYPE_CHECKING:
     from ..context import RunContext
@@ -33,7 +34,7 @@ class CommandStrategy(Strategy):
         return [str(a) for a in substitute(list(argv), values)]
 
     def _values(self, ctx: RunContext, host: str) -> dict[str, str]:
-        record = ctx.state.get("maintenance_record")
+        record = ctx.state.of(MaintenanceState).record
         if isinstance(record, MaintenanceRecord):
             return record.placeholders(host)
         return {"{host}": host, "{run_id}": ctx.run_id}

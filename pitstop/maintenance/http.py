@@ -17,6 +17,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from ..errors import ConfigError, ConnectorError, TransientError
 from .base import MaintenanceRecord, MaintenanceStatus, Strategy, substitute
+from .state import MaintenanceState
 
 if TYPE_CHECKING:
     from ..context import RunContext
@@ -45,7 +46,7 @@ class HttpStrategy(Strategy):
 
     def _values(self, ctx: RunContext, host: str) -> dict[str, str]:
         address = ctx.cfg.hosts[host].address if host in ctx.cfg.hosts else None
-        record = ctx.state.get("maintenance_record")
+        record = ctx.state.of(MaintenanceState).record
         if isinstance(record, MaintenanceRecord):
             return record.placeholders(host, address or host)
         return {"{host}": host, "{address}": address or host, "{run_id}": ctx.run_id}
@@ -77,7 +78,7 @@ class HttpStrategy(Strategy):
         values = self._values(ctx, host)
         url = substitute(call.url, values)
         with _lock:  # one call per URL and direction per run, even with many target hosts
-            done: dict[str, bool] = ctx.state.setdefault("maintenance_http", {})
+            done = ctx.state.of(MaintenanceState).http_done
             if done.get(url) is turning_on:
                 return False
             was_on = self._status_on(ctx, host)
@@ -104,7 +105,7 @@ class HttpStrategy(Strategy):
         values = record.placeholders(host)
         url = substitute(call.url, values)
         with _lock:
-            renewed: dict[str, str] = ctx.state.setdefault("maintenance_http_renewed", {})
+            renewed = ctx.state.of(MaintenanceState).http_renewed
             if renewed.get(url) == record.expires_at:
                 return
             resp = self.call(ctx, host, call, values)

@@ -250,9 +250,9 @@ def resolve_secret_url(name: str, cfg: ChannelConfig) -> str:
             raise ConfigError(f"notification channel {name!r}: ${cfg.url_env} is not set")
     if cfg.secret_block:
         try:
-            from prefect.blocks.system import Secret
+            from ..prefect_adapter import secret_block
 
-            value = Secret.load(cfg.secret_block).get()  # type: ignore[union-attr]
+            value = secret_block(cfg.secret_block)
         except Exception as exc:  # noqa: BLE001 - no URL is in this message
             raise ConfigError(f"notification channel {name!r}: Prefect Secret block {cfg.secret_block!r} "
                               f"could not be read ({type(exc).__name__})") from None

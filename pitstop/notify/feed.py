@@ -24,7 +24,7 @@ from ..config import EnvironmentConfig
 from ..fsmodes import private_dir, private_opener, write_private
 
 if TYPE_CHECKING:
-    from ..context import RunContext
+    from ..runview import RunView
 
 Doc = dict[str, Any]
 
@@ -108,7 +108,7 @@ def update_feed(cfg: EnvironmentConfig, mutate: Callable[[Doc], None], now: date
     return doc
 
 
-def record_run_event(ctx: RunContext, event: Doc, expected_s: float) -> Doc:
+def record_run_event(ctx: RunView, event: Doc, expected_s: float) -> Doc:
     """Fold one audit event of a run into the feed."""
     kind, data, ts = event["kind"], event["data"], event["ts"]
     run_id = ctx.run_id

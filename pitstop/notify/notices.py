@@ -36,7 +36,7 @@ from .ledger import KeyState, Ledger, open_ledger
 from .notifier import base_context, deliver
 
 if TYPE_CHECKING:
-    from ..context import RunContext
+    from ..runview import RunView
 
 RESCHEDULE_WITHIN = timedelta(days=45)
 
@@ -209,7 +209,7 @@ def _due(cfg: EnvironmentConfig, at: datetime, channels: list[Channel] | None,
          ledger: Ledger) -> Iterator[tuple[PlannedNotice, Window, Channel, Audience, Callable[[str], str]]]:
     """Each notice due (or stale) at ``at`` with its window, channel, audience and the run's redactor: what
     ``send_due`` sends and ``preview_due`` renders."""
-    from ..context import Redactor, secret_values
+    from ..redact import Redactor, secret_values
 
     channels = build_channels(cfg) if channels is None else channels
     redact = Redactor(secret_values(cfg))
@@ -325,15 +325,15 @@ def check_lead_time(cfg: EnvironmentConfig, runbook: str, now: datetime, ledger:
                     message=f"the {lead_label(required)} notice for window {w.id} was not delivered in time")
 
 
-def lead_time_gate(ctx: RunContext, clock: Clock = system_clock) -> LeadTime | None:
+def lead_time_gate(ctx: RunView, clock: Clock = system_clock) -> LeadTime | None:
     """Apply the policy to a run before it starts; records a ``notice.lead_time`` event."""
-    from ..context import provenance  # the run's first event says who started it, where, with which files
+    from ..provenance import provenance  # the run's first event says who started it, where, with which files
 
     trigger = ctx.options.trigger.value
     if trigger == "emergency":
         ctx.event("notice.lead_time", status="exempt", trigger=trigger,
                   message="emergency run: exempt from advance notice (flagged)",
-                  provenance=provenance(ctx.cfg, ctx.runbook))
+                  provenance=provenance(ctx.cfg, ctx.runbook, ctx.flow_run))
         return None
     if trigger != "scheduled":
         return None
@@ -341,7 +341,7 @@ def lead_time_gate(ctx: RunContext, clock: Clock = system_clock) -> LeadTime | N
     res = check_lead_time(ctx.cfg, ctx.runbook.name, clock())
     status = "ok" if res.ok else ("refused" if policy == "refuse" else "warning")
     ctx.event("notice.lead_time", status=status, policy=policy, **res.model_dump(),
-              provenance=provenance(ctx.cfg, ctx.runbook))
+              provenance=provenance(ctx.cfg, ctx.runbook, ctx.flow_run))
     if not res.ok and policy == "refuse":
         raise LeadTimeRefused(f"scheduled run refused: {res.message} (notifications.notices.policy: refuse)")
     return res

@@ -29,7 +29,7 @@ from .receipts import Receipt
 
 if TYPE_CHECKING:
     from ..config import EnvironmentConfig
-    from ..context import RunContext
+    from ..runview import RunView
 
 END_EVENTS = ("run.completed", "run.failed", "verification.failed", "run.cancelled")
 # tried even on a channel that is down this run: the outcome, and what someone must act on
@@ -75,7 +75,7 @@ def base_context(cfg: EnvironmentConfig, now: datetime) -> dict[str, Any]:
 
 
 class Notifier:
-    def __init__(self, ctx: RunContext, channels: list[Channel] | None = None, attempts: int | None = None,
+    def __init__(self, ctx: RunView, channels: list[Channel] | None = None, attempts: int | None = None,
                  wait_max: float | None = None):
         self.ctx = ctx
         ncfg = ctx.cfg.notifications

@@ -157,21 +157,9 @@ def check_prefect(run_dir: Path, env: str, api_url: str) -> AnchorCheck:
     prefix = artifact_prefix(env)
     where = f"Prefect artifacts {prefix}* at {api_url}"
     try:
-        from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, ArtifactFilterType
-        from prefect.client.schemas.sorting import ArtifactSort
+        from ..prefect_adapter import markdown_artifacts
 
-        mine: list[Any] = []
-        with get_client(sync_client=True) as client:
-            for offset in range(0, 5000, 200):
-                page = client.read_artifacts(
-                    artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_=prefix),
-                                                   type=ArtifactFilterType(any_=["markdown"])),
-                    sort=ArtifactSort.CREATED_DESC, limit=200, offset=offset)
-                found = [a for a in page if f"({run_dir.name})" in (a.description or "")]
-                mine += found
-                if len(page) < 200 or (mine and not found):  # newest first: past this run's artifacts
-                    break
+        mine = markdown_artifacts(prefix, run_dir.name)
     except Exception as exc:  # noqa: BLE001 - the API cannot be asked now: not checked, say why
         return AnchorCheck("prefect artifact", where, UNREACHABLE, error_text(exc))
     if not mine:

@@ -39,10 +39,9 @@ def table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 def _in_flow_run() -> bool:
     if "prefect" not in sys.modules:  # the local engine never imported Prefect: nothing to publish to
         return False
-    from prefect.context import FlowRunContext
+    from ..prefect_adapter import in_flow_run
 
-    ctx = FlowRunContext.get()
-    return ctx is not None and ctx.flow_run is not None
+    return in_flow_run()
 
 
 def full_report_link(ctx: Any) -> str:
@@ -66,14 +65,12 @@ def publish(report: dict[str, Any], markdown: str, link: str | None = None) -> d
         if link:
             markdown = f"**Full report:** [report.html]({link}) (HTML, with every section; also report.json)\n\n" \
                        + markdown
-        from prefect.artifacts import create_markdown_artifact, create_table_artifact
+        from ..prefect_adapter import create_artifacts
 
         audit = report.get("audit") or {}
         desc = (f"pitstop {report['runbook']} on {report['environment']}: {report['status']} ({report['run_id']}); "
                 f"audit chain head: {audit.get('events')} events, last hash {audit.get('last_hash')}")
-        md_id = create_markdown_artifact(markdown=markdown, key=artifact_key(report, "report"), description=desc)
-        table_id = create_table_artifact(table=table_rows(report), key=artifact_key(report, "results"),
-                                         description=desc)
-        return {"markdown": str(md_id), "table": str(table_id)}
+        return create_artifacts(markdown, artifact_key(report, "report"), table_rows(report),
+                                artifact_key(report, "results"), desc)
     except Exception:  # noqa: BLE001 - the run folder is the record; the UI copy is a convenience
         return None

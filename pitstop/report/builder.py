@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..cleanup.report import cleanup_section
+from ..registry import report_sections
 from .approval import approval_section
 from .in_window import in_window
 from .sections import follow_ups, metrics, post_maintenance
@@ -328,13 +328,14 @@ def build_report(events: list[dict[str, Any]], stage_order: list[str], run_id: s
     })
 
     def part(name: str, build: Any) -> None:
-        report[name] = faults.section(name.replace("_", " "), build, SECTION_DEFAULTS[name]())
+        report[name] = faults.section(name.replace("_", " "), build, SECTION_DEFAULTS.get(name, dict)())
 
     part("approval", lambda: approval_section(events))
     part("stages", lambda: _stage_records(events, stage_order, report["plan"], faults))
     part("hosts", lambda: _hosts(report["stages"]))
     part("backup", lambda: _backup(events))
-    part("cleanup", lambda: cleanup_section(events))
+    for name, section in report_sections().items():  # the plug-ins' own sections, folded from the same events
+        part(name, lambda section=section: section(events))
     part("checks", lambda: _checks(events))
     part("metrics", lambda: metrics(events, report["checks"]))
     part("verification", lambda: _verification(report["stages"], report["checks"]))

@@ -12,15 +12,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..cleanup import bounds, fkeys, maintenance, metrics, work
+from ..cleanup import bounds, fkeys, metrics, vacuum, work
 from ..cleanup.pacing import resolve_profile
 from ..cleanup.progress import Progress
 from ..cleanup.purge import PurgeOptions, RulePurge
+from ..cleanup.report import cleanup_section
 from ..cleanup.rules import count, fix_cutoff, rule_key, table_facts
-from ..config import Name, RetentionRule
+from ..config import EnvironmentConfig, Name, RetentionRule
 from ..context import RunContext
 from ..model import StepOutcome
 from ..pgretry import call
+from ..plugin import Event, Plugin, PluginState
 from ..registry import Placement, Target, has_work, planner, step
 from ..work import HasWork
 
@@ -65,8 +67,12 @@ def warn_superuser(ctx: RunContext, conn: Any) -> bool:
     return su
 
 
+def _needs_rules(cfg: EnvironmentConfig) -> str | None:
+    return None if cfg.retention else "has no `retention` rules"
+
+
 @step("cleanup.retention", params=RetentionParams, placement=Placement.OUTSIDE, target=Target.DATABASE,
-      destructive=True)
+      destructive=True, needs_config=_needs_rules)
 def cleanup_retention(ctx: RunContext, params: RetentionParams) -> StepOutcome:
     """Purge rows past retention in adaptive, resumable batches (partitions are dropped whole)."""
     def superuser() -> bool:
@@ -82,7 +88,7 @@ def cleanup_retention(ctx: RunContext, params: RetentionParams) -> StepOutcome:
         result = RulePurge(ctx, rule, opts).run()
         ctx.event("cleanup.purged", **result)
         results.append(result)
-    ctx.state.setdefault("cleanup", []).extend(results)
+    ctx.state.of(CleanupState).purged.extend(results)
     total = sum(r["deleted_this_run"] for r in results)
     summary = ", ".join(f"{r['table']}: {r['deleted_this_run']} rows"
                         + (f" ({len(r['partitions_dropped'])} partitions dropped)" if r["partitions_dropped"] else "")
@@ -157,14 +163,14 @@ def _partition_lines(conn: Any, rule: RetentionRule, cutoff: Any, expired: int) 
 def vacuum_analyze(ctx: RunContext, params: VacuumParams) -> StepOutcome:
     """VACUUM (ANALYZE) the touched tables; REINDEX CONCURRENTLY bloated indexes; report invalid ones."""
     names = _vacuum_targets(ctx, params.tables)
-    vacuumed = maintenance.vacuum_tables(ctx, names, params.lock_timeout_ms)
+    vacuumed = vacuum.vacuum_tables(ctx, names, params.lock_timeout_ms)
     reindexed = []
     if params.reindex:
         s = ctx.cfg.cleanup
-        reindexed = maintenance.reindex_bloated(
+        reindexed = vacuum.reindex_bloated(
             ctx, names, s.reindex_bloat_threshold if params.bloat_threshold is None else params.bloat_threshold,
             s.reindex_min_bytes if params.min_index_bytes is None else params.min_index_bytes, params.lock_timeout_ms)
-    invalid = maintenance.report_invalid(ctx)
+    invalid = vacuum.report_invalid(ctx)
     summary = f"{len(vacuumed)} tables vacuumed and analyzed, {len(reindexed)} indexes rebuilt"
     if invalid:
         summary += f", {len(invalid)} INVALID indexes: {', '.join(invalid)}"
@@ -175,7 +181,7 @@ def vacuum_analyze(ctx: RunContext, params: VacuumParams) -> StepOutcome:
 def _vacuum_targets(ctx: RunContext, tables: list[str] | None) -> list[str]:
     if tables:
         return tables
-    touched = [r["table"] for r in ctx.state.get("cleanup", [])]
+    touched = [r["table"] for r in ctx.state.of(CleanupState).purged]
     return list(dict.fromkeys(touched)) or [r.qualified for r in ctx.cfg.retention]
 
 
@@ -187,7 +193,7 @@ def plan_vacuum(ctx: RunContext, params: VacuumParams) -> list[str]:
     with ctx.db.connect() as conn:
         conn.read_only = True
         for name in names:
-            schema, table = maintenance.split(name)
+            schema, table = vacuum.split(name)
             for ix in metrics.index_stats(conn, schema, table):
                 bloat = ix["bloat_estimate"]
                 threshold = s.reindex_bloat_threshold if params.bloat_threshold is None else params.bloat_threshold
@@ -201,7 +207,7 @@ def plan_vacuum(ctx: RunContext, params: VacuumParams) -> list[str]:
 @step("database.vacuum_full", params=VacuumFullParams, placement=Placement.INSIDE, target=Target.DATABASE)
 def vacuum_full(ctx: RunContext, params: VacuumFullParams) -> StepOutcome:
     """VACUUM FULL or CLUSTER the listed tables (ACCESS EXCLUSIVE: runs inside the window)."""
-    done = maintenance.vacuum_full(ctx, list(params.tables), params.mode, params.index)
+    done = vacuum.vacuum_full(ctx, list(params.tables), params.mode, params.index)
     saved = sum(d["before"]["table_bytes"] + d["before"]["index_bytes"] - d["after"]["table_bytes"]
                 - d["after"]["index_bytes"] for d in done)
     return StepOutcome(changed=True, summary=f"{params.mode} on {len(done)} tables, {saved} bytes reclaimed",
@@ -212,6 +218,22 @@ def vacuum_full(ctx: RunContext, params: VacuumFullParams) -> StepOutcome:
 def plan_vacuum_full(ctx: RunContext, params: VacuumFullParams) -> list[str]:
     verb = "CLUSTER" if params.mode == "cluster" else "VACUUM (FULL, ANALYZE)"
     return [f"{verb} {t} (ACCESS EXCLUSIVE for the whole rewrite)" for t in params.tables]
+
+
+class CleanupState(PluginState):
+    purged: list[dict[str, Any]] = Field(default_factory=list)  # every rule's ``cleanup.purged`` record
+
+    def rebuild(self, events: list[Event]) -> None:
+        """The purges an earlier attempt finished (a resumed run vacuums the tables they touched)."""
+        self.purged += [e["data"] for e in events if e["kind"] == "cleanup.purged"]
+
+
+class CleanupPlugin(Plugin):
+    state = CleanupState
+    report_sections = {"cleanup": cleanup_section}
+
+
+PLUGIN = CleanupPlugin("cleanup")
 
 
 @has_work("cleanup.retention")

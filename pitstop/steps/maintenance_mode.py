@@ -18,7 +18,9 @@ from ..checks import check
 from ..context import RunContext
 from ..maintenance import deadman, strategy_for
 from ..maintenance.base import MaintenanceRecord
+from ..maintenance.state import MaintenanceState
 from ..model import CheckResult, CheckStatus, StepOutcome
+from ..plugin import Notify, Plugin, WindowStatus
 from ..registry import Placement, Target, planner, step
 
 _lock = threading.RLock()
@@ -37,10 +39,12 @@ def _group(cfg) -> str:  # type: ignore[no-untyped-def]
     return cfg.maintenance.targets
 
 
+def _state(ctx: RunContext) -> MaintenanceState:
+    return ctx.state.of(MaintenanceState)
+
+
 def _hosts_on(ctx: RunContext) -> set[str]:
-    with _lock:
-        on: set[str] = ctx.state.setdefault("maintenance_on", set())
-        return on
+    return _state(ctx).on
 
 
 def ttl(ctx: RunContext) -> timedelta:
@@ -51,11 +55,10 @@ def ttl(ctx: RunContext) -> timedelta:
 
 def _record(ctx: RunContext, message: str | None) -> MaintenanceRecord:
     with _lock:
-        rec = ctx.state.get("maintenance_record")
-        if rec is None:  # one record per run: every host shows the same run, start and expiry
-            rec = ctx.state["maintenance_record"] = MaintenanceRecord.new(
-                ctx.run_id, ttl(ctx), message or ctx.cfg.maintenance.message)
-        return rec
+        st = _state(ctx)
+        if st.record is None:  # one record per run: every host shows the same run, start and expiry
+            st.record = MaintenanceRecord.new(ctx.run_id, ttl(ctx), message or ctx.cfg.maintenance.message)
+        return st.record
 
 
 @step("maintenance.on", params=OnParams, placement=Placement.INSIDE, target=Target.HOSTS, default_group=_group)
@@ -71,13 +74,13 @@ def maintenance_on(ctx: RunContext, params: OnParams, host: str) -> StepOutcome:
     if target is not None:  # armed *before* the switch: there is no moment with maintenance on and no expiry
         conn = ctx.host(host)
         with _lock:
-            old = ctx.state.setdefault("maintenance_deadman", {}).pop(host, None)
+            old = _state(ctx).deadman.pop(host, None)
         if old is not None:
             deadman.cancel(conn, old, ctx.run_id, sudo=m.sudo)
         armed = deadman.arm(conn, target, ttl_s=record.ttl_seconds, run_id=ctx.run_id, method=m.deadman.method,
                             sudo=m.sudo, token=record.token)
         with _lock:
-            ctx.state["maintenance_deadman"][host] = armed
+            _state(ctx).deadman[host] = armed
         ctx.event("maintenance.deadman_armed", host=host, expires_at=record.expires_at, deadman=armed.describe(),
                   handle=armed.model_dump())  # a resumed run cancels it through this record
     changed = strategy.on(ctx, host, record)
@@ -97,7 +100,7 @@ def maintenance_off_host(ctx: RunContext, params: OffParams, host: str) -> StepO
     changed = strategy.off(ctx, host)
     with _lock:
         _hosts_on(ctx).discard(host)
-        handle = ctx.state.get("maintenance_deadman", {}).pop(host, None)
+        handle = _state(ctx).deadman.pop(host, None)
     cancelled = False
     if handle is not None:
         try:
@@ -115,8 +118,8 @@ def renew_deadman(ctx: RunContext) -> list[str]:
     watcher (which, armed for the old expiry, would find its token gone anyway). Hosts renewed."""
     m = ctx.cfg.maintenance
     with _lock:
-        rec = ctx.state.get("maintenance_record")
-        handles = dict(ctx.state.get("maintenance_deadman", {}))
+        rec = _state(ctx).record
+        handles = dict(_state(ctx).deadman)
         hosts = sorted(_hosts_on(ctx))
     if rec is None or not hosts or not (m.deadman.enabled and m.deadman.renew):
         return []
@@ -146,7 +149,7 @@ def renew_deadman(ctx: RunContext) -> list[str]:
                 deadman.cancel(conn, old, ctx.run_id, sudo=m.sudo)  # a systemd timer was replaced by arm()
             with _lock:
                 if armed is not None:
-                    ctx.state.setdefault("maintenance_deadman", {})[host] = armed
+                    _state(ctx).deadman[host] = armed
             ctx.event("maintenance.deadman_armed", host=host, expires_at=new.expires_at, renewed=True,
                       deadman=armed.describe() if armed else None, handle=armed.model_dump() if armed else None)
             renewed.append(host)
@@ -154,7 +157,7 @@ def renew_deadman(ctx: RunContext) -> list[str]:
             ctx.event("maintenance.deadman_renew_failed", host=host, error=ctx.redact(str(exc)),
                       expires_at=rec.expires_at)
     with _lock:
-        ctx.state["maintenance_record"] = new
+        _state(ctx).record = new
     return renewed
 
 
@@ -182,7 +185,7 @@ class DeadmanKeeper:
     def _loop(self) -> None:
         half = ttl(self.ctx).total_seconds() / 2
         while not self._stop.wait(min(30.0, max(0.5, half / 4))):
-            rec = self.ctx.state.get("maintenance_record")
+            rec = _state(self.ctx).record
             if rec is None:
                 continue
             left = (datetime.fromisoformat(rec.expires_at) - datetime.now(UTC)).total_seconds()
@@ -232,3 +235,35 @@ def maintenance_state(ctx: RunContext, params: StateParams, host: str) -> CheckR
     ok = st.on == params.expect
     return CheckResult(name="maintenance_state", status=CheckStatus.PASS if ok else CheckStatus.FAIL,
                        observed="on" if st.on else "off", expected=want, evidence=st.model_dump())
+
+
+class MaintenanceModePlugin(Plugin):
+    """Maintenance mode's hooks: the dead-man keeper around the window, the window's status for a resumed
+    run, and the always-finally safety net that lifts maintenance mode wherever this run left it on."""
+
+    state = MaintenanceState
+
+    def window_guard(self, ctx: RunContext) -> DeadmanKeeper:
+        return DeadmanKeeper(ctx)  # a long window must not outlive its dead-man while the run is alive
+
+    def window_status(self, ctx: RunContext) -> WindowStatus:
+        st = _state(ctx)
+        return WindowStatus(held=bool(st.on), down_since=st.down_since, lifted_at=st.lifted_at)
+
+    def safety_net(self, ctx: RunContext, notify: Notify) -> bool:
+        """If any host still has maintenance on (its off step failed or never ran), lift it."""
+        if not _hosts_on(ctx):
+            return False
+        ctx.event("maintenance.safety_net", hosts=sorted(_hosts_on(ctx)))
+        try:
+            maintenance_off(ctx, OffParams())
+            return True
+        except Exception as exc:  # noqa: BLE001 - report, alert, continue to the report
+            ctx.event("maintenance.lift_failed", error=ctx.redact(str(exc)))
+            notify("maintenance.stuck", "maintenance mode could NOT be lifted — act now",
+                   ctx.redact(str(exc)) + f"\n\nSee and lift it: pitstop maintenance status --env "
+                   f"{ctx.cfg.name}; pitstop maintenance off --env {ctx.cfg.name} --reason '...'", severity="failure")
+            return False
+
+
+PLUGIN = MaintenanceModePlugin("maintenance_mode")

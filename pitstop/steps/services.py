@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -20,6 +20,7 @@ from ..connectors.base import Connection
 from ..context import RunContext
 from ..errors import StepFailed
 from ..model import StepOutcome
+from ..plugin import Plugin, PluginState
 from ..registry import STEPS, Placement, Target, has_work, planner, step
 from ..work import HasWork
 from .hostutil import is_sandbox
@@ -82,7 +83,7 @@ def wait_healthy(conn: Connection, p: RestartParams, svc: str, sleep=time.sleep)
 
 def _rollout(ctx: RunContext, p: RestartParams) -> tuple[threading.Semaphore, dict[str, str]]:
     with _lock:
-        rollouts = ctx.state.setdefault("rollouts", {})
+        rollouts = ctx.state.of(RolloutState).rollouts
         key = id(p)  # the executor validates params once per step: one rollout per step
         if key not in rollouts:  # keeping ``p`` alive keeps its id unique for the run
             rollouts[key] = (p, threading.Semaphore(p.serial), {})
@@ -134,6 +135,18 @@ def plan_restart(ctx: RunContext, params: RestartParams, host: str) -> list[str]
 
 
 STEPS["service.restart"].extra["serial"] = 1  # a hint for fan-out engines: rolling by default
+
+
+class RolloutState(PluginState):
+    # one serial rollout per step of this attempt: id(params) -> (params, semaphore, per-host outcomes)
+    rollouts: dict[int, Any] = Field(default_factory=dict)
+
+
+class ServicesPlugin(Plugin):
+    state = RolloutState
+
+
+PLUGIN = ServicesPlugin("services")
 
 
 @has_work("service.restart")

@@ -13,7 +13,8 @@ import httpx
 import psycopg
 import pytest
 
-from tests.prefect.test_server_worker import PREFECT, _free_port, system_pg  # noqa: F401 - fixture re-used
+from tests.conftest import free_port
+from tests.prefect.test_server_worker import PREFECT, system_pg  # noqa: F401 - fixture re-used
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def prefect_ui_server(system_pg: str, tmp_path_factory: pytest.TempPathFactory) 
     db = f"prefect_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(host=system_pg, dbname="postgres", user="postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
-    port = _free_port()
+    port = free_port()
     home = tmp_path_factory.mktemp("prefect-ui-home")
     url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

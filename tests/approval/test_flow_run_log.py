@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.progress import FlowRunLog, line
 from pitstop.audit import AuditLog
+from pitstop.prefect_adapter.progress import FlowRunLog, line
 from pitstop.redact import Redactor
 
 SECRET = "s3cr3t-Token-0123456789"

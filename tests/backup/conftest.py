@@ -12,8 +12,8 @@ from typing import Any
 
 import boto3
 import pytest
-from backup_helpers import KEY_ENV, SECRET_ENV
 
+from tests.backup.backup_helpers import KEY_ENV, SECRET_ENV
 from tests.reliability.faults import FaultProxy
 
 

@@ -9,10 +9,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from backup_helpers import SECRET_ENV, kinds, s3_storage
 
+from pitstop.backup.state import BackupState
+from pitstop.backup.steps import BackupParams, VerifyParams, backup_postgres, backup_verify
 from pitstop.errors import BackupError
-from pitstop.steps.backup import BackupParams, VerifyParams, backup_postgres, backup_verify
+from tests.backup.backup_helpers import SECRET_ENV, kinds, s3_storage
 
 MiB = 1024 * 1024
 SEEDED = {"public.events": 6000, "public.orders": 1000, "public.sessions": 2000, "public.users": 200}
@@ -36,7 +37,7 @@ def test_backup_to_disk_and_verify(make_env: Any, ctx_for: Any) -> None:
     manifest_path = path.with_name(path.name.replace(".dump", ".manifest.json"))
     assert json.loads(manifest_path.read_text())["verified"] is False
     backup_verify(ctx, VerifyParams())
-    assert ctx.state["backup"]["verified"] is True
+    assert ctx.state.of(BackupState).backup["verified"] is True
     stored = json.loads(manifest_path.read_text())
     assert stored["verified"] is True and stored["verification"]["rows"] == sum(SEEDED.values())
     ev = next(e for e in ctx.audit.events if e["kind"] == "backup.verified")["data"]
@@ -59,7 +60,7 @@ def test_backup_streams_to_s3_multipart_and_verifies(make_env: Any, ctx_for: Any
     assert head["ContentLength"] == m["size"] and head["ServerSideEncryption"] == "AES256"
     assert head["StorageClass"] == "STANDARD_IA"
     backup_verify(ctx, VerifyParams())
-    assert ctx.state["backup"]["verified"] and m["row_counts"]["public.blobs"] == 12
+    assert ctx.state.of(BackupState).backup["verified"] and m["row_counts"]["public.blobs"] == 12
     manifest = json.loads(s3_client.get_object(Bucket=bucket, Key=m["key"].replace(".dump", ".manifest.json"))
                           ["Body"].read())
     assert manifest["verified"] is True
@@ -97,7 +98,7 @@ def test_corrupted_backup_fails_verification(make_env: Any, ctx_for: Any, damage
     damage(Path(m["location"]))
     with pytest.raises(BackupError, match=message):
         backup_verify(ctx, VerifyParams())
-    assert ctx.state["backup"]["verified"] is False
+    assert ctx.state.of(BackupState).backup["verified"] is False
     failed = [e for e in ctx.audit.events if e["kind"] == "backup.verify_failed"]
     assert len(failed) == 1 and failed[0]["data"]["location"] == m["location"]
     assert "backup.verified" not in kinds(ctx)
@@ -148,7 +149,7 @@ def test_scratch_databases_of_dead_runs_are_dropped_under_the_lock(make_env: Any
                                                                    pg_socket: str) -> None:
     """A run killed mid-verification leaves its scratch database (nobody can drop it then). The next run
     of the environment, holding its lock, drops those of its own environment only, and says so."""
-    from pitstop.steps.backup import scratch_prefix
+    from pitstop.backup.steps import scratch_prefix
     from tests.conftest import run_cli
 
     env = make_env()

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backup_helpers import (
+
+from pitstop.backup.state import BackupState
+from tests.backup.backup_helpers import (
     admin,
     database_exists,
     drop_database,
@@ -32,7 +34,6 @@ from backup_helpers import (
     s3_storage,
     write_runbook,
 )
-
 from tests.conftest import report_of, run_cli
 from tests.reliability.results import record
 
@@ -156,8 +157,8 @@ def test_reason_without_replace_is_bad_input(make_env: Any) -> None:
 
 
 def test_a_manifest_altered_in_storage_is_refused_by_verify(make_env: Any, ctx_for: Any) -> None:
+    from pitstop.backup.steps import BackupParams, VerifyParams, backup_postgres, backup_verify
     from pitstop.errors import BackupError
-    from pitstop.steps.backup import BackupParams, VerifyParams, backup_postgres, backup_verify
 
     ctx = ctx_for(make_env())
     m = backup_postgres(ctx, BackupParams()).data["backup"]
@@ -171,7 +172,7 @@ def test_a_manifest_altered_in_storage_is_refused_by_verify(make_env: Any, ctx_f
     path.write_text(json.dumps(doc, indent=2))
     with pytest.raises(BackupError, match="is not the one this run wrote"):
         backup_verify(ctx, VerifyParams())
-    assert ctx.state["backup"]["verified"] is False
+    assert ctx.state.of(BackupState).backup["verified"] is False
     assert [e["kind"] for e in ctx.audit.events if e["kind"].startswith("backup.verif")] == ["backup.verify_failed"]
     record("altered_manifest_verify", forged_inputs=1, trusted=0)
 
@@ -220,8 +221,8 @@ def test_a_manifest_naming_another_runs_dump_is_refused(make_env: Any, tmp_path:
 def test_a_dump_swapped_in_s3_is_refused_before_any_of_it_runs(make_env: Any, tmp_path: Path, pg_socket: str,
                                                                 moto_endpoint: str, bucket: str, s3_client: Any,
                                                                 ctx_for: Any, marker: Path, names: list[str]) -> None:
+    from pitstop.backup.steps import BackupParams, VerifyParams, backup_postgres, backup_verify
     from pitstop.errors import BackupError
-    from pitstop.steps.backup import BackupParams, VerifyParams, backup_postgres, backup_verify
 
     env = make_env(lambda c: c.update(storage=s3_storage(moto_endpoint, bucket)))
     hostile = evil_dump(pg_socket, marker, tmp_path / "evil.dump")

@@ -18,8 +18,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from backup_helpers import evil_dump, write_runbook
 
+from tests.backup.backup_helpers import evil_dump, write_runbook
 from tests.conftest import report_of, run_cli
 from tests.reliability.results import record
 

@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from backup_helpers import SECRET_ENV, s3_storage, write_runbook
 
-from pitstop.backup_catalog import BackupEntry, list_backups, plan_prune
-from pitstop.config import BackupConfig
-from pitstop.steps.backup import (
+from pitstop.backup.catalog import BackupEntry, list_backups, plan_prune
+from pitstop.backup.steps import (
     BackupParams,
     PruneParams,
     VerifyParams,
@@ -21,6 +19,8 @@ from pitstop.steps.backup import (
     backup_prune,
     backup_verify,
 )
+from pitstop.config import BackupConfig
+from tests.backup.backup_helpers import SECRET_ENV, s3_storage, write_runbook
 from tests.conftest import report_of, run_cli
 
 

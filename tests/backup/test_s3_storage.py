@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backup_helpers import SECRET_ENV, s3_storage
 
 from pitstop.config import StorageConfig
 from pitstop.connectors.s3 import MAX_PARTS, MIN_PART, S3Storage, part_size_at, part_size_for
 from pitstop.connectors.storage import LocalStorage
 from pitstop.errors import ConfigError, ConnectorError
+from tests.backup.backup_helpers import SECRET_ENV, s3_storage
 
 MiB = 1024 * 1024
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 import yaml
-from backup_helpers import admin, drop_database, pg_bin, write_runbook
 
+from tests.backup.backup_helpers import admin, drop_database, pg_bin, write_runbook
 from tests.conftest import demo_config, report_of, run_cli
 
 OWNER, READER = "pitstop_shape_owner", "pitstop_shape_reader"
@@ -242,7 +242,7 @@ def test_template1_additions_never_reach_a_restore_or_a_verification(shaped: Sha
                                                                     ctx_for: Any) -> None:
     """Restores and scratch verifications are created from template0: a table someone added to template1
     (the issue's 200 inherited `users` rows) is not in them, and does not make them differ."""
-    from pitstop.steps.backup import verify_backup
+    from pitstop.backup.steps import verify_backup
 
     with admin(pg_socket, "template1") as conn:
         conn.execute("CREATE TABLE pitstop_template_junk (x int); INSERT INTO pitstop_template_junk VALUES (1)")
@@ -260,7 +260,7 @@ def test_template1_additions_never_reach_a_restore_or_a_verification(shaped: Sha
 
 def test_a_sequence_behind_or_a_lost_large_object_is_a_difference(shaped: Shaped, target: str,
                                                                   pg_socket: str) -> None:
-    from pitstop.backup_contents import Contents, compare, read_restored
+    from pitstop.backup.contents import Contents, compare, read_restored
 
     out = run_cli("restore", "--env", str(shaped.env), "--run", shaped.run_id, "--into", target, "--json")
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout
@@ -282,8 +282,8 @@ def test_a_sequence_behind_or_a_lost_large_object_is_a_difference(shaped: Shaped
 def test_the_tables_of_contents_is_matched_by_oid_not_by_printed_names(shaped: Shaped) -> None:
     """``"a b".c`` and ``a."b c"`` both print as ``a b c`` in ``pg_restore --list``: a dump that lacks one
     of them must not pass because the other's entry reads the same."""
-    from pitstop.backup_contents import Contents
-    from pitstop.backups import toc_sanity
+    from pitstop.backup.contents import Contents
+    from pitstop.backup.restore import toc_sanity
     from pitstop.errors import BackupError
 
     listing = subprocess.run([pg_bin("pg_restore"), "--list", shaped.report["backup"]["location"]],

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import pytest
-from backup_helpers import s3_storage
 
+from pitstop.backup.state import BackupState
 from pitstop.connectors.storage import LocalStorage, StoredObject
+from tests.backup.backup_helpers import s3_storage
 
 
 @pytest.fixture(params=[0o000, 0o022], ids=["umask000", "umask022"])
@@ -104,7 +105,7 @@ class Watching(LocalStorage):
 @pytest.mark.parametrize("fmt", ["directory", "custom"])
 def test_dump_and_restore_staging_is_private_under_any_umask(make_env: Any, ctx_for: Any, tmp_path: Path,
                                                               umask: int, fmt: str) -> None:
-    from pitstop.steps.backup import BackupParams, VerifyParams, backup_postgres, backup_verify
+    from pitstop.backup.steps import BackupParams, VerifyParams, backup_postgres, backup_verify
 
     env = make_env(lambda c: c.setdefault("backup", {}).update(format=fmt))
     ctx = ctx_for(env)
@@ -112,7 +113,7 @@ def test_dump_and_restore_staging_is_private_under_any_umask(make_env: Any, ctx_
     ctx._storage = watching = Watching(ctx.cfg.resolve(ctx.cfg.storage.path), staging)
     backup_postgres(ctx, BackupParams())
     backup_verify(ctx, VerifyParams())
-    assert ctx.state["backup"]["verified"] is True
+    assert ctx.state.of(BackupState).backup["verified"] is True
     assert watching.looked > 0, "the staging directory was never seen holding data"
     assert watching.seen == []
     assert exposed(ctx.cfg.resolve(ctx.cfg.storage.path)) == []
@@ -120,7 +121,7 @@ def test_dump_and_restore_staging_is_private_under_any_umask(make_env: Any, ctx_
 
 def test_s3_objects_of_a_run_are_encrypted_by_default(make_env: Any, ctx_for: Any, moto_endpoint: str, bucket: str,
                                                       s3_client: Any) -> None:
-    from pitstop.steps.backup import BackupParams, VerifyParams, backup_postgres, backup_verify
+    from pitstop.backup.steps import BackupParams, VerifyParams, backup_postgres, backup_verify
 
     ctx = ctx_for(make_env(lambda c: c.update(storage=s3_storage(moto_endpoint, bucket))))  # no SSE key given
     assert ctx.cfg.storage.server_side_encryption == "AES256"

@@ -3,6 +3,7 @@ checksum of immutable rows (paid orders)."""
 
 from __future__ import annotations
 
+from pitstop.backup.state import BackupState
 from pitstop.model import CheckStatus
 
 from .conftest import run
@@ -53,7 +54,7 @@ def test_parity_names_exactly_what_differed(ctx, db_conn, seeded_db):
 
 def test_parity_tolerance_and_backup_manifest_fallback(ctx, db_conn, seeded_db):
     # No snapshot: "before" comes from this run's backup manifest row counts.
-    ctx.state["backup"] = {"row_counts": {"public.users": 200, "public.sessions": 2000}, "verified": True}
+    ctx.state.of(BackupState).backup = {"row_counts": {"public.users": 200, "public.sessions": 2000}, "verified": True}
     with db_conn(seeded_db) as conn:
         conn.execute("INSERT INTO users (email) VALUES ('late-signup@demo.example')")
     r = run(ctx, "data_parity", {"tables": ["users", "sessions"]})

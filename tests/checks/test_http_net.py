@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from pitstop.model import CheckStatus
+from tests.conftest import free_port
 
 from .conftest import run
 
@@ -60,14 +61,10 @@ def test_http_tls_days_left(ctx, tls_server):
     assert 9 < unverified.evidence["tls_days_left"] <= 10
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_http_unreachable_is_a_failed_check_recorded_in_audit(ctx):
-    port = _free_port()
+    port = free_port()
     r = run(ctx, "http", {"url": f"http://127.0.0.1:{port}/", "timeout_s": 2})
     assert r.status == CheckStatus.FAIL
     assert "ConnectionRefusedError" in r.evidence["error"]
@@ -78,7 +75,7 @@ def test_http_unreachable_is_a_failed_check_recorded_in_audit(ctx):
 def test_tcp_open_and_closed(ctx, http_url):
     port = int(http_url.rsplit(":", 1)[1])
     assert run(ctx, "tcp", {"host": "127.0.0.1", "port": port}).status == CheckStatus.PASS
-    closed = _free_port()
+    closed = free_port()
     r = run(ctx, "tcp", {"host": "127.0.0.1", "port": closed, "timeout_s": 2})
     assert r.status == CheckStatus.FAIL and r.evidence["error"]
     assert run(ctx, "tcp", {"host": "127.0.0.1", "port": closed, "expect_open": False}).status == CheckStatus.PASS

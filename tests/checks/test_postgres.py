@@ -71,7 +71,7 @@ def test_sql_assert_statement_timeout(ctx):
 def test_sql_assert_needs_one_expectation():
     from pydantic import ValidationError
 
-    from checks.postgres import SqlAssertParams
+    from pitstop.checks.postgres import SqlAssertParams
 
     with pytest.raises(ValidationError):
         SqlAssertParams(sql="SELECT 1")

@@ -16,12 +16,9 @@ from .conftest import run
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshLab]:
-    lab = SshLab(tmp_path_factory.mktemp("sshlab-checks"))
-    try:
-        yield lab
-    finally:
-        lab.stop()
+def lab(ssh_lab: SshLab) -> SshLab:
+    """The suite's one sshd lab (tests/conftest.py)."""
+    return ssh_lab
 
 
 @pytest.fixture
@@ -39,13 +36,13 @@ def ssh_ctx(lab: SshLab, tmp_path: Path) -> Iterator[Any]:
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     ctx = RunContext.create(load_config(str(path)), Runbook.model_validate({"name": "t", "stages": []}),
                             RunOptions())
-    ctx.state["lab_host"] = hosts[0].name
+    ctx.lab_host = hosts[0].name  # type: ignore[attr-defined]
     yield ctx
     ctx.close()
 
 
 def test_host_checks_over_ssh(ssh_ctx, http_url):
-    host = ssh_ctx.state["lab_host"]
+    host = ssh_ctx.lab_host
     disk = run(ssh_ctx, "disk_free", {"min_free_pct": 0}, host=host)
     assert disk.status == CheckStatus.PASS and disk.evidence["size_kb"] > 0
     assert run(ssh_ctx, "inodes_free", {"min_free_pct": 0}, host=host).status == CheckStatus.PASS

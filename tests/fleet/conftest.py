@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from sshlab import FakeHost, SshLab
 
 from pitstop.config import EnvironmentConfig, load_config
-
-
-@pytest.fixture(scope="session")
-def ssh_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshLab]:
-    lab = SshLab(tmp_path_factory.mktemp("sshlab"))
-    try:
-        yield lab
-    finally:
-        lab.stop()
+from tests.fleet.sshlab import FakeHost, SshLab
 
 
 @pytest.fixture(scope="session")

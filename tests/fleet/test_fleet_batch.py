@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sshlab import FakeHost, SshLab
 from test_fleet_ssh import HOSTILE, conn_for
 
 from pitstop.connectors.base import Cmd, Connection, Put
 from pitstop.connectors.local import LocalConnection
 from pitstop.connectors.ssh import SshConnection
 from pitstop.errors import CommandFailed, ConnectorError
+from tests.fleet.sshlab import FakeHost, SshLab
 
 
 def sessions(conn: SshConnection) -> list[str]:

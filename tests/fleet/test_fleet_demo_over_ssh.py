@@ -7,10 +7,9 @@ import os
 import time
 from pathlib import Path
 
-from sshlab import FakeHost, SshLab
-
 from pitstop.model import Status
 from pitstop.runner import execute
+from tests.fleet.sshlab import FakeHost, SshLab
 
 
 def seed_logs(root: Path) -> None:

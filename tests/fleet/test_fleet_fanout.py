@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sshlab import FakeHost, SshLab
 
 from pitstop.config import FleetConfig, HostConfig, SshSettings
 from pitstop.connectors.ssh import AuthError, SshConnection
@@ -15,6 +14,7 @@ from pitstop.fanout import batches, error_limit, fan_out
 from pitstop.model import HostResult, Status, StepOutcome
 from pitstop.registry import Placement, Target, step
 from pitstop.runner import execute
+from tests.fleet.sshlab import FakeHost, SshLab
 from tests.reliability.faults import FaultProxy
 
 
@@ -172,7 +172,7 @@ def test_transient_failure_retried_auth_failure_not(ssh_lab: SshLab, fleet: list
         assert conn.run(["echo", "made it"]).stdout == "made it\n"
         assert conn.connects == 3 and proxy.accepted == 3
 
-    from sshlab import keygen
+    from tests.fleet.sshlab import keygen
 
     stranger_key = keygen(tmp_path / "not-authorized")
     bad = SshSettings(**ssh_lab.ssh_settings(known_hosts=[str(tmp_path / "kh")], identity_file=str(stranger_key)))

@@ -5,6 +5,7 @@ the SSH window on both streams is read completely; the fleet path imports nothin
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -12,12 +13,12 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from sshlab import FakeHost, SshLab, keygen
 
 from pitstop.config import HostConfig, SshSettings
 from pitstop.connectors.ssh import SshConnection
 from pitstop.errors import ConnectorError, HostKeyError
 from pitstop.hostkeys import KnownHosts, known_hosts
+from tests.fleet.sshlab import FakeHost, SshLab, keygen
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -205,6 +206,7 @@ def test_fleet_path_imports_stay_lean(tmp_path: Path) -> None:
     ssh_config.write_text('Host alias\n  HostName real.example\nMatch exec "test 1 = 1"\n  User matched\n')
     code = f"""
 import sys
+import pitstop.cli  # the command's entry point defers invoke for its own process
 import pitstop.config, pitstop.connectors, pitstop.fanout, pitstop.connectors.ssh
 heavy = [m for m in ("prefect", "jinja2", "boto3", "botocore", "apprise") if m in sys.modules]
 assert not heavy, heavy
@@ -215,6 +217,24 @@ assert type(sys.modules["invoke"]).__name__ == "module"
 print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_importing_pitstop_changes_no_process_state() -> None:
+    """A library import (a shared Prefect worker, a script) leaves the environment and sys.modules alone:
+    no PYDANTIC_DISABLE_PLUGINS, no stand-in ``invoke`` (only the ``pitstop`` command sets them)."""
+    code = """
+import os, sys
+before = dict(os.environ)
+import pitstop, pitstop.runner, pitstop.connectors.ssh, pitstop.hostkeys, pitstop.connectors.ssh_transport
+import pitstop.registry
+pitstop.registry.load_plugins()
+assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())
+assert "invoke" not in sys.modules or type(sys.modules["invoke"]).__name__ == "module"
+print("ok")
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 

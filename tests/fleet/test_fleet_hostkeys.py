@@ -8,12 +8,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from sshlab import FakeHost, SshLab, keygen
 
 from pitstop.config import HostConfig, SshSettings
 from pitstop.connectors.ssh import SshConnection
 from pitstop.errors import HostKeyError
 from tests.conftest import run_cli
+from tests.fleet.sshlab import FakeHost, SshLab, keygen
 
 
 def keygen_fingerprint(pub: Path) -> str:

@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-from sshlab import FakeHost, SshLab
 
 from pitstop.config import HostConfig, SshSettings, load_config
 from pitstop.connectors import connect_host
@@ -16,6 +15,7 @@ from pitstop.connectors.ssh import SshConnection
 from pitstop.errors import ConfigError, ConnectorError, HostKeyError
 from pitstop.inventory import load_inventory
 from tests.conftest import run_cli
+from tests.fleet.sshlab import FakeHost, SshLab
 
 
 @pytest.fixture(scope="module")

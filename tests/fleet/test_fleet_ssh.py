@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sshlab import FakeHost, SshLab
 
 from pitstop.config import HostConfig, SshSettings
 from pitstop.connectors.ssh import SshConnection
 from pitstop.errors import CommandFailed
+from tests.fleet.sshlab import FakeHost, SshLab
 
 HOSTILE = ["; touch {c}", "$(touch {c})", "`touch {c}`", "' ; touch {c} '", '" ; touch {c} "',
            "\ntouch {c}\n", "a && touch {c}", "| touch {c}", "$((1+1)) ${{HOME}} > {c}"]

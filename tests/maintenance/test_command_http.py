@@ -15,6 +15,7 @@ import pytest
 
 from pitstop.errors import ConfigError
 from pitstop.maintenance import strategy_for
+from pitstop.maintenance.state import MaintenanceState
 from pitstop.runner import execute
 from pitstop.steps.maintenance_mode import OffParams, OnParams, maintenance_off, maintenance_on
 
@@ -57,7 +58,7 @@ def test_command_failure_is_reported(tmp_path: Path) -> None:
     ctx = make_ctx(env, tmp=tmp_path)
     with pytest.raises(Exception, match="'false' on web-1 exited 1"):
         maintenance_on(ctx, OnParams(), "web-1")
-    assert "web-1" in ctx.state["maintenance_on"]  # the safety net still knows to lift it
+    assert "web-1" in ctx.state.of(MaintenanceState).on  # the safety net still knows to lift it
     maintenance_off(ctx, OffParams())
 
 
@@ -186,5 +187,5 @@ def test_http_missing_secret_and_wrong_status(tmp_path: Path, admin: tuple[Admin
         maintenance_on(ctx, OnParams(), "web-1")
     monkeypatch.setenv("PITSTOP_TEST_ADMIN_AUTH", "Bearer wrong-token")
     with pytest.raises(Exception, match="HTTP 401") as exc:
-        strategy_for(ctx.cfg.maintenance).on(ctx, "web-2", ctx.state["maintenance_record"])
+        strategy_for(ctx.cfg.maintenance).on(ctx, "web-2", ctx.state.of(MaintenanceState).record)
     assert "wrong-token" not in str(exc.value)

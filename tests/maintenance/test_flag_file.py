@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from pitstop.maintenance import deadman, strategy_for
+from pitstop.maintenance.state import MaintenanceState
 from pitstop.steps.maintenance_mode import OffParams, OnParams, maintenance_off, maintenance_off_host, maintenance_on
 
 from .helpers import make_ctx, process_alive, root_of, wait_for, write_env
@@ -22,7 +23,7 @@ def test_on_writes_flag_arms_deadman_and_off_cancels_it(tmp_path: Path) -> None:
     doc = json.loads(flag.read_text())
     assert out.changed and doc["run_id"] == ctx.run_id and doc["message"] == "back at 3"
     assert doc["ttl_seconds"] == 120  # window 1m + margin 1m
-    handle = ctx.state["maintenance_deadman"]["web-1"]
+    handle = ctx.state.of(MaintenanceState).deadman["web-1"]
     assert handle.method == "setsid" and process_alive(int(handle.ref))
     st = strategy_for(ctx.cfg.maintenance).status(ctx, "web-1")
     assert st.on and st.run_id == ctx.run_id
@@ -30,7 +31,7 @@ def test_on_writes_flag_arms_deadman_and_off_cancels_it(tmp_path: Path) -> None:
     again = maintenance_on(ctx, OnParams(message="back at 3"), "web-1")
     assert not again.changed
     wait_for(lambda: not process_alive(int(handle.ref)), what="old watcher replaced")
-    handle2 = ctx.state["maintenance_deadman"]["web-1"]
+    handle2 = ctx.state.of(MaintenanceState).deadman["web-1"]
 
     off = maintenance_off_host(ctx, OffParams(), "web-1")
     assert off.changed and not flag.exists()
@@ -47,7 +48,7 @@ def test_safety_net_lifts_every_host_turned_on(tmp_path: Path) -> None:
         maintenance_on(ctx, OnParams(), host)
     maintenance_off(ctx, OffParams())
     assert not any((root_of(env, h) / FLAG).exists() for h in ("web-1", "web-2"))
-    assert ctx.state["maintenance_on"] == set() and ctx.state["maintenance_deadman"] == {}
+    assert ctx.state.of(MaintenanceState).on == set() and ctx.state.of(MaintenanceState).deadman == {}
 
 
 def test_deadman_lifts_flag_when_pitstop_never_returns(tmp_path: Path) -> None:
@@ -64,7 +65,7 @@ def test_deadman_leaves_a_flag_of_another_run_alone(tmp_path: Path) -> None:
     env = write_env(tmp_path, maintenance={"deadman": {"ttl": "1s"}})
     ctx = make_ctx(env, tmp=tmp_path)
     maintenance_on(ctx, OnParams(), "web-1")
-    pid = int(ctx.state["maintenance_deadman"]["web-1"].ref)
+    pid = int(ctx.state.of(MaintenanceState).deadman["web-1"].ref)
     flag = root_of(env, "web-1") / FLAG
     flag.write_text(json.dumps({"run_id": "some-other-run"}))  # another run took over the window
     wait_for(lambda: not process_alive(pid), what="watcher to finish")
@@ -86,5 +87,5 @@ def test_deadman_disabled_arms_nothing(tmp_path: Path) -> None:
     env = write_env(tmp_path, maintenance={"deadman": {"enabled": False}})
     ctx = make_ctx(env, tmp=tmp_path)
     out = maintenance_on(ctx, OnParams(), "web-1")
-    assert out.data["deadman"] is None and "maintenance_deadman" not in ctx.state
+    assert out.data["deadman"] is None and ctx.state.of(MaintenanceState).deadman == {}
     maintenance_off(ctx, OffParams())

@@ -11,6 +11,7 @@ import pytest
 
 from pitstop.config import load_config
 from pitstop.errors import RunbookError
+from pitstop.maintenance.state import MaintenanceState
 from pitstop.runbook import load_runbook
 from pitstop.runner import execute
 from pitstop.steps.maintenance_mode import OnParams, maintenance_on
@@ -70,7 +71,7 @@ def test_hostile_values_through_the_deadman_watcher(tmp_path: Path) -> None:
                                                        "marker_path": "/var/tmp/" + bad[0]}})
     ctx = make_ctx(env, tmp=tmp_path)
     maintenance_on(ctx, OnParams(message=" ".join(bad)), "web-1")
-    pid = int(ctx.state["maintenance_deadman"]["web-1"].ref)
+    pid = int(ctx.state.of(MaintenanceState).deadman["web-1"].ref)
     wait_for(lambda: not process_alive(pid), what="the watcher to run the off argv")
     assert not (root_of(env, "web-1") / "var/tmp" / bad[0]).exists()  # it did lift (marker removed)
     assert not canary.exists()

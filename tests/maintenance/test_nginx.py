@@ -3,7 +3,6 @@ exists and the site (200) after: the flag_file strategy end to end, with the doc
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,8 +11,11 @@ import httpx
 import pytest
 
 from pitstop.steps.maintenance_mode import OffParams, OnParams, maintenance_off_host, maintenance_on
+from tests.conftest import free_port
 
 from .helpers import make_ctx, root_of, wait_for, write_env
+
+pytestmark = [pytest.mark.root, pytest.mark.services("nginx")]
 
 NGINX = "/usr/sbin/nginx"
 # The server block documented in docs/maintenance-mode.md, with this test's paths substituted.
@@ -37,12 +39,6 @@ SITE = """
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def nginx(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """nginx (Debian package) as root with a generated config; yields the env and the site URL."""
@@ -52,7 +48,7 @@ def nginx(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     (www / "maintenance").mkdir()
     (www / "html" / "index.html").write_text("<h1>shop</h1>\n")
     (www / "maintenance" / "index.html").write_text("<h1>Back soon: scheduled maintenance</h1>\n")
-    port = _free_port()
+    port = free_port()
     prefix = tmp_path / "nginx"
     (prefix / "logs").mkdir(parents=True)
     conf = prefix / "nginx.conf"

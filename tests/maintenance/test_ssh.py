@@ -6,7 +6,6 @@ is touched (the sshd "hosts" are this machine)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import yaml
 
 from pitstop.config import load_config
 from pitstop.context import RunContext, RunOptions
+from pitstop.maintenance.state import MaintenanceState
 from pitstop.runbook import load_runbook
 from pitstop.runner import execute
 from pitstop.steps.maintenance_mode import OffParams, OnParams, maintenance_off_host, maintenance_on
@@ -28,12 +28,9 @@ from .test_hostile import hostile_steps
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SshLab, list[Any]]]:
-    lab = SshLab(tmp_path_factory.mktemp("maint-ssh"))
-    try:
-        yield lab, lab.start(2, prefix="web")
-    finally:
-        lab.stop()
+def lab(ssh_lab: SshLab) -> tuple[SshLab, list[Any]]:
+    """Two hosts of the suite's one sshd lab (tests/conftest.py)."""
+    return ssh_lab, ssh_lab.start(2, prefix="web")
 
 
 def _env(tmp: Path, lab: tuple[SshLab, list[Any]], pg_data_dir: Path | None = None, **extra: Any) -> Path:
@@ -60,7 +57,7 @@ def test_flag_and_deadman_over_ssh(tmp_path: Path, lab: tuple[SshLab, list[Any]]
     flag = tmp_path / "roots/web-1/var/www/maintenance.flag"
     maintenance_on(ctx, OnParams(), "web-1")
     assert json.loads(flag.read_text())["run_id"] == ctx.run_id
-    handle = ctx.state["maintenance_deadman"]["web-1"]
+    handle = ctx.state.of(MaintenanceState).deadman["web-1"]
     assert handle.method == "setsid" and process_alive(int(handle.ref))
     maintenance_off_host(ctx, OffParams(), "web-1")
     assert not flag.exists()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -20,15 +19,12 @@ import pytest
 import yaml
 
 from pitstop.config import EnvironmentConfig, load_config
+from tests.conftest import free_port
 
 SMTP_USER = "pitstop"
 SMTP_PASSWORD = "s3cr3t-Pa55w0rd-never-logged"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _self_signed(tmp: Path) -> tuple[Path, Path]:

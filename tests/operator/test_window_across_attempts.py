@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from pitstop.runstate import EarlierAttempts
 from pitstop.units import human_seconds
 from tests.conftest import ROOT, report_of, run_cli
 from tests.operator.helpers import WAIT_FOR_RELEASE, blocking_runbook, events, release, state_dir, wait_for_event
@@ -156,7 +157,7 @@ def test_a_resumed_run_keeps_the_window_policy_of_its_start(make_env: Any) -> No
     ctx = RunContext.create(cfg, load_runbook("monthly", cfg), RunOptions(trigger=Trigger.SCHEDULED),
                             run_id="20261101T023000Z-test-monthly-abcdef")
     try:
-        ctx.state["earlier_attempts"] = {"started_at": "2026-11-01T02:30:00+00:00"}  # 03:30 Berlin, in the window
+        ctx.state.earlier = EarlierAttempts(started_at="2026-11-01T02:30:00+00:00")  # 03:30 Berlin, in the window
         policy = Executor(ctx, completed={}).window
         assert policy.source == "schedule monthly", policy
         assert policy.cutoff_at == datetime(2026, 11, 1, 2, 30, tzinfo=UTC)  # 05:00 CET end - 90m

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 BUILDS = Path(os.environ.get("PITSTOP_PG_BUILDS", ROOT / ".pitstop" / "pg-builds"))
 CLIENTS = Path(os.environ.get("PITSTOP_PG_CLIENTS", ROOT / ".pitstop" / "pg-clients"))
@@ -44,12 +43,6 @@ def missing(what: str) -> None:
     pytest.skip(f"{what} (make system-deps installs it)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _as_server_user(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "pitstop-pg", "--", *argv] if os.geteuid() == 0 else argv
 
@@ -69,7 +62,7 @@ def pg_version_server(request: pytest.FixtureRequest) -> Iterator[PgServer]:
         shutil.chown(sock, "pitstop-pg")
     subprocess.run(_as_server_user([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
                                     "--no-sync", "-E", "UTF8", "--locale", "C"]), check=True, capture_output=True)
-    port = _free_port()
+    port = free_port()
     opts = f"-p {port} -k {sock} -c listen_addresses='' -c fsync=off -c full_page_writes=off"
     subprocess.run(_as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", opts, "-w", "-l",
                                     str(base / "log"), "start"]), check=True, capture_output=True)

@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from pitstop.connectors.postgres import is_loopback
-from tests.conftest import ROOT, report_of, run_cli
+from tests.conftest import ROOT, free_port, report_of, run_cli
 
-from .conftest import BUILDS, _as_server_user, _free_port
+from .conftest import BUILDS, _as_server_user
 
 
 def _external_address() -> str | None:
@@ -55,7 +55,7 @@ def test_an_unencrypted_connection_off_this_machine_is_a_deviation(tmp_path: Pat
                                     "--no-sync"]), check=True, capture_output=True)
     subprocess.run(_as_server_user(["sh", "-c", f"echo 'host all all {addr}/32 trust' >> {data}/pg_hba.conf"]),
                    check=True)
-    port = _free_port()
+    port = free_port()
     subprocess.run(_as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "log"), "-o",
                                     f"-p {port} -k {base} -c listen_addresses={addr} -c fsync=off", "start"]),
                    check=True, capture_output=True)

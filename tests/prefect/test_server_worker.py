@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,16 +20,10 @@ import psycopg
 import pytest
 import yaml
 
-from tests.conftest import ROOT, report_of, run_cli
+from tests.conftest import ROOT, free_port, report_of, run_cli
 from tests.runs.test_lock_and_resume import blocking_runbook, state_dir, wait_for_event
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 PG15 = Path("/usr/lib/postgresql/15/bin")
@@ -63,7 +56,7 @@ def prefect_server(system_pg: str, tmp_path_factory: pytest.TempPathFactory) -> 
     db = f"prefect_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(host=pg_socket, dbname="postgres", user="postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
-    port = _free_port()
+    port = free_port()
     home = tmp_path_factory.mktemp("prefect-home")
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_UI_ENABLED": "false", "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",

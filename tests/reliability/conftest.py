@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,26 +9,19 @@ from typing import Any
 import pytest
 import yaml
 
-HERE = Path(__file__).resolve().parent
-for sub in ("fleet", "backup"):
-    if str(HERE.parent / sub) not in sys.path:
-        sys.path.insert(0, str(HERE.parent / sub))
-
-from sshlab import FakeHost, SshLab  # noqa: E402
-
-from tests.backup.conftest import moto_endpoint  # noqa: E402,F401 - re-exported fixture
-from tests.conftest import demo_config  # noqa: E402
-from tests.fleet.conftest import ssh_lab  # noqa: E402,F401 - re-exported fixture
+from tests.backup.conftest import moto_endpoint  # noqa: F401 - re-exported fixture
+from tests.conftest import demo_config
+from tests.fleet.sshlab import FakeHost, SshLab
 
 
 @pytest.fixture(scope="session")
-def rel_hosts(ssh_lab: SshLab) -> list[FakeHost]:  # noqa: F811
+def rel_hosts(ssh_lab: SshLab) -> list[FakeHost]:
     """Three trusted sshd hosts for the reliability suite."""
     return ssh_lab.start(3, prefix="rel")
 
 
 @pytest.fixture
-def ssh_env(tmp_path: Path, pg_data_dir: Path, seeded_db: str, ssh_lab: SshLab,  # noqa: F811
+def ssh_env(tmp_path: Path, pg_data_dir: Path, seeded_db: str, ssh_lab: SshLab,
             rel_hosts: list[FakeHost]) -> Callable[..., Path]:
     """The demo config with every host reached over real SSH (own root directory per host)."""
 

@@ -77,10 +77,3 @@ def kill_when(proc: subprocess.Popen[str], runs: Path, predicate: Any, timeout: 
     os.kill(proc.pid, signal.SIGKILL)
     raise AssertionError("kill point never reached")
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -20,7 +20,7 @@ HOSTILE_RUN_IDS = ["../../../../outside", "/tmp/abs", "a/../../b", "..", "x\n", 
 
 
 def test_hostile_run_ids_never_reach_the_disk(make_env: Any, tmp_path: Path) -> None:
-    from flows.maintenance import maintenance
+    from pitstop.prefect_adapter import maintenance
 
     env = make_env()
     trusted = 0

@@ -12,9 +12,9 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
-from sshlab import keygen
 
 from tests.conftest import ROOT
+from tests.fleet.sshlab import keygen
 from tests.reliability.helpers import cli, events
 from tests.reliability.results import record
 

@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pitstop.backup.state import BackupState
 from pitstop.model import Status
 from pitstop.pgretry import MAX_WAIT
 from pitstop.runner import execute
@@ -237,10 +238,10 @@ def test_verification_is_redone_when_pg_restore_loses_its_session(make_env: Any,
                                                                    seeded_db: str) -> None:
     """``pg_terminate_backend`` of pg_restore's session while it loads a table into the scratch database:
     one ``pg.verify`` retry, the verification redone in a new scratch database and passed, none left over."""
+    from pitstop.backup.steps import BackupParams, VerifyParams, backup_postgres, backup_verify
     from pitstop.config import load_config
     from pitstop.context import RunContext, RunOptions
     from pitstop.runbook import load_runbook
-    from pitstop.steps.backup import BackupParams, VerifyParams, backup_postgres, backup_verify
 
     with psycopg.connect(host=pg_socket, dbname=seeded_db, user="postgres") as conn:  # a COPY long enough to hit
         conn.execute("CREATE TABLE bulk AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 400000) g")
@@ -271,10 +272,10 @@ def test_verification_is_redone_when_pg_restore_loses_its_session(make_env: Any,
         killer.join(5)
     retries = [e["data"] for e in ctx.audit.events if e["kind"] == "retry"]
     record("pg_disconnect_verify", transient_faults=len(killed),
-           recovered=len(killed) if ctx.state["backup"].get("verified") else 0)
+           recovered=len(killed) if ctx.state.of(BackupState).backup.get("verified") else 0)
     assert len(killed) == 1, "pg_restore's COPY was never seen"
     assert [r["what"] for r in retries] == ["pg.verify"], retries
-    assert ctx.state["backup"]["verified"] is True
+    assert ctx.state.of(BackupState).backup["verified"] is True
     verified = next(e["data"] for e in ctx.audit.events if e["kind"] == "backup.verified")
     assert verified["row_counts"]["public.bulk"] == 400000 and verified["differences"] == {}
     with psycopg.connect(host=pg_socket, dbname="postgres", user="postgres") as c:

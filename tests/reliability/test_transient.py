@@ -46,7 +46,7 @@ class RefusingInbox:
 def smtp() -> Iterator[tuple[RefusingInbox, int]]:
     from aiosmtpd.controller import Controller
 
-    from tests.reliability.helpers import free_port
+    from tests.conftest import free_port
 
     inbox = RefusingInbox(refuse=6 if full() else 3)
     port = free_port()

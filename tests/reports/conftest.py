@@ -8,7 +8,6 @@ import http.server
 import json
 import os
 import signal
-import socket
 import threading
 import time
 import uuid
@@ -112,13 +111,16 @@ def monthly_run(secret_env: tuple[Path, dict[str, str]]) -> dict[str, Any]:
 
 @pytest.fixture(scope="package")
 def emergency_run(secret_env: tuple[Path, dict[str, str]], monthly_run: dict[str, Any]) -> dict[str, Any]:
-    return _run(*secret_env, "emergency", "--reason", "disk on db-1 filling up after a runaway log")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A real emergency run that went the whole way: the secret-leak tests read what every step wrote, so
+    a run that failed early (and wrote little) must not pass them."""
+    info = _run(*secret_env, "emergency", "--reason", "disk on db-1 filling up after a runaway log")
+    assert info["proc"].returncode == 0 and info["status"] == "succeeded", info["proc"].stderr
+    report = json.loads((info["run_dir"] / "report.json").read_text())
+    assert report["trigger"] == "emergency" and report["status"] == "succeeded"
+    stages = {stage["name"]: stage["status"] for stage in report["stages"]}
+    assert stages.get("post-verification") == "succeeded", stages  # it went the whole way, not only its start
+    assert not [st for stage in report["stages"] for st in stage["steps"] if st["status"] == "failed"], stages
+    return info
 
 
 @dataclass

@@ -35,7 +35,7 @@ from tests.maintenance.helpers import make_ctx, root_of, write_env
 NOBODY = 65534
 STRANGER = 4242  # a uid with no passwd entry
 
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="who acts only matters when pitstop runs as root")
+root_only = pytest.mark.root  # who acts only matters when pitstop runs as root
 
 
 @pytest.fixture

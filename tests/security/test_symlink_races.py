@@ -10,7 +10,6 @@ reliability suite's line (``symlink_races=``, ``followed=``).
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -28,8 +27,8 @@ from .races import LAYOUTS, OPS, race
 
 ATTEMPTS = 20  # per operation, foothold and transport; each is one full run of the step
 
-pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="the attack needs root to be worth anything"),
-              pytest.mark.skipif(shutil.which("setpriv") is None, reason="the racer runs as nobody via setpriv")]
+pytestmark = [pytest.mark.root, pytest.mark.services("setpriv")]  # the attack needs root to be worth anything;
+# the racer runs as nobody via setpriv
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from pitstop.config.data import DatabaseConfig
-from tests.conftest import ROOT, run_cli
-from tests.notify.conftest import _self_signed, free_port
+from tests.conftest import ROOT, free_port, run_cli
+from tests.notify.conftest import _self_signed
 
 PG = Path("/usr/lib/postgresql/15/bin")
 

@@ -88,7 +88,7 @@ def test_the_guard_refuses_every_hostile_shape(tmp_path: Path) -> None:
 
 def test_refused_parameters_create_no_run_folder(make_env: Any, tmp_path: Path) -> None:
     """Called as Prefect calls it (``fn``): nothing under the state directory, nothing outside."""
-    from flows.maintenance import maintenance
+    from pitstop.prefect_adapter import maintenance
 
     env = make_env()
     before = {p for p in tmp_path.rglob("*")}

@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 
 from pitstop.config import load_config
 from pitstop.demo import setup_hosts
-from tests.conftest import demo_config
-from tests.notify.conftest import Inbox, _self_signed, free_port
+from tests.conftest import demo_config, free_port
+from tests.notify.conftest import Inbox, _self_signed
 from tests.reliability.helpers import cli
 from tests.reliability.results import full, record
 

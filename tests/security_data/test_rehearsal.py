@@ -71,7 +71,7 @@ def test_the_real_send_records_the_real_time(notices_env: Any, smtp_server: dict
 
 def test_the_notices_flow_with_now_is_a_preview(notices_env: Any, smtp_server: dict[str, Any], monkeypatch: Any,
                                                 tmp_path: Path) -> None:
-    from flows.notices import notices
+    from pitstop.prefect_adapter import notices
 
     cfg = _mail_env(notices_env, smtp_server, monkeypatch)
     out = notices.fn(env=cfg.source, now=T)

@@ -17,12 +17,13 @@ from typing import Any, Literal
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pitstop.checks import check, verdict
-from pitstop.context import RunContext
-from pitstop.model import CheckResult, CheckStatus
-from pitstop.pgretry import retry_pg
-from pitstop.registry import NoParams, Target
-from pitstop.units import Duration
+from ..backup.state import BackupState
+from ..context import RunContext
+from ..model import CheckResult, CheckStatus
+from ..pgretry import retry_pg
+from ..registry import NoParams, Target
+from ..units import Duration
+from . import check, verdict
 
 OPS: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
@@ -52,7 +53,7 @@ class BackupVerifiedParams(_Params):
 @check("backup_verified", params=BackupVerifiedParams)
 def backup_verified(ctx: RunContext, params: BackupVerifiedParams) -> CheckResult:
     """This run's backup exists and was verified by a restore."""
-    b = ctx.state.get("backup") or {}
+    b = ctx.state.of(BackupState).backup or {}
     ok = bool(b.get("verified"))
     return CheckResult(name="backup_verified", status=verdict(ok),
                        observed="verified" if ok else ("not verified" if b else "no backup"), expected="verified",

@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .console import safe_console
-from .errors import BackupError, InputError, PitstopError
+from ..console import safe_console
+from ..errors import BackupError, InputError, PitstopError
 
 backups_app = typer.Typer(no_args_is_help=True, help="List and prune the pre-backups of an environment.")
 out = safe_console()
@@ -27,8 +27,8 @@ def _emit(obj: Any) -> None:
 
 
 def _open(env: str) -> tuple[Any, Any]:
-    from .config import load_config
-    from .connectors.storage import open_storage
+    from ..config import load_config
+    from ..connectors.storage import open_storage
 
     cfg = load_config(env)
     return cfg, open_storage(cfg)
@@ -37,7 +37,7 @@ def _open(env: str) -> tuple[Any, Any]:
 @backups_app.command("list")
 def backups_list(env: EnvOpt, as_json: JsonOpt = False) -> None:
     """List an environment's backups, newest first, with kind, size and verification."""
-    from .backup_catalog import list_backups, plan_prune
+    from .catalog import list_backups, plan_prune
 
     cfg, storage = _open(env)
     items = list_backups(storage, cfg.name)
@@ -46,7 +46,7 @@ def backups_list(env: EnvOpt, as_json: JsonOpt = False) -> None:
     if as_json:
         _emit(rows)
         return
-    from .console import print_rows
+    from ..console import print_rows
 
     print_rows(out, f"backups of {cfg.name} ({storage.location('backups/')})",
                ["run_id", "kind", "started_at", "size", "format", "verified", "retention"],
@@ -58,7 +58,7 @@ def backups_list(env: EnvOpt, as_json: JsonOpt = False) -> None:
 def backups_prune(env: EnvOpt, dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
                   as_json: JsonOpt = False) -> None:
     """Delete backups beyond backup.keep_monthly/quarterly/emergency/custom (never the newest verified)."""
-    from .backup_catalog import delete_backup, list_backups, plan_prune
+    from .catalog import delete_backup, list_backups, plan_prune
 
     cfg, storage = _open(env)
     doomed = plan_prune(list_backups(storage, cfg.name), cfg.backup)
@@ -73,7 +73,7 @@ def backups_prune(env: EnvOpt, dry_run: Annotated[bool, typer.Option("--dry-run"
 
 
 def _provenance(cfg: Any, run: str, manifest: dict[str, Any], raw: bytes) -> str:
-    from .restoring import check_provenance
+    from .restore_safety import check_provenance
 
     log = cfg.resolve(cfg.reports.dir) / run / "audit.jsonl"
     if not log.is_file():
@@ -102,13 +102,13 @@ def restore_cmd(env: EnvOpt,
     log) before pg_restore reads it. A restore that fails drops the database it created, and only that."""
     import psycopg
 
-    from .audit import now_iso
-    from .backup_catalog import load_manifest
-    from .backup_contents import Contents, compare, read_restored
-    from .backups import PgServer, restore
-    from .connectors.postgres import Database
-    from .ids import check_run_id
-    from .restoring import Attempt, journal, refuse_target
+    from ..audit import now_iso
+    from ..connectors.postgres import Database
+    from ..ids import check_run_id
+    from .catalog import load_manifest
+    from .contents import Contents, compare, read_restored
+    from .restore import PgServer, restore
+    from .restore_safety import Attempt, journal, refuse_target
 
     check_run_id(run, "--run")
     if replace and not (reason and reason.strip()):

@@ -11,11 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pitstop.checks import check, verdict
-from pitstop.context import RunContext
-from pitstop.model import CheckResult, CheckStatus
-from pitstop.registry import Target
-
+from ..context import RunContext
+from ..model import CheckResult, CheckStatus
+from ..registry import Target
+from . import check, verdict
 from .http import fetch
 
 

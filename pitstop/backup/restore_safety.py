@@ -30,9 +30,9 @@ from typing import Any
 
 from psycopg import sql
 
-from .audit import now_iso, read_events, verify_chain
-from .backups import PgServer, create_database
-from .errors import BackupError, InputError
+from ..audit import now_iso, read_events, verify_chain
+from ..errors import BackupError, InputError
+from .restore import PgServer, create_database
 
 PROTECTED_DATABASES = ("template0", "template1", "postgres")
 MANIFEST_HASH = "manifest_sha256"
@@ -161,7 +161,7 @@ class Attempt:
 
 def journal(path: Path, entry: dict[str, Any]) -> None:
     """Append one restore record to ``restores.jsonl`` (0600, never through a link)."""
-    from .fsmodes import private_dir
+    from ..fsmodes import private_dir
 
     private_dir(path.parent)
     record = {"at": now_iso(), "user": _user(), "host": socket.gethostname(), **entry}

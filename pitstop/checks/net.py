@@ -8,10 +8,9 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pitstop.checks import check, verdict
-from pitstop.context import RunContext
-from pitstop.model import CheckResult
-
+from ..context import RunContext
+from ..model import CheckResult
+from . import check, verdict
 from .dnsquery import query
 
 

@@ -30,7 +30,7 @@ import psycopg
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import BackupError
+from ..errors import BackupError
 
 _OURS = """n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'
   AND n.nspname !~ '^pg_temp' AND c.relpersistence <> 't'

@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pitstop.checks import check, verdict
-from pitstop.context import RunContext
-from pitstop.errors import ConnectorError
-from pitstop.model import CheckResult
+from ..context import RunContext
+from ..errors import ConnectorError
+from ..model import CheckResult
+from . import check, verdict
 
 MAX_BODY = 1024 * 1024
 

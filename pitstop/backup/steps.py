@@ -2,7 +2,7 @@
 
 ``backup.postgres`` checks that ``pg_dump`` is at least the server's major version, then dumps
 inside an exported snapshot, counting every leaf table's rows in that same snapshot (what a dump holds:
-:mod:`pitstop.backup_contents`), and streams the dump into storage while hashing it (no temporary file
+:mod:`pitstop.backup.contents`), and streams the dump into storage while hashing it (no temporary file
 for the custom format; the directory format with ``-j`` is dumped to local staging and streamed as a
 tar). A manifest sits next to the dump; its SHA-256 goes to the audit log. ``backup.verify`` checks the
 stored manifest against that hash, the dump's size and SHA-256 against the manifest before ``pg_restore``
@@ -25,8 +25,14 @@ from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..audit import now_iso
-from ..backup_catalog import delete_backup, list_backups, plan_prune
-from ..backup_contents import (
+from ..connectors.postgres import Database
+from ..context import RunContext
+from ..errors import BackupError, PitstopError
+from ..model import StepOutcome, Trigger
+from ..pgretry import PgUnavailable, call, connect_failure_is_transient, is_transient
+from ..registry import Placement, Target, planner, step
+from .catalog import delete_backup, list_backups, plan_prune
+from .contents import (
     Contents,
     TableEntry,
     compare,
@@ -38,14 +44,9 @@ from ..backup_contents import (
     read_restored,
     sequences,
 )
-from ..backups import PgServer, create_database, restore
-from ..connectors.postgres import Database
-from ..context import RunContext
-from ..errors import BackupError, PitstopError
-from ..model import StepOutcome, Trigger
-from ..pgretry import PgUnavailable, call, connect_failure_is_transient, is_transient
-from ..registry import Placement, Target, planner, step
-from .backup_stream import stream_directory, stream_dump
+from .restore import PgServer, create_database, restore
+from .state import BackupPlugin, BackupState
+from .stream import stream_directory, stream_dump
 
 
 class BackupParams(BaseModel):
@@ -174,14 +175,15 @@ def backup_postgres(ctx: RunContext, params: BackupParams) -> StepOutcome:
                 "sha256": stored.sha256, "key": key, "location": stored.location, "upload": upload,
                 **contents.manifest_fields(), "run_id": ctx.run_id, "verified": False}
     digest = write_manifest(ctx, manifest)
-    ctx.state["backup"] = {**manifest, MANIFEST_HASH: digest}
+    state = ctx.state.of(BackupState)
+    state.backup = {**manifest, MANIFEST_HASH: digest}
     ctx.event("backup.created", location=stored.location, size=stored.size, sha256=stored.sha256,
               tables=len(counts), rows=sum(counts.values()), sequences=len(contents.sequences),
               large_objects=contents.large_objects, format=bcfg.format, kind=manifest["kind"],
               database_size=db_size, duration_s=manifest["duration_s"], transient_retries=retries,
               manifest_key=backup_key(ctx, ".manifest.json"), manifest_sha256=digest, **upload)
     return StepOutcome(changed=True, summary=f"{stored.size / 1024:.0f} KiB, {len(counts)} tables, sha256 "
-                       f"{stored.sha256[:12]}…", data={"backup": ctx.state["backup"]})
+                       f"{stored.sha256[:12]}…", data={"backup": state.backup})
 
 
 # The SHA-256 of the manifest as this run last wrote it: kept beside the manifest's fields in the run's state
@@ -288,7 +290,7 @@ def _recorded_manifest_hashes(ctx: RunContext, backup: dict[str, Any]) -> list[s
 @step("backup.verify", params=VerifyParams, placement=Placement.OUTSIDE, target=Target.DATABASE)
 def backup_verify(ctx: RunContext, params: VerifyParams) -> StepOutcome:
     """Restore this run's backup into a scratch database and compare size, checksum and row counts."""
-    backup = ctx.state.get("backup")
+    backup = ctx.state.of(BackupState).backup
     if not backup:
         raise BackupError("no backup from this run to verify (backup.postgres must come first)")
     t0 = time.monotonic()
@@ -333,3 +335,6 @@ def plan_backup(ctx: RunContext, params: BackupParams) -> list[str]:
 def plan_prune_step(ctx: RunContext, params: PruneParams) -> list[str]:
     doomed = plan_prune(list_backups(ctx.storage, ctx.cfg.name), ctx.cfg.backup)
     return [f"delete backup of {b.run_id} ({b.kind})" for b in doomed] or ["nothing to prune"]
+
+
+PLUGIN = BackupPlugin("backup")

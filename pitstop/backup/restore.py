@@ -2,7 +2,7 @@
 
 Used by ``backup.verify`` (restore into a scratch database) and ``pitstop restore`` (real recovery).
 The object is staged privately while it is hashed; ``pg_restore`` reads it only once its size and
-SHA-256 match the manifest (listing and retention: :mod:`pitstop.backup_catalog`). A restore target is a
+SHA-256 match the manifest (listing and retention: :mod:`pitstop.backup.catalog`). A restore target is a
 :class:`PgServer`: the configured server or any conninfo/URI; credentials reach ``pg_restore`` through
 libpq environment variables, never argv.
 """
@@ -24,12 +24,12 @@ from typing import Any, BinaryIO
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from .backup_contents import Contents
-from .config import BackupConfig
-from .connectors.postgres import Database
-from .connectors.storage import Storage
-from .errors import BackupError, ConnectorError, PitstopError
-from .fsmodes import PRIVATE_UMASK, private_dir
+from ..config import BackupConfig
+from ..connectors.postgres import Database
+from ..connectors.storage import Storage
+from ..errors import BackupError, ConnectorError, PitstopError
+from ..fsmodes import PRIVATE_UMASK, private_dir
+from .contents import Contents
 
 CHUNK = 1024 * 1024
 MAGIC_CUSTOM = b"PGDMP"

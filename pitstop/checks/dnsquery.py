@@ -8,7 +8,7 @@ import secrets
 import socket
 import struct
 
-from pitstop.errors import ConnectorError
+from ..errors import ConnectorError
 
 TYPES = {"A": 1, "AAAA": 28}
 RCODES = {1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}

@@ -10,9 +10,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .config import BackupConfig
-from .connectors.storage import Storage
-from .errors import BackupError
+from ..config import BackupConfig
+from ..connectors.storage import Storage
+from ..errors import BackupError
 
 
 class BackupEntry(BaseModel):

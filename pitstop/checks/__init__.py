@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .errors import CheckFailed
-from .model import CheckResult, CheckStatus, StepOutcome
-from .registry import NoParams, Target, step
+from ..errors import CheckFailed
+from ..model import CheckResult, CheckStatus, StepOutcome
+from ..registry import NoParams, Target, step
 
 CHECKS: dict[str, Callable[..., CheckResult]] = {}
 
@@ -51,8 +51,7 @@ def run_check(name: str, func: Callable[..., CheckResult], ctx: Any, params: Bas
     result.duration_s = round(time.monotonic() - t0, 3)
     ctx.event("check", name=name, host=host[0] if host else None, **result.model_dump(exclude={"name"}))
     if result.status == CheckStatus.FAIL:  # the on-call alert lists every failed check (executor._finish)
-        ctx.state.setdefault("failed_checks", []).append(
-            ctx.redact(failure_message(name, result, host[0] if host else None)))
+        ctx.state.failed_checks.append(ctx.redact(failure_message(name, result, host[0] if host else None)))
     return result
 
 

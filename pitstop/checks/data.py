@@ -19,12 +19,13 @@ from typing import Any
 from psycopg import IsolationLevel, sql
 from pydantic import BaseModel, ConfigDict, Field
 
-from pitstop.checks import check, verdict
-from pitstop.config import Filter
-from pitstop.context import RunContext
-from pitstop.model import CheckResult, CheckStatus
-from pitstop.pgretry import retry_pg
-from pitstop.registry import Target
+from ..backup.state import BackupState
+from ..config import Filter
+from ..context import RunContext
+from ..model import CheckResult, CheckStatus
+from ..pgretry import retry_pg
+from ..registry import Target
+from . import check, verdict
 
 TABLE = r"^([A-Za-z_][A-Za-z0-9_]{0,62}\.)?[A-Za-z_][A-Za-z0-9_]{0,62}$"
 IDENT = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
@@ -158,7 +159,7 @@ def _before(ctx: RunContext) -> tuple[dict[str, Any] | None, str]:
     snaps = [e["data"] for e in ctx.audit.events if e["kind"] == "data.snapshot" and e["data"].get("label") == "before"]
     if snaps:
         return snaps[-1], "data.snapshot event"
-    backup = ctx.state.get("backup") or {}
+    backup = ctx.state.of(BackupState).backup or {}
     if backup.get("row_counts"):
         return {"counts": backup["row_counts"], "checksums": {}}, "backup manifest row counts"
     return None, ""

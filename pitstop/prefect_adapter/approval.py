@@ -23,11 +23,11 @@ from uuid import UUID
 
 from pydantic import Field, create_model
 
-from .approval import ApprovalDecision, ApprovalRequest, Decision
-from .errors import InputError, PitstopError
+from ..approval import ApprovalDecision, ApprovalRequest, Decision
+from ..errors import InputError, PitstopError
 
 if TYPE_CHECKING:
-    from .context import RunContext
+    from ..context import RunContext
 
 POLL_S = 2  # how often the paused flow run asks the server whether it was resumed
 
@@ -93,7 +93,7 @@ def prefect_waiter() -> PrefectWaiter | None:
     from prefect.context import FlowRunContext
     from prefect.settings import PREFECT_API_URL
 
-    from .prefect_server import is_local_api
+    from ..prefect_server import is_local_api
 
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None or not (PREFECT_API_URL.value() or os.environ.get("PREFECT_API_URL")):

@@ -1,1 +1,0 @@
-"""Preflight and post-verification checks. Each module registers its checks on import."""

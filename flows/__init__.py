@@ -1,1 +1,0 @@
-"""Prefect flows: thin wrappers that run pitstop's engine with Prefect's orchestration."""
