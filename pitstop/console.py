@@ -192,9 +192,9 @@ class ConsoleView:
                 f"(the window has not opened): pitstop approve {d.get('run_id')} --env {d.get('environment')} "
                 "--comment '...' (or reject)"), soft_wrap=True)
         elif kind == "window.decision" and not d.get("window_needed", True):
-            c.print(f"[bold green]○ no window needed[/bold green] [dim]({d.get('window_why')})[/dim]", soft_wrap=True)
+            c.print(f"[bold green]○ no window needed:[/bold green] [dim]{d.get('window_why')}[/dim]", soft_wrap=True)
         elif kind == "window.not_needed":
-            c.print(f"[bold green]○ no window needed: maintenance mode stays off[/bold green] [dim]({d.get('why')})"
+            c.print(f"[bold green]○ no window needed: maintenance mode stays off —[/bold green] [dim]{d.get('why')}"
                     "[/dim]", soft_wrap=True)
         elif kind == "plan.deviation":
             c.print(f"[yellow]! {d.get('reason')}[/yellow]", soft_wrap=True)
@@ -234,7 +234,7 @@ def print_summary(console: Console, report: dict[str, Any], run_dir: str) -> Non
     console.print(table)
     w = report["maintenance_window"]
     if w.get("needed") is False:
-        console.print(f"maintenance window: no window needed ({w.get('not_needed_why')})", soft_wrap=True,
+        console.print(f"maintenance window: no window needed — {w.get('not_needed_why')}", soft_wrap=True,
                       markup=False)
     elif w["duration_s"] is not None:
         console.print(f"maintenance window: {human_seconds(w['duration_s'])} "

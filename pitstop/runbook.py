@@ -124,10 +124,13 @@ def find_runbook(name: str) -> Path:
     return Path("runbooks") / f"{name}.yaml"
 
 
-def load_runbook(name: str, cfg: EnvironmentConfig | None = None) -> Runbook:
-    """Load and fully validate a runbook; with ``cfg``, host groups are checked against it too."""
+def load_runbook(name: str, cfg: EnvironmentConfig | None = None, *, announce: bool = True) -> Runbook:
+    """Load and fully validate a runbook; with ``cfg``, host groups are checked against it too.
+    ``announce=False`` for a runbook read only for a figure (another schedule's downtime): the command's
+    ``runbook:`` line names the runbook it runs, not every file it peeks at."""
     path = find_runbook(name)
-    yamlfile.announce("runbook", path, shadowed(name, "runbooks", path))
+    if announce:
+        yamlfile.announce("runbook", path, shadowed(name, "runbooks", path))
     doc = yamlfile.load(path, RunbookError)
     rb = yamlfile.validate(doc, Runbook, RunbookError)
     problems = check_runbook(rb, doc, cfg)

@@ -50,7 +50,7 @@ def _configured(cfg: EnvironmentConfig, runbook: str, spec: ScheduleSpec | None,
     try:
         from ..runbook import load_runbook
 
-        rb = load_runbook(runbook)
+        rb = load_runbook(runbook, announce=False)
         if rb.expected_downtime is not None:
             return rb.expected_downtime.total_seconds()
     except Exception:  # noqa: BLE001,S110 - a missing runbook falls back to the environment default
