@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 run failed, 2 bad input (nothing executed), 3 another r
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -35,6 +36,8 @@ from .console import (  # noqa: E402
 from .errors import InputError, PitstopError  # noqa: E402
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from .prefect_server import LocalServer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
@@ -183,7 +186,34 @@ def _run(env: str, runbook: str, trigger: str, reason: str, accept_unverified_ba
 
         cfg = load_config(env)  # bad config: exit 2 before any server starts
         api = join(cfg.state_path)  # returns at once: the server starts while the runbook loads, Prefect imports
-        os.environ.update(api.client_env())  # before Prefect is imported: its client talks to that server
+    with _client_env(api):  # before Prefect is imported its client must talk to that server; undone after
+        _run_with(env, runbook, trigger, reason, accept_unverified_backup, engine, as_json, run_id, wait_s,
+                  override_blackout, expected_downtime, rehearsal, api, cfg)
+
+
+@contextlib.contextmanager
+def _client_env(api: LocalServer | None) -> Iterator[None]:
+    """The local server's address and auth for this command only: a command run in-process (tests, a
+    Python caller) must not leave them in ``os.environ`` for what it starts next."""
+    if api is None:
+        yield
+        return
+    added = api.client_env()
+    saved = {key: os.environ.get(key) for key in added}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _run_with(env: str, runbook: str, trigger: str, reason: str, accept_unverified_backup: bool, engine: Engine,
+              as_json: bool, run_id: str | None, wait_s: float, override_blackout: bool,
+              expected_downtime: str | None, rehearsal: bool, api: LocalServer | None, cfg: Any) -> None:
     try:
         from .runner import load, parse_expected_downtime
 

@@ -39,7 +39,7 @@ import paramiko
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from ..config import HostConfig, SshSettings
-from ..errors import CommandFailed, ConnectorError, PitstopError, TransientError
+from ..errors import CommandFailed, ConnectorError, HostKeyError, PitstopError, TransientError
 from ..inventory import SshTarget, resolve_target
 from ..model import CommandResult
 from .base import TAIL, BatchOp, Connection
@@ -194,6 +194,16 @@ class SshConnection(Connection):
         return BufferedSocket(sock)  # type: ignore[return-value]
 
     def _connect(self) -> paramiko.SSHClient:
+        known = getattr(self, "_permanent", None)
+        if known is not None:  # refused before in this run (auth, host key): asking again changes nothing
+            raise known
+        try:
+            return self._connect_once()
+        except (AuthError, HostKeyError) as exc:
+            self._permanent = exc
+            raise
+
+    def _connect_once(self) -> paramiko.SSHClient:
         t, s = self.target, self.settings
         self.connects += 1
         client = FleetClient()
