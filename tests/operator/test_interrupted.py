@@ -20,13 +20,26 @@ from pitstop.report.verify import verify_run_dir
 from tests.conftest import ROOT
 from tests.operator.helpers import blocking_runbook, release, state_dir, wait_for_event
 
+# a local-engine run; the suite's session Prefect server (PREFECT_API_URL in this process once a test used it)
+# has nothing to do with it
+LOCAL = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+
+
+def foreground() -> None:
+    """What a shell does for a foreground job: Ctrl-C's signal at its default, not blocked. A child inherits
+    an ignored or blocked SIGINT (Python then installs no KeyboardInterrupt handler): in the full suite
+    something before these tests left the pytest process so, and the run never saw the interruption."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 
 def test_an_interrupted_window_names_the_step_and_the_safety_net(make_env: Any, tmp_path: Path) -> None:
     env = make_env()
     rb = blocking_runbook(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "pitstop.cli", "run", "--env", str(env), "--runbook", str(rb),
                              "--engine", "local", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT, start_new_session=True)
+                            text=True, cwd=ROOT, start_new_session=True, env=LOCAL,
+                            preexec_fn=foreground)
     try:
         run_dir = wait_for_event(state_dir(env) / "runs", "step.started", "wait for release")
         time.sleep(0.3)
@@ -62,7 +75,8 @@ def test_an_interruption_names_the_step_it_interrupted(make_env: Any, tmp_path: 
             {"uses": "host.command", "destructive": False, "name": "interrupt pitstop", "targets": "app",
              "window": "outside", "with": {"argv": ["sh", "-c", "kill -INT $PPID; sleep 1"]}}]}]}))
     proc = subprocess.run([sys.executable, "-m", "pitstop.cli", "run", "--env", str(env), "--runbook", str(rb),
-                           "--engine", "local", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+                           "--engine", "local", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env=LOCAL, preexec_fn=foreground)
     assert proc.returncode == 130, proc.stderr[-3000:]
     (run_dir,) = (state_dir(env) / "runs").iterdir()
     report = json.loads((run_dir / "report.json").read_text())

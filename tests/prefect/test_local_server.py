@@ -46,7 +46,10 @@ def state_of(env: Path) -> Path:
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # these commands must find no Prefect server configured: the suite's session server (prefect_api) sets
+    # PREFECT_API_URL in this process once a test used it, and run_cli passes os.environ on
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
     return tmp_path / "prefect-home"
 
 

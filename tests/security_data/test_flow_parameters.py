@@ -17,6 +17,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -169,9 +170,13 @@ def test_hostile_flow_runs_of_real_deployments_fail_before_anything(make_env: An
     assert _state(control)[0] == "COMPLETED", _state(control)  # the deployment's own parameters still run
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    with get_client(sync_client=True) as client:
-        logs = [lg.message for lg in client.read_logs(log_filter=LogFilter(
-            flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(control)])))]
+    logs: list[str] = []
+    deadline = time.monotonic() + 60  # flow-run logs reach the API in batches, late on a loaded machine
+    while f"config: {env.resolve()}" not in logs and time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            logs = [lg.message for lg in client.read_logs(log_filter=LogFilter(
+                flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(control)])))]
+        time.sleep(0.5)
     assert f"config: {env.resolve()}" in logs, logs  # the flow run names the file it loaded
     outside = [p for p in tmp_path.parent.rglob(escape)] + [p for p in Path("/").glob(escape)]
     nothing = not (state / "runs").exists() or not any((state / "runs").iterdir())
