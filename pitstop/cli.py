@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from .process_defaults import cli_process_defaults
 
-# The command's own process: pydantic plugins off, Prefect quiet and private, invoke deferred (see
-# pitstop/process_defaults.py), before anything heavy is imported. Importing pitstop elsewhere sets nothing.
-cli_process_defaults()
+# The command's own process (``python -m pitstop.cli``; the console script does it in pitstop/entry.py):
+# pydantic plugins off, Prefect quiet and private, invoke deferred (see pitstop/process_defaults.py), before
+# anything heavy is imported. Importing this module from another program sets nothing.
+if __name__ == "__main__":
+    cli_process_defaults()
 
 import typer  # noqa: E402
 from rich.markup import escape  # noqa: E402

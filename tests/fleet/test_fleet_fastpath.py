@@ -206,7 +206,9 @@ def test_fleet_path_imports_stay_lean(tmp_path: Path) -> None:
     ssh_config.write_text('Host alias\n  HostName real.example\nMatch exec "test 1 = 1"\n  User matched\n')
     code = f"""
 import sys
-import pitstop.cli  # the command's entry point defers invoke for its own process
+from pitstop.process_defaults import cli_process_defaults
+cli_process_defaults()  # what the command's entry point (pitstop/entry.py) does for its own process
+import pitstop.cli
 import pitstop.config, pitstop.connectors, pitstop.fanout, pitstop.connectors.ssh
 heavy = [m for m in ("prefect", "jinja2", "boto3", "botocore", "apprise") if m in sys.modules]
 assert not heavy, heavy
@@ -222,12 +224,13 @@ print("ok")
 
 def test_importing_pitstop_changes_no_process_state() -> None:
     """A library import (a shared Prefect worker, a script) leaves the environment and sys.modules alone:
-    no PYDANTIC_DISABLE_PLUGINS, no stand-in ``invoke`` (only the ``pitstop`` command sets them)."""
+    no PYDANTIC_DISABLE_PLUGINS, no stand-in ``invoke`` (only the ``pitstop`` command sets them). Importing
+    :mod:`pitstop.cli` too: a test that did once set ``PREFECT_LOGGING_LEVEL`` for every process it started."""
     code = """
 import os, sys
 before = dict(os.environ)
 import pitstop, pitstop.runner, pitstop.connectors.ssh, pitstop.hostkeys, pitstop.connectors.ssh_transport
-import pitstop.registry
+import pitstop.registry, pitstop.cli
 pitstop.registry.load_plugins()
 assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())
 assert "invoke" not in sys.modules or type(sys.modules["invoke"]).__name__ == "module"
