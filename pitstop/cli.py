@@ -26,7 +26,7 @@ if __name__ == "__main__":
 import typer  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
-from . import cli_approval, cli_deploy, cli_hosts, cli_maintenance, cli_notices, cli_report  # noqa: E402
+from . import cli_approval, cli_deploy, cli_notices, cli_report
 from .backup import cli as cli_backup  # noqa: E402
 from .console import (  # noqa: E402
     flush_std_streams,
@@ -36,6 +36,8 @@ from .console import (  # noqa: E402
     write_stdout,
 )
 from .errors import InputError, PitstopError  # noqa: E402
+from .fleet import cli as cli_hosts
+from .maintenance_mode import cli as cli_maintenance  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

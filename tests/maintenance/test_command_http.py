@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from pitstop.errors import ConfigError
-from pitstop.maintenance import strategy_for
-from pitstop.maintenance.state import MaintenanceState
+from pitstop.maintenance_mode import strategy_for
+from pitstop.maintenance_mode.state import MaintenanceState
+from pitstop.maintenance_mode.steps import OffParams, OnParams, maintenance_off, maintenance_on
 from pitstop.runner import execute
-from pitstop.steps.maintenance_mode import OffParams, OnParams, maintenance_off, maintenance_on
 
 from .helpers import make_ctx, root_of, wait_for, write_env, write_runbook
 

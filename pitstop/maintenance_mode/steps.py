@@ -16,12 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..checks import check
 from ..context import RunContext
-from ..maintenance import deadman, strategy_for
-from ..maintenance.base import MaintenanceRecord
-from ..maintenance.state import MaintenanceState
 from ..model import CheckResult, CheckStatus, StepOutcome
 from ..plugin import Notify, Plugin, WindowStatus
 from ..registry import Placement, Target, planner, step
+from . import deadman, strategy_for
+from .base import MaintenanceRecord
+from .state import MaintenanceState
 
 _lock = threading.RLock()
 
