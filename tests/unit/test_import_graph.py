@@ -82,7 +82,7 @@ def plugin_modules() -> set[str]:
     eps = [ep for ep in installed().entry_points if ep.group == "pitstop.plugins"]
     named = {ep.value.partition(":")[0] for ep in eps}
     areas = ("pitstop.fleet", "pitstop.backup", "pitstop.maintenance_mode", "pitstop.cleanup")
-    found = named | {m for m in MODULES if m.startswith(areas)} | {m for m in MODULES if m.startswith("pitstop.checks.")}
+    found = named | {m for m in MODULES if m.startswith((*areas, "pitstop.checks."))}
     return found - FLEET_SHARED
 
 
