@@ -128,15 +128,11 @@ def plan(env: EnvOpt, runbook: RunbookOpt, as_json: JsonOpt = False) -> None:
     from .runner import load
 
     cfg, rb = load(env, runbook)
-    ctx = RunContext.create(cfg, rb, RunOptions(dry_run=True), run_id="plan")
-    try:
+    with RunContext.scratch(cfg, rb, RunOptions(dry_run=True), "plan") as ctx:  # no run folder: not a run
         p = with_forecast(cfg, describe_changes(ctx, build_plan(cfg, rb)))
         from .need import decide
 
         decide(ctx, p)  # from facts: does any exclusive step have work? (docs/window.md)
-    finally:
-        ctx.close()
-        _discard_plan_dir(ctx.run_dir)
     if as_json:
         _emit_json(p.model_dump(mode="json"))
         return
@@ -167,12 +163,6 @@ def decision_lines(p: Any) -> list[str]:
     if d.backup_when != "always":
         lines.append(("backup needed: " if d.backup_needed else "no backup needed: ") + d.backup_why)
     return lines
-
-
-def _discard_plan_dir(run_dir: Path) -> None:
-    import shutil
-
-    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _run(env: str, runbook: str, trigger: str, reason: str, accept_unverified_backup: bool, engine: Engine,

@@ -18,8 +18,6 @@ from __future__ import annotations
 import getpass
 import json
 import sys
-import tempfile
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -39,13 +37,18 @@ GroupOpt = Annotated[str | None, typer.Option("--group", "-g",
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout")]
 
 
-def _context(cfg: Any, name: str, run_dir: Path | None = None, reason: str = "") -> Any:
-    from ..context import RunContext, RunOptions
+def _runbook(name: str) -> Any:
+    """What a hand command records as its runbook: its own name, no stages (it runs no runbook)."""
     from ..runbook import Runbook
 
-    runbook = Runbook(name=name, kind="custom", stages=[])
-    return RunContext.create(cfg, runbook, RunOptions(reason=reason), run_id=name if run_dir else None,
-                             run_dir=run_dir)
+    return Runbook(name=name, kind="custom", stages=[])
+
+
+def _context(cfg: Any, name: str, reason: str = "") -> Any:
+    """``maintenance off`` by hand is recorded like a run: a run folder with its own audit log and report."""
+    from ..context import RunContext, RunOptions
+
+    return RunContext.create(cfg, _runbook(name), RunOptions(reason=reason))
 
 
 def _select(env: str, group: str | None) -> tuple[Any, list[str]]:
@@ -88,12 +91,10 @@ def maintenance_status(env: EnvOpt, group: GroupOpt = None, as_json: JsonOpt = F
 
     Exit 0; 1 when a host could not be asked."""
     cfg, names = _select(env, group)
-    with tempfile.TemporaryDirectory(prefix="pitstop-status-") as tmp:
-        ctx = _context(cfg, "maintenance-status", run_dir=Path(tmp))
-        try:
-            rows = _status(ctx, names)
-        finally:
-            ctx.close()
+    from ..context import RunContext, RunOptions
+
+    with RunContext.scratch(cfg, _runbook("maintenance-status"), RunOptions(), "maintenance-status") as ctx:
+        rows = _status(ctx, names)
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
     else:
