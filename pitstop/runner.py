@@ -104,9 +104,12 @@ def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: s
     lock = EnvironmentLock(db, cfg.name, run_id)
     lock.acquire(wait_s=wait_s)  # RunLocked (exit 3) before anything of this run exists
     try:
-        from .abandoned import alert_abandoned
+        from .abandoned import alert_abandoned, refuse_beside_open_window, scan
 
-        alert_abandoned(cfg)  # runs SIGKILLed earlier could not alert: do it now, once (lock held)
+        abandoned = scan(cfg)
+        alert_abandoned(cfg, abandoned)  # runs SIGKILLed earlier could not alert: do it now, once (lock held)
+        if resume_events is None:
+            refuse_beside_open_window(cfg, abandoned)  # exit 3: a dead run's maintenance page is still up
         ctx = RunContext.create(cfg, rb, options, run_id=run_id)
         ctx.holds_environment_lock = True
         ctx.flow_run = flow_run
