@@ -182,10 +182,15 @@ def refuse_beside_open_window(cfg: EnvironmentConfig, found: list[Abandoned]) ->
     """A new run is refused (:class:`~pitstop.errors.AbandonedWindow`, exit 3, nothing of it created) while
     a dead run's audit log says it left maintenance mode on: the new run would fail its checks on that run's
     page or lift it, and a later resume of the dead run would then run its in-window steps with the site back.
-    Resuming the dead run (it lifts maintenance mode and writes its report) unblocks the environment."""
+    Resuming the dead run (it lifts maintenance mode and writes its report) unblocks the environment.
+
+    Only a log whose hash chain verifies blocks: what a log says is checked before it is acted on, and a run
+    with a broken chain cannot be resumed (``resume`` refuses it), so it must not hold the environment for
+    ever; it has been alerted as abandoned like any other."""
+    from .audit import verify_chain
     from .errors import AbandonedWindow
 
-    open_windows = [a for a in found if a.maintenance_on]
+    open_windows = [a for a in found if a.maintenance_on and verify_chain(a.run_dir / "audit.jsonl") is None]
     if not open_windows:
         return
     a = open_windows[0]

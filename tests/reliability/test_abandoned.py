@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from pitstop.abandoned import alert_abandoned, scan
+from pitstop.abandoned import alert_abandoned, refuse_beside_open_window, scan
 from pitstop.config import load_config
 from pitstop.connectors.postgres import Database
 from pitstop.locks import EnvironmentLock
@@ -121,6 +121,15 @@ def test_a_new_run_is_refused_while_a_dead_run_left_maintenance_on(make_env: Any
     assert sorted(p.name for p in (state / "runs").iterdir()) == folders  # nothing of the refused runs
     assert len(alerts(state / "notifications.jsonl", run_dir.name)) == 1  # ops heard of the dead run, once
     assert list(state.rglob("maintenance.flag"))  # the dead run's page is still up: nobody lifted it behind it
+
+    # a log whose chain is broken says nothing that can be trusted, and cannot be resumed: it does not block
+    log = run_dir / "audit.jsonl"
+    intact = log.read_bytes()
+    log.write_bytes(intact.replace(b'"maintenance.on"', b'"maintenance.0n"', 1))
+    cfg = load_config(str(env))
+    assert [a.run_id for a in scan(cfg) if a.maintenance_on] == [run_dir.name]
+    refuse_beside_open_window(cfg, scan(cfg))  # does not raise
+    log.write_bytes(intact)
 
     res = cli("resume", run_dir.name, "--env", str(env), "--engine", "local", "--json")
     assert res.returncode == 0, res.stderr[-3000:]
