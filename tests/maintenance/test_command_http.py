@@ -42,6 +42,24 @@ def test_command_strategy_on_status_off(tmp_path: Path) -> None:
     assert not strat.status(ctx, "web-1").on
 
 
+def test_maintenance_off_check_asks_the_strategy(tmp_path: Path) -> None:
+    """``check.maintenance_off`` and ``check.maintenance_state`` share one probe, the strategy's status: with
+    the command strategy, "off" is what its status command says (it once looked at a flag file only)."""
+    from pitstop.maintenance_mode.checks import MaintenanceOffParams, StateParams, maintenance_state
+    from pitstop.maintenance_mode.checks import maintenance_off as off_check
+
+    env = write_env(tmp_path, maintenance=COMMAND)
+    ctx = make_ctx(env, tmp=tmp_path)
+    maintenance_on(ctx, OnParams(), "web-1")
+    on = off_check(ctx, MaintenanceOffParams(), "web-1")
+    assert on.status.value == "fail" and "maintenance mode on (status command says on)" in on.observed, on
+    assert maintenance_state(ctx, StateParams(expect=True), "web-1").status.value == "pass"
+    maintenance_off(ctx, OffParams())
+    off = off_check(ctx, MaintenanceOffParams(), "web-1")
+    assert off.status.value == "pass" and off.evidence["strategy"] == "command", off
+    assert maintenance_state(ctx, StateParams(expect=False), "web-1").status.value == "pass"
+
+
 def test_command_strategy_deadman_runs_the_off_command(tmp_path: Path) -> None:
     env = write_env(tmp_path, maintenance={**COMMAND, "deadman": {"ttl": "1s"}})
     ctx = make_ctx(env, tmp=tmp_path)
