@@ -11,26 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tests.conftest import ROOT, report_of, run_cli
-
-WAIT_FOR_RELEASE = ["sh", "-c", "while [ ! -f release ]; do sleep 0.1; done"]
-
-
-def blocking_runbook(tmp_path: Path) -> Path:
-    """The monthly runbook plus an in-window step that waits until a `release` file exists."""
-    rb = yaml.safe_load((ROOT / "runbooks" / "monthly.yaml").read_text())
-    tuning = next(s for s in rb["stages"] if s["name"] == "server-tuning")
-    tuning["steps"].append({"uses": "host.command", "destructive": False, "name": "wait for release", "targets": "app",
-                            "with": {"argv": WAIT_FOR_RELEASE}})
-    path = tmp_path / "blocking.yaml"
-    path.write_text(yaml.safe_dump(rb, sort_keys=False))
-    return path
-
-
-def state_dir(env: Path) -> Path:
-    return Path(yaml.safe_load(env.read_text())["state_dir"])
+from tests.operator.helpers import blocking_runbook, state_dir
 
 
 def start(*args: str) -> subprocess.Popen[str]:
