@@ -194,6 +194,31 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
                           env=full_env, timeout=timeout, cwd=cwd)
 
 
+def cli_on_tty(*args: str, columns: int, extra: dict[str, str] | None = None) -> str:
+    """The real CLI with stdout on a pseudo-terminal ``columns`` wide (rich sees a terminal: the table path);
+    what the terminal received, raw (ANSI codes and carriage returns kept). Asserts exit 0."""
+    import pty
+
+    master, slave = pty.openpty()
+    env = {**os.environ, **(extra or {}), "COLUMNS": str(columns), "LINES": "50", "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-m", "pitstop.cli", *args], stdout=slave, stderr=subprocess.PIPE,
+                            cwd=ROOT, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=120)
+    os.close(master)
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
 def report_of(stdout: str) -> dict[str, Any]:
     """The report.json named by ``--json`` output."""
     info = json.loads(stdout)

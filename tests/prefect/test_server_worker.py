@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, free_port, report_of, run_cli
-from tests.runs.test_lock_and_resume import blocking_runbook, state_dir, wait_for_event
+from tests.operator.helpers import blocking_runbook, state_dir, wait_for_event
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import HostConfig, SshSettings
-from .errors import ConfigError
+from ..config import HostConfig, SshSettings
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     import paramiko
