@@ -16,11 +16,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .placement import placement_of, run_rank
+
 if TYPE_CHECKING:
     from .errors import Problem
     from .plan import PlannedStep
     from .registry import StepInfo
-    from .runbook import Runbook
+    from .runbook_model import Runbook
     from .yamlfile import YamlDoc
 
 MAX_PARALLEL_STEPS = 8  # steps of one unit running at once (host steps fan out further per host)
@@ -29,8 +31,6 @@ MAX_PARALLEL_STEPS = 8  # steps of one unit running at once (host steps fan out 
 # -- validation (runbook load) ---------------------------------------------------------------------
 def dependency_problems(rb: Runbook, doc: YamlDoc, infos: dict[str, StepInfo]) -> list[Problem]:
     """Duplicate ids, unknown ``after`` ids, cycles, and dependencies on steps that run later."""
-    from .plan import placement_of, run_rank
-
     problems: list[Problem] = []
     where: dict[str, tuple[int, int]] = {}
     for si, stage in enumerate(rb.stages):

@@ -16,7 +16,7 @@ from itertools import groupby
 from typing import Any, TypeVar
 
 from . import need
-from .approval import ApprovalGate
+from .approval_gate import ApprovalGate
 from .audit import now_iso
 from .context import RunContext, provenance
 from .errors import CheckFailed, GateRefused, PitstopError

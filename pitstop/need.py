@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .plan import Phase, Plan, PlannedStep, placement_of, run_rank, spec_for
 from .registry import StepInfo, Target, get_step
-from .runbook import Runbook, Stage
+from .runbook_model import Runbook, Stage
 from .work import NO_WINDOW, Decision, HasWork, StepWork, Work, combine
 
 if TYPE_CHECKING:

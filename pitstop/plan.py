@@ -13,28 +13,27 @@ Every planned step also carries its dependencies (``after``, see pitstop/dag.py)
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .config import EnvironmentConfig
-from .registry import Placement, StepInfo, Target, get_step, host_group
-from .runbook import STAGE_ORDER, Runbook, Stage, StepSpec
+from .placement import (  # noqa: F401 - re-exported: where callers have always found them
+    ALWAYS_AFTER,
+    ALWAYS_BEFORE,
+    ORDER,
+    WINDOW_RANK,
+    Phase,
+    WaitPoint,
+    placement_of,
+    run_rank,
+)
+from .registry import Placement, Target, get_step, host_group
+from .runbook_model import Runbook, Stage, StepSpec
 from .work import Decision, HasWork
 
 if TYPE_CHECKING:
     from .context import RunContext
-
-
-class Phase(StrEnum):
-    BEFORE = "before"
-    WINDOW = "window"
-    AFTER = "after"
-
-
-ALWAYS_BEFORE = {Stage.PREFLIGHT}
-ALWAYS_AFTER = {Stage.POST_VERIFICATION, Stage.REPORT}
 
 
 class PlannedStep(BaseModel):
@@ -71,21 +70,6 @@ class WindowForecast(BaseModel):
     sources: dict[str, str] = Field(default_factory=dict)  # step id -> history | estimate | unknown
 
 
-class WaitPoint(BaseModel):
-    """Where the run waits for approval (pitstop/approval.py): before ``step`` (a plan step id)."""
-
-    step: str
-    label: str
-    stage: Stage
-    phase: Phase
-    approvers: list[str]
-    audience: str
-    timeout_s: float
-    on_timeout: str
-    source: str  # runbook | environment
-    skipped: str | None = None  # an emergency runbook's reason for skipping approval: no wait
-
-
 class Plan(BaseModel):
     environment: str
     runbook: str
@@ -96,32 +80,6 @@ class Plan(BaseModel):
 
     def phase(self, phase: Phase) -> list[PlannedStep]:
         return [s for s in self.steps if s.phase == phase]
-
-
-ORDER = {Phase.BEFORE: 0, Phase.WINDOW: 1, Phase.AFTER: 2}
-WINDOW_RANK = {Stage.MAINTENANCE_ON: 0, Stage.MAINTENANCE_OFF: 2}
-
-
-def run_rank(stage: Stage, phase: Phase) -> tuple[int, int, int]:
-    """When a (stage, phase) runs: steps of a lower rank have finished before a higher one starts."""
-    return ORDER[phase], WINDOW_RANK.get(stage, 1) if phase == Phase.WINDOW else 0, STAGE_ORDER.index(stage)
-
-
-def placement_of(stage: Stage, spec: StepSpec, info: StepInfo) -> tuple[Placement, Phase, str]:
-    if stage in ALWAYS_BEFORE:
-        return Placement.OUTSIDE, Phase.BEFORE, "preflight runs before anything changes"
-    if stage in ALWAYS_AFTER:
-        return Placement.OUTSIDE, Phase.AFTER, "verification and reporting follow the window"
-    if stage == Stage.MAINTENANCE_ON:
-        return Placement.INSIDE, Phase.WINDOW, "opens the window"
-    if stage == Stage.MAINTENANCE_OFF:
-        return Placement.INSIDE, Phase.WINDOW, "closes the window"
-    if spec.window is not None:
-        placement, why = spec.window, f"runbook sets window: {spec.window.value}"
-    else:
-        placement = info.placement
-        why = ("declared online-safe" if placement == Placement.OUTSIDE else "declared exclusive (needs the window)")
-    return placement, (Phase.WINDOW if placement == Placement.INSIDE else Phase.BEFORE), why
 
 
 def build_plan(cfg: EnvironmentConfig, runbook: Runbook) -> Plan:

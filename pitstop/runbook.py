@@ -1,4 +1,5 @@
-"""Runbooks (``runbooks/*.yaml``): data, not code. Models and the loader.
+"""Runbooks (``runbooks/*.yaml``): data, not code. The loader and its checks; the models are in
+:mod:`pitstop.runbook_model` (re-exported here, where callers have always found them).
 
 A runbook is a list of stages in a fixed order; each stage lists steps by registered name
 (``uses``), with parameters (``with``), a host group (``targets``) for host steps, and an optional
@@ -7,110 +8,21 @@ window placement override (``window: inside|outside``).
 
 from __future__ import annotations
 
-from datetime import timedelta
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import ValidationError
 
 from . import yamlfile
-from .config import ApprovalConfig, EnvironmentConfig, Name, default_search_dirs, shadowed
+from .config import EnvironmentConfig, default_search_dirs, shadowed
+from .dag import dependency_problems
 from .errors import Problem, RunbookError
-from .registry import Placement, Target, host_group, load_plugins
-from .units import Duration
+from .need import only_if_problems
+from .registry import Target, host_group, load_plugins
+from .runbook_model import STAGE_ORDER, WINDOW_STAGES, Runbook, Stage, StageSpec, StepSpec
 
-
-class Stage(StrEnum):
-    PREFLIGHT = "preflight"
-    PRE_BACKUP = "pre-backup"
-    MAINTENANCE_ON = "maintenance-on"
-    DATABASE_CLEANUP = "database-cleanup"
-    SERVER_TUNING = "server-tuning"
-    MAINTENANCE_OFF = "maintenance-off"
-    POST_VERIFICATION = "post-verification"
-    REPORT = "report"
-
-
-STAGE_ORDER = list(Stage)
-# Stages that sit between maintenance on and off: their steps run inside the window unless they
-# are declared online-safe, in which case the planner moves them before the window.
-WINDOW_STAGES = {Stage.DATABASE_CLEANUP, Stage.SERVER_TUNING}
-
-
-class StepSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    uses: str = Field(description="registered step name, e.g. backup.postgres or check.postgres_connect")
-    name: str | None = Field(None, description="label shown in plans and reports")
-    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
-    targets: str | None = Field(None, description="host group for host steps (default: the step's own)")
-    window: Placement | None = Field(None, description="override the step's declared placement")
-    continue_on_error: bool = False
-    destructive: bool | None = Field(None, description="generic steps (host.command, host.script, check.sql_assert) "
-                                     "must say whether they destroy data: `true` puts them under the verified-backup "
-                                     "gate")
-    estimate: Duration | None = Field(None, description="expected duration, used for window admission "
-                                                         "until history exists")
-    id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-                           description="name other steps use in `after:` (docs/window.md)")
-    after: list[str] | None = Field(None, description="ids of steps that must finish first; unset: the "
-                                                      "previous step of the stage without `after:`")
-    only_if_changed: list[str] | None = Field(None, min_length=1, description="ids of earlier steps: this step "
-                                              "has work only when one of them changes something (docs/window.md)")
-
-    # the ``with:`` parameters validated against the step's model, by the runbook check (not serialized)
-    _params: BaseModel | None = PrivateAttr(None)
-
-    @property
-    def label(self) -> str:
-        return self.name or self.uses
-
-    @property
-    def params(self) -> BaseModel | None:
-        return self._params
-
-    @params.setter
-    def params(self, value: BaseModel) -> None:
-        self._params = value
-
-
-class StageSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: Stage
-    steps: list[StepSpec] = Field(default_factory=list)
-
-
-class Runbook(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: Name
-    description: str = ""
-    kind: Literal["monthly", "quarterly", "emergency", "custom"] = "custom"
-    expected_downtime: Duration | None = None
-    affects: list[str] | None = Field(None, description="features affected during the window (default: the "
-                                      "config's notifications.notices.affects; none without a maintenance step)")
-    stages: list[StageSpec]
-    approval: ApprovalConfig | None = Field(None, description="wait for a named approver before the destructive "
-                                            "part (docs/approvals.md); replaces the environment's `approval:`")
-
-    source: str = Field("", exclude=True)
-
-    def stage(self, name: Stage) -> StageSpec | None:
-        return next((s for s in self.stages if s.name == name), None)
-
-    @property
-    def opens_window(self) -> bool:
-        """Whether the runbook ever puts the site into maintenance mode (a ``maintenance.on`` step)."""
-        return any(step.uses == "maintenance.on" for stage in self.stages for step in stage.steps)
-
-    def announced_downtime(self, default: timedelta) -> timedelta:
-        """What the run announces: nothing without a maintenance step; else the runbook's own figure (0 is a
-        figure), else ``default`` (the environment's ``window.expected_downtime``)."""
-        if not self.opens_window:
-            return timedelta(0)
-        return self.expected_downtime if self.expected_downtime is not None else default
+__all__ = ["STAGE_ORDER", "WINDOW_STAGES", "Runbook", "Stage", "StageSpec", "StepSpec", "approval_problems",
+           "check_runbook", "find_runbook", "load_runbook"]
 
 
 def find_runbook(name: str) -> Path:
@@ -188,11 +100,7 @@ def check_runbook(rb: Runbook, doc: yamlfile.YamlDoc, cfg: EnvironmentConfig | N
                                                                 f"{missing}"))
     problems += approval_problems(rb, doc, cfg)
     if not problems:
-        from .dag import dependency_problems
-
         problems += dependency_problems(rb, doc, steps)
-        from .need import only_if_problems
-
         problems += only_if_problems(rb, doc, steps)
     return problems
 

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from .config import EnvironmentConfig
 from .errors import InputError
 from .history import p90, recent_reports
-from .runbook import Runbook
+from .runbook_model import Runbook
 
 
 def stage_history(cfg: EnvironmentConfig, runbook: str, limit: int = 10) -> dict[str, float]:
