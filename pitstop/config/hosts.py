@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from ..maintenance_mode.settings import CommandStrategyConfig, DeadmanConfig, HttpStrategyConfig
 from ..units import Duration
 from .base import Percent, Strict
+from .maintenance_mode import CommandStrategyConfig, DeadmanConfig, HttpStrategyConfig
 
 
 class SshSettings(Strict):

@@ -17,8 +17,8 @@ from .base import DeadmanTarget, MaintenanceRecord, MaintenanceStatus, Strategy,
 from .state import MaintenanceState
 
 if TYPE_CHECKING:
+    from ..config.maintenance_mode import CommandStrategyConfig
     from ..context import RunContext
-    from .settings import CommandStrategyConfig
 
 
 class CommandStrategy(Strategy):

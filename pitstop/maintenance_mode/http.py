@@ -20,8 +20,8 @@ from .base import MaintenanceRecord, MaintenanceStatus, Strategy, substitute
 from .state import MaintenanceState
 
 if TYPE_CHECKING:
+    from ..config.maintenance_mode import HttpCall, HttpStrategyConfig
     from ..context import RunContext
-    from .settings import HttpCall, HttpStrategyConfig
 
 _lock = threading.Lock()
 

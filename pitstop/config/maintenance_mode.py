@@ -1,6 +1,7 @@
 """Configuration models of the maintenance-mode strategies (``maintenance:`` in config/<env>.yaml).
 
-Kept apart from :mod:`pitstop.config` so each strategy's settings live next to the strategy.
+A section of the config, like the others of this package: the config is read before any area's code is
+imported, and the strategies (pitstop/maintenance_mode/) import their settings from here.
 Secrets are never values here: HTTP headers name the environment variable holding their value
 (``value_env``), so the value never reaches the config, logs, reports or flow parameters.
 """
