@@ -104,37 +104,3 @@ def prefect_yaml(specs: list[DeploymentSpec], work_pool: str) -> str:
         else:
             lines.append("    schedules: []")
     return "\n".join(lines) + "\n"
-
-
-def apply(specs: list[DeploymentSpec], work_pool: str) -> list[dict[str, Any]]:
-    """Create or update every deployment on the configured Prefect API."""
-    from .prefect_adapter import deploy, ensure_work_pool
-
-    ensure_work_pool(work_pool)
-    out = []
-    for spec in specs:
-        dep_id = deploy(PROJECT_ROOT, spec.entrypoint, spec.name, work_pool, rrule=spec.rrule, cron=spec.cron,
-                        timezone=spec.timezone, parameters=spec.parameters, description=spec.description,
-                        tags=spec.tags)
-        out.append({"deployment": spec.full_name, "id": dep_id, "schedule": spec.rrule or spec.cron,
-                    "timezone": spec.timezone})
-    return out
-
-
-def find_deployment(cfg: EnvironmentConfig, kind: str = "emergency") -> str | None:
-    """Full name of the environment's deployment ``kind`` on the configured API, if any."""
-    import os
-
-    if not os.environ.get("PREFECT_API_URL"):
-        return None
-    from .prefect_adapter import deployment_exists
-
-    name = f"{MAINTENANCE_FLOW}/{cfg.name}-{kind}"
-    return name if deployment_exists(name) else None
-
-
-def trigger_deployment(name: str, parameters: dict[str, Any], wait: bool) -> dict[str, Any]:
-    """Start a flow run of deployment ``name`` now (``run_deployment``); wait for it when asked."""
-    from .prefect_adapter import trigger_deployment as trigger
-
-    return trigger(name, parameters, wait)
