@@ -47,7 +47,7 @@ typecheck: install-test
 
 ## Install everything the tests need, then run the suite.
 test: install-test system-deps static bytecode
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 
 ## Static checks: ruff (with the bandit-derived S rules) and mypy on pitstop/.
 static: install-test

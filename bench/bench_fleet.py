@@ -10,7 +10,7 @@ The same tuning work on each host: upload a 1 KB sysctl-style file, run ``sha256
 * floor:   OpenSSH's ``ssh``, one session per host taking the file on stdin and running both
            commands, driven by ``xargs -P`` at pitstop's concurrency;
 * pitstop: bench/fleet_client.py (config load with the hosts from an Ansible INI inventory named by
-           the config, pitstop.fanout, paramiko SshConnection: atomic exec-channel put + two
+           the config, pitstop.fleet.fanout, paramiko SshConnection: atomic exec-channel put + two
            commands on one connection per host), ``fleet.max_concurrency`` = min(N, 32);
            ``pitstop-yaml`` is the same with every host written in the YAML config instead;
 * ansible-core: forks = N, pipelining on, fact gathering off (copy + 2x command);

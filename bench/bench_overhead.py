@@ -109,18 +109,9 @@ def timed(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> f
 
 def servers(home: Path) -> list[int]:
     """Prefect API server processes started with this Prefect home."""
-    marker = f"PREFECT_HOME={home}".encode()
-    found = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            if any(m in (p / "cmdline").read_bytes() for m in SERVER_MARKS) and \
-                    marker in (p / "environ").read_bytes().split(b"\0"):
-                found.append(int(p.name))
-        except OSError:
-            continue
-    return found
+    from pitstop.prefect_server import api_servers_of
+
+    return api_servers_of(home)
 
 
 def recorded(state_dir: Path) -> int | None:

@@ -1,5 +1,5 @@
 """The pitstop side of bench_fleet.py: load a pitstop config, fan out over its hosts with the
-fleet layer (pitstop.fanout + the paramiko SshConnection) and do the tuning work on each host:
+fleet layer (pitstop.fleet.fanout + the paramiko SshConnection) and do the tuning work on each host:
 upload a 1 KB sysctl-style file (a ``Put``: atomic, temporary name + rename) and run two commands, as
 one batch (``Connection.run_batch``: one SSH session per host, as the steps use it for upload + run
 and multi-command work). Everything here is pitstop's own path; the process does nothing a real
@@ -18,7 +18,7 @@ import time
 from pitstop.config import load_config
 from pitstop.connectors import connect_host
 from pitstop.connectors.base import Cmd, Put
-from pitstop.fanout import fan_out
+from pitstop.fleet.fanout import fan_out
 from pitstop.model import HostResult, Status
 
 

@@ -181,13 +181,40 @@ def _record(cfg: EnvironmentConfig, a: Abandoned, deliveries: list[dict[str, Any
                                                               "receipt")} for d in deliveries])
 
 
-def alert_abandoned(cfg: EnvironmentConfig, read_secret: SecretReader | None = None) -> list[Abandoned]:
-    """Alert every abandoned run of ``cfg``'s environment. Call only while holding its lock. ``read_secret``:
-    how the channels' Prefect Secret blocks are read (pitstop.notify.channels.build_channels).
+def refuse_beside_open_window(cfg: EnvironmentConfig, found: list[Abandoned]) -> None:
+    """A new run is refused (:class:`~pitstop.errors.AbandonedWindow`, exit 3, nothing of it created) while
+    a dead run's audit log says it left maintenance mode on: the new run would fail its checks on that run's
+    page or lift it, and a later resume of the dead run would then run its in-window steps with the site back.
+    Resuming the dead run (it lifts maintenance mode and writes its report) unblocks the environment.
+
+    Only a log whose hash chain verifies blocks: what a log says is checked before it is acted on, and a run
+    with a broken chain cannot be resumed (``resume`` refuses it), so it must not hold the environment for
+    ever; it has been alerted as abandoned like any other."""
+    from .audit import verify_chain
+    from .errors import AbandonedWindow
+
+    open_windows = [a for a in found if a.maintenance_on and verify_chain(a.run_dir / "audit.jsonl") is None]
+    if not open_windows:
+        return
+    a = open_windows[0]
+    until = sorted(str(m.get("expires_at")) for m in a.maintenance_hosts.values() if m.get("expires_at"))
+    deadman = f"; its dead-man switch lifts it at {until[0]}" if until else "; no dead-man switch was armed"
+    raise AbandonedWindow(
+        f"environment {cfg.name!r}: run {a.run_id} died with maintenance mode on "
+        f"({', '.join(sorted(a.maintenance_hosts))}){deadman}. Finish it first: "
+        f"pitstop resume {a.run_id} --env {cfg.name} (it lifts maintenance mode and writes its report); "
+        "this run was not started")
+
+
+def alert_abandoned(cfg: EnvironmentConfig, found: list[Abandoned] | None = None,
+                    read_secret: SecretReader | None = None) -> list[Abandoned]:
+    """Alert every abandoned run of ``cfg``'s environment (``found``: what :func:`scan` returned, when the
+    caller scanned already). Call only while holding its lock. ``read_secret``: how the channels' Prefect
+    Secret blocks are read (pitstop.notify.channels.build_channels).
 
     Concurrent alerters (the same host or others) are made unique by the notification ledger's
     create-if-absent claims: each delivery is sent by one of them."""
-    found = scan(cfg)
+    found = scan(cfg) if found is None else found
     alerted = []
     for a in found:
         try:

@@ -26,7 +26,7 @@ if __name__ == "__main__":
 import typer  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
-from . import cli_approval, cli_deploy, cli_hosts, cli_maintenance, cli_notices, cli_report  # noqa: E402
+from . import cli_approval, cli_deploy, cli_notices, cli_report
 from .backup import cli as cli_backup  # noqa: E402
 from .console import (  # noqa: E402
     flush_std_streams,
@@ -36,6 +36,8 @@ from .console import (  # noqa: E402
     write_stdout,
 )
 from .errors import InputError, PitstopError  # noqa: E402
+from .fleet import cli as cli_hosts
+from .maintenance_mode import cli as cli_maintenance  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -126,15 +128,11 @@ def plan(env: EnvOpt, runbook: RunbookOpt, as_json: JsonOpt = False) -> None:
     from .runner import load
 
     cfg, rb = load(env, runbook)
-    ctx = RunContext.create(cfg, rb, RunOptions(dry_run=True), run_id="plan")
-    try:
+    with RunContext.scratch(cfg, rb, RunOptions(dry_run=True), "plan") as ctx:  # no run folder: not a run
         p = with_forecast(cfg, describe_changes(ctx, build_plan(cfg, rb)))
         from .need import decide
 
         decide(ctx, p)  # from facts: does any exclusive step have work? (docs/window.md)
-    finally:
-        ctx.close()
-        _discard_plan_dir(ctx.run_dir)
     if as_json:
         _emit_json(p.model_dump(mode="json"))
         return
@@ -167,26 +165,21 @@ def decision_lines(p: Any) -> list[str]:
     return lines
 
 
-def _discard_plan_dir(run_dir: Path) -> None:
-    import shutil
-
-    shutil.rmtree(run_dir, ignore_errors=True)
-
-
 def _run(env: str, runbook: str, trigger: str, reason: str, accept_unverified_backup: bool, engine: Engine,
          as_json: bool, run_id: str | None = None, wait_s: float = 0.0, override_blackout: bool = False,
-         expected_downtime: str | None = None, rehearsal: bool = False) -> None:
+         expected_downtime: str | None = None, rehearsal: bool = False, cfg: Any = None) -> None:
+    """``cfg``: the environment's config when the command loaded it already (``demo``): each file is parsed once."""
     if engine == Engine.prefect and not as_json:  # the first line at once: Prefect's start is the slow part
         where = "the Prefect API at $PREFECT_API_URL" if os.environ.get("PREFECT_API_URL") else \
             "this state directory's local Prefect API server"
         err.print(f"[dim]{escape(Path(runbook).stem)} on {escape(Path(env).stem)} ({trigger}): checking config "
                   f"and runbook, then starting the flow run through {where}…[/dim]", soft_wrap=True)
-    api, cfg = None, None
+    api = None
     if engine == Engine.prefect and not os.environ.get("PREFECT_API_URL"):
         from .config import load_config
         from .prefect_server import join
 
-        cfg = load_config(env)  # bad config: exit 2 before any server starts
+        cfg = cfg or load_config(env)  # bad config: exit 2 before any server starts
         api = join(cfg.state_path)  # returns at once: the server starts while the runbook loads, Prefect imports
     with _client_env(api):  # before Prefect is imported its client must talk to that server; undone after
         _run_with(env, runbook, trigger, reason, accept_unverified_backup, engine, as_json, run_id, wait_s,
@@ -217,9 +210,9 @@ def _run_with(env: str, runbook: str, trigger: str, reason: str, accept_unverifi
               as_json: bool, run_id: str | None, wait_s: float, override_blackout: bool,
               expected_downtime: str | None, rehearsal: bool, api: LocalServer | None, cfg: Any) -> None:
     try:
-        from .runner import load, parse_expected_downtime
+        from .runner import load, loaded_once, parse_expected_downtime
 
-        load(env, runbook, cfg=cfg)  # bad input exits 2 before anything runs
+        cfg, rb = load(env, runbook, cfg=cfg)  # bad input exits 2 before anything runs
         if expected_downtime:
             parse_expected_downtime(expected_downtime)
         if accept_unverified_backup and not reason.strip():
@@ -228,7 +221,8 @@ def _run_with(env: str, runbook: str, trigger: str, reason: str, accept_unverifi
         if api is not None and api.started:
             api.stop_if_unused()  # a server started for a command that ends here does not wait to be idle
         raise
-    with terminal_hangup_ignored():  # the terminal going away never stops a run (the console goes quiet)
+    # the engine (and the flow run in this process) takes the files parsed above instead of parsing them again
+    with terminal_hangup_ignored(), loaded_once(cfg, rb):  # the terminal going away never stops a run
         run_dir = _run_engine(env, runbook, trigger, reason, accept_unverified_backup, engine, as_json, run_id,
                               wait_s, override_blackout, expected_downtime, rehearsal, api)
     _finish_run(run_dir, as_json, env)
@@ -385,7 +379,7 @@ def demo(reset: Annotated[bool, typer.Option(help="drop and reseed the demo data
     from .window import blackout_now
 
     reason = "pitstop demo on the embedded environment" if blackout_now(cfg) else ""
-    _run(cfg.source, "monthly", "manual", reason, False, engine, as_json, override_blackout=bool(reason))
+    _run(cfg.source, "monthly", "manual", reason, False, engine, as_json, override_blackout=bool(reason), cfg=cfg)
 
 
 @app.command()

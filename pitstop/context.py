@@ -65,6 +65,21 @@ class RunContext:
         return cls(run_id=run_id, cfg=cfg, runbook=runbook, options=options, run_dir=run_dir,
                    audit=AuditLog(run_dir / "audit.jsonl", redact), redact=redact)
 
+    @classmethod
+    @contextmanager
+    def scratch(cls, cfg: EnvironmentConfig, runbook: Runbook, options: RunOptions, name: str) -> Iterator[RunContext]:
+        """A context for a command that is not a run (``plan``, ``maintenance status``): its facts are read over
+        the same connections, its events go to a private temporary folder outside the reports directory (no
+        run folder appears in ``report list``; two at once never share one), removed at the end."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix=f"pitstop-{name}-") as tmp:
+            ctx = cls.create(cfg, runbook, options, run_id=name, run_dir=Path(tmp))
+            try:
+                yield ctx
+            finally:
+                ctx.close()
+
     # -- lazily opened resources, one per run ------------------------------------------------------
     @property
     def db(self) -> Database:

@@ -102,3 +102,8 @@ class RunLocked(PitstopError, RuntimeError):
     """Another run holds the environment lock."""
 
     exit_code = 3
+
+
+class AbandonedWindow(RunLocked):
+    """A run of the environment died with maintenance mode on (its audit log says so): a new run is refused
+    until that run is resumed, like a run holding the lock (exit 3)."""

@@ -314,8 +314,8 @@ class Executor:
 
     def _on_hosts(self, planned: PlannedStep, func: Callable[..., StepOutcome],
                   params: Any) -> list[HostResult]:
-        """Fan out per ``fleet:`` (concurrency, batches, canary, max_errors); see pitstop/fanout.py."""
-        from .fanout import run_step_on_hosts
+        """Fan out per ``fleet:`` (concurrency, batches, canary, max_errors); see pitstop/fleet/fanout.py."""
+        from .fleet.fanout import run_step_on_hosts
 
         def scoped(ctx: RunContext, p: Any, host: str) -> StepOutcome:  # host threads say their step too
             with ctx.step_scope(planned.stage.value, planned.label):

@@ -4,7 +4,7 @@ A *plug-in* is a module found through the entry-point group ``pitstop.plugins`` 
 
     [project.entry-points."pitstop.plugins"]
     my_area = "my_package.steps"           # a module: its import registers steps and checks
-    maintenance_mode = "pitstop.steps.maintenance_mode:PLUGIN"   # or a Plugin object with hooks
+    maintenance_mode = "pitstop.maintenance_mode.steps:PLUGIN"   # or a Plugin object with hooks
 
 Importing the module registers its steps (:func:`pitstop.registry.step`) and checks
 (:func:`pitstop.checks.check`). A plug-in that needs more from the engine points the entry point at a

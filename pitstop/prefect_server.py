@@ -213,6 +213,26 @@ def is_server_process(pid: int, d: Path) -> bool:
     return state not in ("Z", "X") and SERVE_MODULE.encode() in argv and str(d).encode() in argv
 
 
+def api_servers_of(prefect_home: Path) -> list[int]:
+    """Every Prefect API server process on this machine started with ``PREFECT_HOME=prefect_home``: Prefect's
+    own ephemeral uvicorn, this module's shared one, or ``prefect server start`` (what an operator looks for
+    when a cron box accumulates servers; the benchmarks' and tests' orphan count)."""
+    marker = f"PREFECT_HOME={prefect_home}".encode()
+    found = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes()
+            if not any(k in cmd for k in (b"prefect.server.api.server", SERVE_MODULE.encode(), b"server\0start")):
+                continue
+            if marker in (p / "environ").read_bytes().split(b"\0"):
+                found.append(int(p.name))
+        except OSError:
+            continue
+    return found
+
+
 def server_env(d: Path, auth: str, fd: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k in _PASSED_ENV or (k.startswith("PREFECT_") and k not in _CLIENT_ONLY)}

@@ -3,15 +3,17 @@ run (or resume), return the outcome."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from .approval import Waiter
-from .config import EnvironmentConfig, load_config
+from .config import EnvironmentConfig, find_config, load_config
 from .connectors.postgres import Database
 from .context import FlowRunRef, RunContext, RunOptions, new_run_id
 from .errors import ConfigError, InputError
@@ -51,9 +53,29 @@ def parse_expected_downtime(text: str) -> timedelta:
         raise InputError(f"--expected-downtime: {exc}") from None
 
 
+# What the command in this process parsed and validated already (the CLI checks its input before the engine
+# starts; the Prefect flow run it runs in-process gets file paths as parameters): see :func:`loaded_once`.
+_LOADED: ContextVar[tuple[EnvironmentConfig, Runbook] | None] = ContextVar("pitstop_loaded", default=None)
+
+
+@contextlib.contextmanager
+def loaded_once(cfg: EnvironmentConfig, rb: Runbook) -> Iterator[None]:
+    """Within this block, :func:`load` of the same config and runbook files returns these objects instead of
+    parsing the files again: a command parses each file once (the scope is this context only)."""
+    token = _LOADED.set((cfg, rb))
+    try:
+        yield
+    finally:
+        _LOADED.reset(token)
+
+
 def load(env: str, runbook: str, cfg: EnvironmentConfig | None = None) -> tuple[EnvironmentConfig, Runbook]:
     """Validate config and runbook together; raises InputError (exit 2) before anything runs. ``cfg``: the
     environment's config, already loaded from ``env``."""
+    known = _LOADED.get()
+    if known is not None and _same_file(known[0].source, find_config(env)) \
+            and _same_file(known[1].source, find_runbook(runbook)):
+        return known
     cfg = cfg or load_config(env)
     rb = load_runbook(runbook, cfg)
     admit(cfg)
@@ -84,9 +106,12 @@ def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: s
     lock = EnvironmentLock(db, cfg.name, run_id)
     lock.acquire(wait_s=wait_s)  # RunLocked (exit 3) before anything of this run exists
     try:
-        from .abandoned import alert_abandoned
+        from .abandoned import alert_abandoned, refuse_beside_open_window, scan
 
-        alert_abandoned(cfg, read_secret)  # runs SIGKILLed earlier could not alert: do it now, once (lock held)
+        abandoned = scan(cfg)
+        alert_abandoned(cfg, abandoned, read_secret)  # runs SIGKILLed earlier could not alert: now, once (lock held)
+        if resume_events is None:
+            refuse_beside_open_window(cfg, abandoned)  # exit 3: a dead run's maintenance page is still up
         ctx = RunContext.create(cfg, rb, options, run_id=run_id)
         ctx.holds_environment_lock = True
         ctx.flow_run = flow_run

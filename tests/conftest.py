@@ -3,10 +3,12 @@ application, per-test environments written as real YAML, a real Prefect API, and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -177,6 +179,57 @@ def prefect_api() -> Iterator[str]:
                 os.environ["PREFECT_API_URL"] = old
 
 
+@contextlib.contextmanager
+def prefect_server_on_postgres(pg_host: str, home: Path, *, ui: bool = False) -> Iterator[dict[str, str]]:
+    """``prefect server start`` on loopback, backed by a new database of the PostgreSQL server whose socket
+    directory is ``pg_host``; yields the environment a client or a CLI subprocess needs to reach it."""
+    import signal
+
+    import httpx
+
+    db = f"prefect_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(host=pg_host, dbname="postgres", user="postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_UI_ENABLED": "true" if ui else "false", "PREFECT_API_URL": url,
+           "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://postgres@/{db}?host={pg_host}"}
+    if ui:
+        env["PREFECT_UI_API_URL"] = url
+    log = (home / "server.log").open("w")
+    server = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
+                               "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None, (home / "server.log").read_text()[-3000:]
+            time.sleep(0.5)
+        else:
+            raise AssertionError("prefect server did not start: " + (home / "server.log").read_text()[-3000:])
+        with psycopg.connect(host=pg_host, dbname=db, user="postgres") as conn:  # really backed by PostgreSQL
+            assert conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'flow_run'"
+                                ).fetchone()[0] == 1
+        info = {"PREFECT_API_URL": url, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        if ui:
+            info["PREFECT_UI_URL"] = f"http://127.0.0.1:{port}"
+        yield info
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+        log.close()
+
+
 def free_port(address: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on at ``address`` right now (the one helper of the suite for it)."""
     import socket
@@ -192,6 +245,31 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     return subprocess.run([sys.executable, "-m", "pitstop.cli", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=cwd)
+
+
+def cli_on_tty(*args: str, columns: int, extra: dict[str, str] | None = None) -> str:
+    """The real CLI with stdout on a pseudo-terminal ``columns`` wide (rich sees a terminal: the table path);
+    what the terminal received, raw (ANSI codes and carriage returns kept). Asserts exit 0."""
+    import pty
+
+    master, slave = pty.openpty()
+    env = {**os.environ, **(extra or {}), "COLUMNS": str(columns), "LINES": "50", "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-m", "pitstop.cli", *args], stdout=slave, stderr=subprocess.PIPE,
+                            cwd=ROOT, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=120)
+    os.close(master)
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    return b"".join(chunks).decode("utf-8", "replace")
 
 
 def report_of(stdout: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from ..errors import BackupError, PitstopError
 from ..model import StepOutcome, Trigger
 from ..pgretry import PgUnavailable, call, connect_failure_is_transient, is_transient
 from ..registry import Placement, Target, planner, step
+from . import checks as _checks  # noqa: F401 - registers check.backup_verified
 from .catalog import delete_backup, list_backups, plan_prune
 from .contents import (
     Contents,

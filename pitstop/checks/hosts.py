@@ -1,5 +1,5 @@
-"""Host checks: maintenance mode is off (flag gone and the site answers 200, not 503), free disk
-space and inodes, a service is active (systemd unit or a probe command).
+"""Host checks: free disk space and inodes, a service is active (systemd unit or a probe command). Whether
+maintenance mode is off is maintenance mode's own check (pitstop/maintenance_mode/checks.py).
 
 Commands are argument lists run through the host's connection (local sandbox or SSH, quoted by the
 transport); nothing here builds a shell string.
@@ -7,64 +7,16 @@ transport); nothing here builds a shell string.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..context import RunContext
 from ..model import CheckResult, CheckStatus
 from ..registry import Target
 from . import check, verdict
-from .http import fetch
 
 
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-def _maintenance_group(cfg: Any) -> str:
-    return str(cfg.maintenance.targets)
-
-
-class MaintenanceOffParams(_Params):
-    url: str | None = Field(None, description="site URL that must answer 200 once maintenance is off; "
-                                              "{host} and {address} are replaced per host")
-    expect_status: int = 200
-    timeout_s: float = Field(10, gt=0)
-    verify_tls: bool = True
-    ca_file: str | None = None
-
-
-def _url_for(ctx: RunContext, template: str, host: str) -> str:
-    address = ctx.cfg.hosts[host].address if host in ctx.cfg.hosts else None
-    return template.replace("{host}", host).replace("{address}", address or host)
-
-
-@check("maintenance_off", params=MaintenanceOffParams, target=Target.HOSTS,
-       default_group=_maintenance_group)
-def maintenance_off(ctx: RunContext, params: MaintenanceOffParams, host: str) -> CheckResult:
-    """Maintenance is off: the flag is gone from the host and (if a URL is set) the site answers 200."""
-    evidence: dict[str, Any] = {"host": host}
-    problems: list[str] = []
-    if ctx.cfg.maintenance.strategy == "flag_file":
-        path = ctx.cfg.maintenance.flag_path
-        present = ctx.host(host).exists(path)
-        evidence.update(flag=path, flag_present=present)
-        if present:
-            problems.append("flag present")
-    if params.url:
-        url = _url_for(ctx, params.url, host)
-        resp = fetch(url, timeout=params.timeout_s, verify=params.verify_tls, ca_file=params.ca_file)
-        evidence.update(url=url, http_status=resp.status, latency_ms=resp.latency_ms,
-                        retry_after=resp.headers.get("retry-after"))
-        if resp.status != params.expect_status:
-            problems.append(f"site answered {resp.status}" + (" (maintenance page)" if resp.status == 503 else ""))
-    observed = "; ".join(problems) if problems else "flag absent" + (", site answered 200" if params.url else "")
-    expected = "flag absent" + (f", site answers {params.expect_status}" if params.url else "")
-    if problems:
-        evidence["differences"] = problems
-    return CheckResult(name="maintenance_off", status=verdict(not problems), observed=observed, expected=expected,
-                       evidence=evidence)
 
 
 class DiskParams(_Params):

@@ -1,4 +1,4 @@
-"""PostgreSQL checks: connects, backup from this run verified, replication lag, long-running and
+"""PostgreSQL checks: connects, replication lag, long-running and
 idle-in-transaction sessions, invalid indexes, and a custom read-only SQL assertion.
 
 Every query here is read-only; the custom assertion runs in a ``READ ONLY`` transaction with a
@@ -17,7 +17,6 @@ from typing import Any, Literal
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..backup.state import BackupState
 from ..context import RunContext
 from ..model import CheckResult, CheckStatus
 from ..pgretry import retry_pg
@@ -44,21 +43,6 @@ def postgres_connect(ctx: RunContext, params: NoParams) -> CheckResult:
     return CheckResult(name="postgres_connect", status=verdict(ok),
                        observed=f"answered, PostgreSQL {row[1]}" + (" (read-only replica)" if row[2] else ""),
                        expected="answers and is a primary", evidence={"server_version": row[1], "in_recovery": row[2]})
-
-
-class BackupVerifiedParams(_Params):
-    pass
-
-
-@check("backup_verified", params=BackupVerifiedParams)
-def backup_verified(ctx: RunContext, params: BackupVerifiedParams) -> CheckResult:
-    """This run's backup exists and was verified by a restore."""
-    b = ctx.state.of(BackupState).backup or {}
-    ok = bool(b.get("verified"))
-    return CheckResult(name="backup_verified", status=verdict(ok),
-                       observed="verified" if ok else ("not verified" if b else "no backup"), expected="verified",
-                       evidence={"location": b.get("location"), "sha256": b.get("sha256"),
-                                 "verification": b.get("verification")})
 
 
 # -- replication ------------------------------------------------------------------------------------

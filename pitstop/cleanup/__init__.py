@@ -11,5 +11,5 @@
 ``archive``     purged rows to storage as gzip CSV (COPY ... TO STDOUT)
 ``metrics``     per-table statistics before/after (live/dead tuples, sizes, bloat estimate)
 ``maintenance`` VACUUM (ANALYZE), REINDEX CONCURRENTLY, invalid indexes, VACUUM FULL / CLUSTER
-The steps themselves are registered in ``pitstop.steps.cleanup``.
+The steps themselves are registered in ``pitstop.cleanup.steps``.
 """

@@ -137,7 +137,7 @@ def load_config(env: str) -> EnvironmentConfig:
     doc = yamlfile.load(path, ConfigError)
     cfg = yamlfile.validate(doc, EnvironmentConfig, ConfigError)
     if cfg.inventory:
-        from ..inventory import apply_inventory
+        from ..fleet.inventory import apply_inventory
 
         apply_inventory(cfg, path.parent, doc)
     problems = _cross_check(cfg, doc)

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from ..maintenance.settings import CommandStrategyConfig, DeadmanConfig, HttpStrategyConfig
+from ..maintenance_mode.settings import CommandStrategyConfig, DeadmanConfig, HttpStrategyConfig
 from ..units import Duration
 from .base import Percent, Strict
 
@@ -57,7 +57,7 @@ class HostConfig(Strict):
 
 
 class FleetConfig(Strict):
-    """How a host step fans out over many hosts (see pitstop/fanout.py and docs/fleet.md)."""
+    """How a host step fans out over many hosts (see pitstop/fleet/fanout.py and docs/fleet.md)."""
 
     max_concurrency: int = Field(32, ge=1, le=1024)
     max_errors: int | Percent | None = Field(None, description="failed hosts (count or percentage) after which "

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..hostkeys import RejectUnknown, changed_key_error, entry_name, known_hosts  # first: defers invoke
+from ..fleet.hostkeys import RejectUnknown, changed_key_error, entry_name, known_hosts  # first: defers invoke
 
 # isort: split
 import paramiko
@@ -40,7 +40,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from ..config import HostConfig, SshSettings
 from ..errors import CommandFailed, ConnectorError, HostKeyError, PitstopError, TransientError
-from ..inventory import SshTarget, resolve_target
+from ..fleet.inventory import SshTarget, resolve_target
 from ..model import CommandResult
 from .base import TAIL, BatchOp, Connection
 from .ssh_batch import Batch, OpClock, PartialTimeout

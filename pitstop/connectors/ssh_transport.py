@@ -13,7 +13,7 @@ from typing import Any
 import paramiko
 from paramiko.packet import Packetizer
 
-from ..hostkeys import KnownHosts
+from ..fleet.hostkeys import KnownHosts
 
 _BASE_CIPHERS: tuple[str, ...] = getattr(paramiko.Transport, "_preferred_ciphers")  # noqa: B009 - not in stubs
 _BASE_MACS: tuple[str, ...] = getattr(paramiko.Transport, "_preferred_macs")  # noqa: B009
@@ -94,7 +94,7 @@ class FleetTransport(paramiko.Transport):
 
 
 class FleetClient(paramiko.SSHClient):
-    """paramiko's client with indexed host-key stores (:class:`~pitstop.hostkeys.KnownHosts`): the
+    """paramiko's client with indexed host-key stores (:class:`~pitstop.fleet.hostkeys.KnownHosts`): the
     client looks the server up in both stores on every connect, and paramiko's ``HostKeys.lookup``
     builds a new ``MutableMapping`` subclass per call."""
 

@@ -8,6 +8,7 @@ of the last runs of the same runbook on the same environment. With fewer than
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -47,15 +48,32 @@ def _configured(cfg: EnvironmentConfig, runbook: str, spec: ScheduleSpec | None,
         return spec.expected_downtime.total_seconds()
     if runbook_default is not None:
         return runbook_default.total_seconds()
+    figure = _runbook_downtime(runbook)
+    return figure if figure is not None else cfg.window.expected_downtime.total_seconds()
+
+
+def _runbook_downtime(runbook: str) -> float | None:
+    """A runbook's own ``expected_downtime`` (None: not set, or the runbook cannot be read). Read for a figure
+    only, once per version of the file: the feed asks at every run event for every schedule's runbook."""
+    from ..runbook import find_runbook
+
+    try:
+        path = find_runbook(runbook).resolve()
+        st = path.stat()
+    except OSError:
+        return None
+    return _downtime_of(str(path), st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _downtime_of(path: str, _ino: int, _mtime_ns: int, _size: int) -> float | None:
     try:
         from ..runbook import load_runbook
 
-        rb = load_runbook(runbook, announce=False)
-        if rb.expected_downtime is not None:
-            return rb.expected_downtime.total_seconds()
-    except Exception:  # noqa: BLE001,S110 - a missing runbook falls back to the environment default
-        pass
-    return cfg.window.expected_downtime.total_seconds()
+        rb = load_runbook(path, announce=False)
+    except Exception:  # noqa: BLE001 - a runbook that cannot be read falls back to the environment default
+        return None
+    return rb.expected_downtime.total_seconds() if rb.expected_downtime is not None else None
 
 
 def expected_downtime(cfg: EnvironmentConfig, runbook: str, spec: ScheduleSpec | None = None,

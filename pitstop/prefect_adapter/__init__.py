@@ -60,7 +60,8 @@ def deployment_defaults() -> dict[str, Any] | None:
 
 def announce_files(env: str, runbook: str | None = None) -> None:
     """The flow run's first log lines name the config and runbook files it loads (absolute paths), at INFO
-    whatever ``PREFECT_LOGGING_LEVEL`` says (a worker started by ``pitstop worker`` inherits the CLI's WARNING)."""
+    whatever ``PREFECT_LOGGING_LEVEL`` says (a worker whose environment quiets Prefect to WARNING, as the
+    ``pitstop`` command does for itself)."""
     log = flow_run_log()
     logger = log.logger if log is not None else _logger()
     logger.info("config: %s", env)

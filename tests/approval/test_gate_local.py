@@ -14,7 +14,8 @@ import yaml
 
 from tests.approval.helpers import ME, approval_runbook, events, flags, wait_for_request
 from tests.conftest import ROOT, report_of, run_cli
-from tests.runs.test_lock_and_resume import start, state_dir
+from tests.operator.helpers import state_dir
+from tests.runs.test_lock_and_resume import start
 
 
 def _rows(socket: str, db: str) -> int:
@@ -229,7 +230,7 @@ def test_resumed_run_is_not_asked_again(make_env: Any, tmp_path: Path) -> None:
     """Approved, then killed inside its window: `pitstop resume` finishes it without a second approval."""
     import signal
 
-    from tests.runs.test_lock_and_resume import WAIT_FOR_RELEASE, wait_for_event
+    from tests.operator.helpers import WAIT_FOR_RELEASE, wait_for_event
 
     rb = yaml.safe_load((ROOT / "runbooks" / "monthly.yaml").read_text())
     tuning = next(s for s in rb["stages"] if s["name"] == "server-tuning")

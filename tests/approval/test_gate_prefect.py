@@ -18,7 +18,7 @@ import httpx
 
 from tests.approval.helpers import ME, approval_runbook, events, flags, wait_for_request
 from tests.conftest import ROOT, report_of, run_cli
-from tests.runs.test_lock_and_resume import state_dir
+from tests.operator.helpers import state_dir
 
 
 def start_prefect(env: Path, rb: Path, server: dict[str, str]) -> subprocess.Popen[str]:

@@ -11,8 +11,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from pitstop.cleanup.steps import RetentionParams, cleanup_retention, plan_retention
 from pitstop.errors import StepFailed
-from pitstop.steps.cleanup import RetentionParams, cleanup_retention, plan_retention
 from tests.conftest import run_cli
 
 from .conftest import events, fingerprint, rule

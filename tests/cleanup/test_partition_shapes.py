@@ -15,9 +15,9 @@ import pytest
 
 from pitstop.cleanup.progress import Progress
 from pitstop.cleanup.rules import rule_key
+from pitstop.cleanup.steps import RetentionParams, cleanup_retention, plan_retention
 from pitstop.config import RetentionRule
 from pitstop.errors import GateRefused, StepFailed
-from pitstop.steps.cleanup import RetentionParams, cleanup_retention, plan_retention
 from tests.reliability.results import record
 
 from .conftest import events, fingerprint, rule

@@ -14,8 +14,8 @@ import time
 import psycopg
 import pytest
 
+from pitstop.cleanup.steps import RetentionParams, cleanup_retention
 from pitstop.errors import GateRefused
-from pitstop.steps.cleanup import RetentionParams, cleanup_retention
 
 from .conftest import EXPIRED, NOPK_TABLE, ROWS, events, fingerprint, rule
 

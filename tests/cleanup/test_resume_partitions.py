@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import psycopg
 
-from pitstop.steps.cleanup import RetentionParams, cleanup_retention
+from pitstop.cleanup.steps import RetentionParams, cleanup_retention
 from tests.conftest import ROOT, run_cli
 
 from .conftest import EXPIRED, ROWS, events, fingerprint, rule
@@ -23,7 +23,7 @@ CRASH_SCRIPT = textwrap.dedent("""
     from pitstop.config import load_config
     from pitstop.context import RunContext, RunOptions
     from pitstop.runbook import load_runbook
-    from pitstop.steps.cleanup import RetentionParams, cleanup_retention
+    from pitstop.cleanup.steps import RetentionParams, cleanup_retention
 
     cfg = load_config(sys.argv[1])
     ctx = RunContext.create(cfg, load_runbook("monthly", cfg), RunOptions(), run_id="crash-run")

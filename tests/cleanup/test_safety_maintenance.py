@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pitstop.registry import Placement, get_step
-from pitstop.steps.cleanup import (
+from pitstop.cleanup.steps import (
     RetentionParams,
     VacuumFullParams,
     VacuumParams,
@@ -18,6 +17,7 @@ from pitstop.steps.cleanup import (
     vacuum_analyze,
     vacuum_full,
 )
+from pitstop.registry import Placement, get_step
 from tests.conftest import ROOT, demo_config, report_of, run_cli
 
 from .conftest import EXPIRED, events, rule

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 import yaml
 
-from pitstop.steps.cleanup import RetentionParams, cleanup_retention, plan_retention
+from pitstop.cleanup.steps import RetentionParams, cleanup_retention, plan_retention
 from tests.conftest import run_cli
 
 from .conftest import events, fingerprint, rule

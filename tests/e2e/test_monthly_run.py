@@ -166,6 +166,28 @@ def test_plan_changes_nothing(make_env: Any, seeded_db: str, db_conn: Any, tmp_p
     assert snapshot() == before
 
 
+def test_plans_at_once_share_no_folder(make_env: Any, tmp_path: Path) -> None:
+    """``plan`` is not a run: it reads facts with its events in a private temporary folder, never a folder
+    under the reports directory (one named ``plan`` once was made there and removed, so two plans at once
+    removed each other's audit log)."""
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = make_env()
+    reports = Path(yaml.safe_load(env.read_text())["state_dir"]) / "reports"
+    before = sorted(p.name for p in reports.iterdir()) if reports.exists() else []
+    procs = [subprocess.Popen([sys.executable, "-m", "pitstop.cli", "plan", "--env", str(env), "--runbook", "monthly",
+                               "--json"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    for rc, stdout, stderr in results:
+        assert rc == 0, stderr
+        assert json.loads(stdout)["steps"]
+    after = sorted(p.name for p in reports.iterdir()) if reports.exists() else []
+    assert after == before
+
+
 def test_second_run_gets_fresh_id_and_purges_nothing_more(make_env: Any, seeded_db: str, db_conn: Any) -> None:
     env = make_env()
     first = run_cli("run", "--env", str(env), "--runbook", "monthly", "--engine", "local", "--json")

@@ -10,7 +10,7 @@ import yaml
 
 from pitstop.config import FleetConfig, HostConfig, SshSettings
 from pitstop.connectors.ssh import AuthError, SshConnection
-from pitstop.fanout import batches, error_limit, fan_out
+from pitstop.fleet.fanout import batches, error_limit, fan_out
 from pitstop.model import HostResult, Status, StepOutcome
 from pitstop.registry import Placement, Target, step
 from pitstop.runner import execute

@@ -17,7 +17,7 @@ import pytest
 from pitstop.config import HostConfig, SshSettings
 from pitstop.connectors.ssh import SshConnection
 from pitstop.errors import ConnectorError, HostKeyError
-from pitstop.hostkeys import KnownHosts, known_hosts
+from pitstop.fleet.hostkeys import KnownHosts, known_hosts
 from tests.fleet.sshlab import FakeHost, SshLab, keygen
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -209,7 +209,7 @@ import sys
 from pitstop.process_defaults import cli_process_defaults
 cli_process_defaults()  # what the command's entry point (pitstop/entry.py) does for its own process
 import pitstop.cli
-import pitstop.config, pitstop.connectors, pitstop.fanout, pitstop.connectors.ssh
+import pitstop.config, pitstop.connectors, pitstop.fleet.fanout, pitstop.connectors.ssh
 heavy = [m for m in ("prefect", "jinja2", "boto3", "botocore", "apprise") if m in sys.modules]
 assert not heavy, heavy
 assert type(sys.modules["invoke"]).__name__ == "_Deferred"
@@ -229,7 +229,7 @@ def test_importing_pitstop_changes_no_process_state() -> None:
     code = """
 import os, sys
 before = dict(os.environ)
-import pitstop, pitstop.runner, pitstop.connectors.ssh, pitstop.hostkeys, pitstop.connectors.ssh_transport
+import pitstop, pitstop.runner, pitstop.connectors.ssh, pitstop.fleet.hostkeys, pitstop.connectors.ssh_transport
 import pitstop.registry, pitstop.cli
 pitstop.registry.load_plugins()
 assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())

@@ -13,7 +13,7 @@ from pitstop.config import HostConfig, SshSettings, load_config
 from pitstop.connectors import connect_host
 from pitstop.connectors.ssh import SshConnection
 from pitstop.errors import ConfigError, ConnectorError, HostKeyError
-from pitstop.inventory import load_inventory
+from pitstop.fleet.inventory import load_inventory
 from tests.conftest import run_cli
 from tests.fleet.sshlab import FakeHost, SshLab
 

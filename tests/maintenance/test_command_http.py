@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from pitstop.errors import ConfigError
-from pitstop.maintenance import strategy_for
-from pitstop.maintenance.state import MaintenanceState
+from pitstop.maintenance_mode import strategy_for
+from pitstop.maintenance_mode.state import MaintenanceState
+from pitstop.maintenance_mode.steps import OffParams, OnParams, maintenance_off, maintenance_on
 from pitstop.runner import execute
-from pitstop.steps.maintenance_mode import OffParams, OnParams, maintenance_off, maintenance_on
 
 from .helpers import make_ctx, root_of, wait_for, write_env, write_runbook
 
@@ -40,6 +40,24 @@ def test_command_strategy_on_status_off(tmp_path: Path) -> None:
     maintenance_off(ctx, OffParams())
     assert not (root / "maint-on").exists() and not (root / "var/tmp/pitstop-maintenance.json").exists()
     assert not strat.status(ctx, "web-1").on
+
+
+def test_maintenance_off_check_asks_the_strategy(tmp_path: Path) -> None:
+    """``check.maintenance_off`` and ``check.maintenance_state`` share one probe, the strategy's status: with
+    the command strategy, "off" is what its status command says (it once looked at a flag file only)."""
+    from pitstop.maintenance_mode.checks import MaintenanceOffParams, StateParams, maintenance_state
+    from pitstop.maintenance_mode.checks import maintenance_off as off_check
+
+    env = write_env(tmp_path, maintenance=COMMAND)
+    ctx = make_ctx(env, tmp=tmp_path)
+    maintenance_on(ctx, OnParams(), "web-1")
+    on = off_check(ctx, MaintenanceOffParams(), "web-1")
+    assert on.status.value == "fail" and "maintenance mode on (status command says on)" in on.observed, on
+    assert maintenance_state(ctx, StateParams(expect=True), "web-1").status.value == "pass"
+    maintenance_off(ctx, OffParams())
+    off = off_check(ctx, MaintenanceOffParams(), "web-1")
+    assert off.status.value == "pass" and off.evidence["strategy"] == "command", off
+    assert maintenance_state(ctx, StateParams(expect=False), "web-1").status.value == "pass"
 
 
 def test_command_strategy_deadman_runs_the_off_command(tmp_path: Path) -> None:

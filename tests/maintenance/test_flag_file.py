@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pitstop.maintenance import deadman, strategy_for
-from pitstop.maintenance.state import MaintenanceState
-from pitstop.steps.maintenance_mode import OffParams, OnParams, maintenance_off, maintenance_off_host, maintenance_on
+from pitstop.maintenance_mode import deadman, strategy_for
+from pitstop.maintenance_mode.state import MaintenanceState
+from pitstop.maintenance_mode.steps import OffParams, OnParams, maintenance_off, maintenance_off_host, maintenance_on
 
 from .helpers import make_ctx, process_alive, root_of, wait_for, write_env
 

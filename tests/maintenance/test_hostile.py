@@ -11,10 +11,10 @@ import pytest
 
 from pitstop.config import load_config
 from pitstop.errors import RunbookError
-from pitstop.maintenance.state import MaintenanceState
+from pitstop.maintenance_mode.state import MaintenanceState
+from pitstop.maintenance_mode.steps import OnParams, maintenance_on
 from pitstop.runbook import load_runbook
 from pitstop.runner import execute
-from pitstop.steps.maintenance_mode import OnParams, maintenance_on
 
 from .helpers import hostile, make_ctx, process_alive, root_of, set_mtime, wait_for, write_env, write_runbook
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pitstop.steps.maintenance_mode import OffParams, OnParams, maintenance_off_host, maintenance_on
+from pitstop.maintenance_mode.steps import OffParams, OnParams, maintenance_off_host, maintenance_on
 from tests.conftest import free_port
 
 from .helpers import make_ctx, root_of, wait_for, write_env

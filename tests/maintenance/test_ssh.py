@@ -14,13 +14,13 @@ import yaml
 
 from pitstop.config import load_config
 from pitstop.context import RunContext, RunOptions
-from pitstop.maintenance.state import MaintenanceState
+from pitstop.fleet.packages import PackagesParams, packages_update, plan_packages
+from pitstop.fleet.sysctl import SysctlParams, tuning_sysctl
+from pitstop.fleet.tuning import LogParams, tuning_logs
+from pitstop.maintenance_mode.state import MaintenanceState
+from pitstop.maintenance_mode.steps import OffParams, OnParams, maintenance_off_host, maintenance_on
 from pitstop.runbook import load_runbook
 from pitstop.runner import execute
-from pitstop.steps.maintenance_mode import OffParams, OnParams, maintenance_off_host, maintenance_on
-from pitstop.steps.packages import PackagesParams, packages_update, plan_packages
-from pitstop.steps.sysctl import SysctlParams, tuning_sysctl
-from pitstop.steps.tuning import LogParams, tuning_logs
 from tests.fleet.sshlab import SshLab
 
 from .helpers import hostile, process_alive, set_mtime, wait_for, write_runbook

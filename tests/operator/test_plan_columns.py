@@ -5,39 +5,18 @@ wide enough for the longest word of every column it is a table, whose cells are 
 from __future__ import annotations
 
 import json
-import os
-import pty
 import re
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, cli_on_tty, run_cli
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def _tty(*args: str, columns: int) -> str:
-    master, slave = pty.openpty()
-    env = {**os.environ, "COLUMNS": str(columns), "LINES": "50", "TERM": "xterm"}
-    proc = subprocess.Popen([sys.executable, "-m", "pitstop.cli", *args], stdout=slave, stderr=subprocess.PIPE,
-                            cwd=ROOT, env=env)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    proc.wait(timeout=120)
-    os.close(master)
-    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
-    return ANSI.sub("", b"".join(chunks).decode("utf-8", "replace")).replace("\r", "")
+    return ANSI.sub("", cli_on_tty(*args, columns=columns)).replace("\r", "")
 
 
 @pytest.mark.parametrize("how", ["tty-80", "piped-80", "tty-250"])

@@ -64,22 +64,9 @@ def start(args: list[str], env: dict[str, str], out: Path) -> subprocess.Popen[s
 
 
 def prefect_servers(home: Path) -> list[int]:
-    """Prefect API server processes (Prefect's own ephemeral uvicorn, pitstop's, `prefect server start`)
-    started with this Prefect home."""
-    marker = f"PREFECT_HOME={home}".encode()
-    found = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            cmd = (p / "cmdline").read_bytes()
-            if not any(k in cmd for k in (b"prefect.server.api.server", b"pitstop.prefect_serve", b"server\0start")):
-                continue
-            if marker in (p / "environ").read_bytes().split(b"\0"):
-                found.append(int(p.name))
-        except OSError:
-            continue
-    return found
+    from pitstop.prefect_server import api_servers_of
+
+    return api_servers_of(home)
 
 
 def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:

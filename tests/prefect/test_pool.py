@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from bench import pool_setup as ps
-from tests.runs.test_lock_and_resume import WAIT_FOR_RELEASE
+from tests.operator.helpers import WAIT_FOR_RELEASE
 
 
 @pytest.fixture

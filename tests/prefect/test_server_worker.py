@@ -8,20 +8,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
-import psycopg
 import pytest
 import yaml
 
-from tests.conftest import ROOT, free_port, report_of, run_cli
-from tests.runs.test_lock_and_resume import blocking_runbook, state_dir, wait_for_event
+from tests.conftest import ROOT, prefect_server_on_postgres, report_of, run_cli
+from tests.operator.helpers import blocking_runbook, state_dir, wait_for_event
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 
@@ -52,36 +49,9 @@ def system_pg() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def prefect_server(system_pg: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    pg_socket = system_pg
-    db = f"prefect_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(host=pg_socket, dbname="postgres", user="postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{db}"')
-    port = free_port()
-    home = tmp_path_factory.mktemp("prefect-home")
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_UI_ENABLED": "false", "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-           "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://postgres@/{db}?host={pg_socket}"}
-    log = (home / "server.log").open("w")
-    server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = env["PREFECT_API_URL"]
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert server.poll() is None, (home / "server.log").read_text()[-3000:]
-        time.sleep(0.5)
-    else:
-        raise AssertionError("prefect server did not start: " + (home / "server.log").read_text()[-3000:])
-    with psycopg.connect(host=pg_socket, dbname=db, user="postgres") as conn:  # really backed by PostgreSQL
-        assert conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'flow_run'"
-                            ).fetchone()[0] == 1
-    yield {k: env[k] for k in ("PREFECT_API_URL", "PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED")}
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=30)
+    """``prefect server start`` on PostgreSQL (Debian's 15), UI off."""
+    with prefect_server_on_postgres(system_pg, tmp_path_factory.mktemp("prefect-home")) as info:
+        yield info
 
 
 def _kill_tree(proc: subprocess.Popen[bytes]) -> None:

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from pitstop.abandoned import alert_abandoned, scan
+from pitstop.abandoned import alert_abandoned, refuse_beside_open_window, scan
 from pitstop.config import load_config
 from pitstop.connectors.postgres import Database
 from pitstop.locks import EnvironmentLock
@@ -100,3 +100,39 @@ def test_abandoned_run_is_alerted_once_then_resumed(make_env: Any, tmp_path: Pat
     assert scan(cfg) == [] and alert_abandoned(cfg) == []  # finished now: never alerted again
     assert not list(state.rglob("maintenance.flag"))
     record("abandoned")
+
+
+def test_a_new_run_is_refused_while_a_dead_run_left_maintenance_on(make_env: Any, tmp_path: Path) -> None:
+    """The environment lock is free once a run's process is dead, but its maintenance page may still be up: a
+    new run (the next schedule, a manual one) is refused like a locked one (exit 3, nothing of it created,
+    the command to finish the dead run named) until the dead run is resumed; then runs go on as before."""
+    env = make_env()
+    state = tmp_path / "state"
+    proc = start("run", "--env", str(env), "--runbook", "monthly", "--engine", "local", "--json")
+    run_dir = kill_when(proc, state / "runs", lambda evs: sum(e["kind"] == "maintenance.on" for e in evs) >= 2)
+    assert run_dir is not None
+    folders = sorted(p.name for p in (state / "runs").iterdir())
+    for runbook in ("monthly", "quarterly"):
+        refused = cli("run", "--env", str(env), "--runbook", runbook, "--engine", "local", "--json")
+        assert refused.returncode == 3, refused.stderr[-2000:]
+        text = " ".join(refused.stderr.split())
+        assert f"pitstop resume {run_dir.name} --env" in text and "maintenance mode on" in text, text
+        assert "Traceback" not in refused.stderr
+    assert sorted(p.name for p in (state / "runs").iterdir()) == folders  # nothing of the refused runs
+    assert len(alerts(state / "notifications.jsonl", run_dir.name)) == 1  # ops heard of the dead run, once
+    assert list(state.rglob("maintenance.flag"))  # the dead run's page is still up: nobody lifted it behind it
+
+    # a log whose chain is broken says nothing that can be trusted, and cannot be resumed: it does not block
+    log = run_dir / "audit.jsonl"
+    intact = log.read_bytes()
+    log.write_bytes(intact.replace(b'"maintenance.on"', b'"maintenance.0n"', 1))
+    cfg = load_config(str(env))
+    assert [a.run_id for a in scan(cfg) if a.maintenance_on] == [run_dir.name]
+    refuse_beside_open_window(cfg, scan(cfg))  # does not raise
+    log.write_bytes(intact)
+
+    res = cli("resume", run_dir.name, "--env", str(env), "--engine", "local", "--json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not list(state.rglob("maintenance.flag"))
+    again = cli("run", "--env", str(env), "--runbook", "monthly", "--engine", "local", "--json")
+    assert again.returncode == 0, again.stderr[-3000:]

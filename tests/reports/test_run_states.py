@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ import yaml
 from pitstop.config import load_config
 from pitstop.connectors.postgres import Database
 from pitstop.locks import EnvironmentLock
-from tests.conftest import ROOT, run_cli
+from tests.conftest import cli_on_tty, run_cli
 from tests.reports.conftest import Corpus
 from tests.reports.replay import lines_of
 
@@ -95,33 +93,11 @@ def test_report_list_names_every_run_folder_with_its_state(states: dict[str, Any
     assert {r["run_id"]: r["status"] for r in json.loads(res.stdout)}[ABANDONED] == "unfinished"
 
 
-def _tty_run(*args: str, columns: int, extra: dict[str, str]) -> str:
-    """The CLI on a pseudo-terminal ``columns`` wide (rich sees a terminal: the table path)."""
-    master, slave = pty.openpty()
-    env = {**os.environ, **extra, "COLUMNS": str(columns), "LINES": "50", "TERM": "xterm"}
-    proc = subprocess.Popen([sys.executable, "-m", "pitstop.cli", *args], stdout=slave, stderr=subprocess.PIPE,
-                            cwd=ROOT, env=env)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    proc.wait(timeout=120)
-    os.close(master)
-    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
-    return b"".join(chunks).decode("utf-8", "replace")
-
-
 @pytest.mark.parametrize("how", ["tty-80", "tty-140", "piped-80"])
 def test_ids_in_report_list_are_never_cut(states: dict[str, Any], how: str) -> None:
     kind, columns = how.split("-")
     if kind == "tty":
-        text = _tty_run("report", "list", "--env", states["env"], columns=int(columns), extra=states["corpus"].env)
+        text = cli_on_tty("report", "list", "--env", states["env"], columns=int(columns), extra=states["corpus"].env)
     else:
         res = _cli(states, "report", "list", "--env", states["env"], env={"COLUMNS": columns})
         assert res.returncode == 0, res.stderr

@@ -11,43 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tests.conftest import ROOT, report_of, run_cli
-
-WAIT_FOR_RELEASE = ["sh", "-c", "while [ ! -f release ]; do sleep 0.1; done"]
-
-
-def blocking_runbook(tmp_path: Path) -> Path:
-    """The monthly runbook plus an in-window step that waits until a `release` file exists."""
-    rb = yaml.safe_load((ROOT / "runbooks" / "monthly.yaml").read_text())
-    tuning = next(s for s in rb["stages"] if s["name"] == "server-tuning")
-    tuning["steps"].append({"uses": "host.command", "destructive": False, "name": "wait for release", "targets": "app",
-                            "with": {"argv": WAIT_FOR_RELEASE}})
-    path = tmp_path / "blocking.yaml"
-    path.write_text(yaml.safe_dump(rb, sort_keys=False))
-    return path
-
-
-def state_dir(env: Path) -> Path:
-    return Path(yaml.safe_load(env.read_text())["state_dir"])
+from tests.operator.helpers import blocking_runbook, state_dir, wait_for_event
 
 
 def start(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "pitstop.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "COLUMNS": "200"})
-
-
-def wait_for_event(run_root: Path, kind: str, step: str | None = None, timeout: float = 120) -> Path:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for audit in run_root.glob("*/audit.jsonl"):
-            for line in audit.read_text().splitlines():
-                ev = json.loads(line)
-                if ev["kind"] == kind and (step is None or ev["data"].get("step") == step):
-                    return audit.parent
-        time.sleep(0.1)
-    raise AssertionError(f"no {kind} event for {step} within {timeout}s")
 
 
 def test_ten_simultaneous_triggers_exactly_one_runs(make_env: Any, tmp_path: Path) -> None:

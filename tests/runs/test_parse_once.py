@@ -87,3 +87,32 @@ def test_resume_reads_config_runbook_and_audit_log_once(make_env: Any, tmp_path:
     # log appender loads it to continue the chain)
     assert reads["audit"] == 1, reads
     assert validated["ours"] == len(STEPS), validated  # once per step, when the runbook is loaded
+
+
+@pytest.mark.parametrize("engine", ["local", "prefect"])
+def test_run_reads_config_and_runbook_once(engine: str, make_env: Any, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """``pitstop run`` validates its input before the engine starts, then the engine (and the flow run the CLI
+    runs in this process) takes what was parsed: each file once, with either engine."""
+    from pitstop import yamlfile
+    from pitstop.cli import app
+
+    if engine == "prefect":
+        request.getfixturevalue("prefect_api")
+    env = make_env()
+    rb = tmp_path / "two.yaml"
+    rb.write_text(yaml.safe_dump({"name": "two", "stages": [{"name": "preflight", "steps": STEPS}]}))
+    reads: Counter[str] = Counter()
+    real_load = yamlfile.load
+
+    def load(path: Path, *a: Any, **k: Any) -> Any:
+        which = {env.resolve(): "config", rb.resolve(): "runbook"}.get(Path(path).resolve())
+        reads[which or "other"] += 1
+        return real_load(path, *a, **k)
+
+    monkeypatch.setattr(yamlfile, "load", load)
+    res = CliRunner().invoke(app, ["run", "--env", str(env), "--runbook", str(rb), "--engine", engine, "--json"])
+    assert res.exit_code == 0, res.output
+    out = res.stdout
+    assert json.loads(out[out.index("{"):out.rindex("}") + 1])["status"] == "succeeded", out
+    assert reads["config"] == 1 and reads["runbook"] == 1, reads

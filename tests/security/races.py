@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pitstop.context import RunContext
-from pitstop.steps.tuning import LogParams, tuning_logs
+from pitstop.fleet.tuning import LogParams, tuning_logs
 
 NOBODY = 65534
 SECRET = b"root-only secret " * 64

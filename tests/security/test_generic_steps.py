@@ -11,7 +11,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from pitstop.steps.sysctl import SysctlParams
+from pitstop.fleet.sysctl import SysctlParams
 from tests.conftest import run_cli
 from tests.reliability.results import record
 

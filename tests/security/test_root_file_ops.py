@@ -1,7 +1,7 @@
 """Every root file operation of the host steps, on paths other users control, without a race:
 who acts (root or the user who controls the path), what is refused, and what root never touches.
 
-* tuning.logs compress / rotate / delete and disk.reclaim: pitstop/steps/safefile.py walks the path
+* tuning.logs compress / rotate / delete and disk.reclaim: pitstop/fleet/safefile.py walks the path
   from / and acts as whoever can change it;
 * tuning.sysctl reads and replaces its drop-in only where nobody but root can change the path;
 * host.script uploads and runs its script only where nobody else could swap it in between;
@@ -25,10 +25,10 @@ import yaml
 
 from pitstop.connectors.local import LocalConnection
 from pitstop.errors import StepFailed
-from pitstop.steps import safefile
-from pitstop.steps.commands import ScriptParams, host_script
-from pitstop.steps.sysctl import SysctlParams, tuning_sysctl
-from pitstop.steps.tuning import LogParams, tuning_logs
+from pitstop.fleet import safefile
+from pitstop.fleet.commands import ScriptParams, host_script
+from pitstop.fleet.sysctl import SysctlParams, tuning_sysctl
+from pitstop.fleet.tuning import LogParams, tuning_logs
 from tests.conftest import run_cli
 from tests.maintenance.helpers import make_ctx, root_of, write_env
 

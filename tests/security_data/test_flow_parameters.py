@@ -107,8 +107,8 @@ def test_refused_parameters_create_no_run_folder(make_env: Any, tmp_path: Path) 
 
 # -- through a real Prefect API ------------------------------------------------------------------------
 def _execute(flow_run_id: str) -> subprocess.CompletedProcess[str]:
-    """Run a flow run the way a process worker started by ``pitstop worker`` does: Prefect's engine in a fresh
-    process, with the CLI's quiet ``PREFECT_LOGGING_LEVEL`` (pitstop's own lines must reach the API anyway)."""
+    """Run a flow run the way a process worker does: Prefect's engine in a fresh process, here with Prefect
+    quieted to WARNING as the ``pitstop`` command quiets itself (pitstop's own lines must reach the API anyway)."""
     env = {**os.environ, "PREFECT__FLOW_RUN_ID": flow_run_id, "PREFECT_LOGGING_LEVEL": "WARNING"}
     return subprocess.run([sys.executable, "-m", "prefect.engine"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)

@@ -76,7 +76,7 @@ def test_failed_health_halts_the_rollout(tmp_path: Path, pg_data_dir: Path) -> N
 
 
 def test_systemd_manager_refused_on_sandbox(tmp_path: Path) -> None:
-    from pitstop.steps.services import RestartParams, service_restart
+    from pitstop.fleet.services import RestartParams, service_restart
     from tests.maintenance.helpers import make_ctx
 
     ctx = make_ctx(write_env(tmp_path))

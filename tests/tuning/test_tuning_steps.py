@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from pitstop.errors import CommandFailed, StepFailed
+from pitstop.fleet.commands import CommandParams, ScriptParams, host_command, host_script
+from pitstop.fleet.packages import PackagesParams, packages_update
+from pitstop.fleet.reclaim import ReclaimParams, disk_reclaim, plan_reclaim
+from pitstop.fleet.sysctl import HEADER, SysctlParams, plan_sysctl, tuning_sysctl
+from pitstop.fleet.tuning import LogParams, plan_logs, tuning_logs
 from pitstop.registry import get_step
-from pitstop.steps.commands import CommandParams, ScriptParams, host_command, host_script
-from pitstop.steps.packages import PackagesParams, packages_update
-from pitstop.steps.reclaim import ReclaimParams, disk_reclaim, plan_reclaim
-from pitstop.steps.sysctl import HEADER, SysctlParams, plan_sysctl, tuning_sysctl
-from pitstop.steps.tuning import LogParams, plan_logs, tuning_logs
 from tests.maintenance.helpers import make_ctx, root_of, set_mtime, write_env
 
 

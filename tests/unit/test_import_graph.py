@@ -81,8 +81,21 @@ def plugin_modules() -> set[str]:
     """The modules the ``pitstop.plugins`` entry points name, and the areas' packages they live in."""
     eps = [ep for ep in installed().entry_points if ep.group == "pitstop.plugins"]
     named = {ep.value.partition(":")[0] for ep in eps}
-    areas = ("pitstop.steps", "pitstop.backup", "pitstop.maintenance", "pitstop.cleanup")
-    return named | {m for m in MODULES if m.startswith(areas)} | {m for m in MODULES if m.startswith("pitstop.checks.")}
+    areas = ("pitstop.fleet", "pitstop.backup", "pitstop.maintenance_mode", "pitstop.cleanup")
+    found = named | {m for m in MODULES if m.startswith((*areas, "pitstop.checks."))}
+    return found - FLEET_SHARED
+
+
+# The fleet's infrastructure that the engine and the SSH connector use (fan a step out over hosts, resolve the
+# inventory, verify host keys): part of the fleet package, but no step module; they import none either.
+FLEET_SHARED = {"pitstop.fleet", "pitstop.fleet.fanout", "pitstop.fleet.inventory", "pitstop.fleet.hostkeys"}
+
+
+def test_the_fleet_infrastructure_imports_no_plug_in() -> None:
+    plugins = plugin_modules()
+    assert "pitstop.fleet.tuning" in plugins
+    bad = {m: sorted(i for i in imports(m, module_level_only=False) if i in plugins) for m in FLEET_SHARED}
+    assert {m: v for m, v in bad.items() if v} == {}
 
 
 def test_no_cycle_among_module_level_imports() -> None:
@@ -118,7 +131,7 @@ def _parents(name: str) -> list[str]:
 
 def test_the_engine_imports_the_contract_never_a_plug_in_or_prefect() -> None:
     plugins = plugin_modules()
-    assert "pitstop.steps.maintenance_mode" in plugins and "pitstop.backup.steps" in plugins
+    assert "pitstop.maintenance_mode.steps" in plugins and "pitstop.backup.steps" in plugins
     bad = {m: sorted(i for i in imports(m, module_level_only=False)
                      if i in plugins or i == "prefect" or i.startswith(("prefect.", PREFECT_ADAPTER)))
            for m in ENGINE if m in MODULES}
@@ -161,9 +174,10 @@ LAYERS = {  # module prefix -> what it must not import, at any level (inside fun
     "pitstop.notify.feed": ("pitstop.context", "pitstop.executor"),
     "pitstop.notify.notices": ("pitstop.context", "pitstop.executor"),
     "pitstop.notify.channels": ("pitstop.context", "pitstop.executor"),
-    "pitstop.report.builder": ("pitstop.cleanup", "pitstop.steps", "pitstop.context"),
+    "pitstop.report.builder": ("pitstop.cleanup", "pitstop.fleet", "pitstop.maintenance_mode", "pitstop.context"),
     "pitstop.pgretry": ("pitstop.context",),
-    "pitstop.connectors": ("pitstop.context", "pitstop.executor", "pitstop.steps"),
+    "pitstop.connectors": ("pitstop.context", "pitstop.executor", "pitstop.maintenance_mode", "pitstop.cleanup",
+                           "pitstop.backup"),
 }
 
 

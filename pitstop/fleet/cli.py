@@ -10,8 +10,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from .console import safe_console
-from .errors import InputError
+from ..console import safe_console
+from ..errors import InputError
 
 hosts_app = typer.Typer(no_args_is_help=True, help="The fleet: inventory, host keys, connectivity.")
 out = safe_console()
@@ -31,7 +31,7 @@ def select_hosts(env: str, group: str | None, default: Callable[[Any], str] = la
                  ) -> tuple[Any, list[str]]:
     """The environment's config and the hosts of ``group`` (``default(cfg)`` when unset); an unknown
     group is an input error (exit 2)."""
-    from .config import load_config
+    from ..config import load_config
 
     cfg = load_config(env)
     try:
@@ -115,7 +115,7 @@ def _prefer(pinned_types: list[str]) -> list[str] | None:
 
 
 def _fetch(cfg: Any, name: str, pinned_types: list[str] | None = None) -> Any:
-    from .connectors.ssh import SshConnection
+    from ..connectors.ssh import SshConnection
     from .hostkeys import fetch_host_key
 
     t = _target(cfg, name)
@@ -210,7 +210,7 @@ def hosts_trust(
     if unreachable := [(r["host"], r["error"]) for r in rows if r["status"] == "unreachable"]:
         from rich.markup import escape
 
-        from .cli_errors import hosts_failed
+        from ..cli_errors import hosts_failed
 
         err.print(f"[bold red]error:[/bold red] {escape(hosts_failed(unreachable, 'reached'))}", soft_wrap=True)
     if changed or unreachable:
@@ -242,9 +242,9 @@ def hosts_check(
     as_json: JsonOpt = False,
 ) -> None:
     """Connect to every host (host keys verified) and run `true`; exit 1 if any host fails."""
-    from .connectors import connect_host
+    from ..connectors import connect_host
+    from ..model import HostResult, Status
     from .fanout import fan_out
-    from .model import HostResult, Status
 
     group = group_opt or group
 
@@ -282,7 +282,7 @@ def hosts_check(
     if res.failed:
         from rich.markup import escape
 
-        from .cli_errors import hosts_failed
+        from ..cli_errors import hosts_failed
 
         failed = [(r.host, r.error or "failed") for r in res.results if r.status != Status.SUCCEEDED]
         if failed:

@@ -12,12 +12,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..cleanup import bounds, fkeys, metrics, vacuum, work
-from ..cleanup.pacing import resolve_profile
-from ..cleanup.progress import Progress
-from ..cleanup.purge import PurgeOptions, RulePurge
-from ..cleanup.report import cleanup_section
-from ..cleanup.rules import count, fix_cutoff, rule_key, table_facts
 from ..config import EnvironmentConfig, Name, RetentionRule
 from ..context import RunContext
 from ..model import StepOutcome
@@ -25,6 +19,12 @@ from ..pgretry import call
 from ..plugin import Event, Plugin, PluginState
 from ..registry import Placement, Target, has_work, planner, step
 from ..work import HasWork
+from . import bounds, fkeys, metrics, vacuum, work
+from .pacing import resolve_profile
+from .progress import Progress
+from .purge import PurgeOptions, RulePurge
+from .report import cleanup_section
+from .rules import count, fix_cutoff, rule_key, table_facts
 
 TableName = Annotated[str, Field(pattern=r"^([^\W\d][\w $-]{0,62}\.)?[^\W\d][\w $-]{0,62}$")]
 IndexName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]

@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import HostConfig, SshSettings
-from .errors import ConfigError
+from ..config import HostConfig, SshSettings
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     import paramiko
 
-    from .config import EnvironmentConfig
-    from .yamlfile import YamlDoc
+    from ..config import EnvironmentConfig
+    from ..yamlfile import YamlDoc
 
 SKIP_GROUPS = {"all", "ungrouped"}
 CONNECTION_VARS = {

@@ -25,13 +25,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .config import FleetConfig
-from .errors import CommandFailed
-from .model import HostResult, Status, StepOutcome
+from ..config import FleetConfig
+from ..errors import CommandFailed
+from ..model import HostResult, Status, StepOutcome
 
 if TYPE_CHECKING:
-    from .context import RunContext
-    from .plan import PlannedStep
+    from ..context import RunContext
+    from ..plan import PlannedStep
 
 TAIL = 500
 
@@ -186,7 +186,7 @@ def host_result(ctx: RunContext, host: str, call: Callable[[], StepOutcome]) -> 
 def run_step_on_hosts(
     ctx: RunContext, planned: PlannedStep, func: Callable[..., StepOutcome], params: Any
 ) -> FanoutResult:
-    from .runbook import Stage
+    from ..runbook import Stage
 
     policy = ctx.cfg.fleet
     enforce = planned.stage != Stage.MAINTENANCE_OFF  # lifting maintenance must reach every host

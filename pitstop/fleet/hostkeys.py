@@ -26,7 +26,7 @@ from typing import NoReturn
 import paramiko
 from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
 
-from .errors import ConnectorError, HostKeyError
+from ..errors import ConnectorError, HostKeyError
 
 _cache: dict[tuple[tuple[str, str], ...], KnownHosts] = {}
 _cache_lock = threading.Lock()

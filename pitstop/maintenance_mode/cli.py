@@ -18,15 +18,13 @@ from __future__ import annotations
 import getpass
 import json
 import sys
-import tempfile
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from .console import safe_console
-from .errors import InputError, PitstopError
+from ..console import safe_console
+from ..errors import InputError, PitstopError
 
 maintenance_app = typer.Typer(no_args_is_help=True,
                               help="Maintenance mode by hand: see where it is on, lift it when a run could not.")
@@ -39,17 +37,22 @@ GroupOpt = Annotated[str | None, typer.Option("--group", "-g",
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout")]
 
 
-def _context(cfg: Any, name: str, run_dir: Path | None = None, reason: str = "") -> Any:
-    from .context import RunContext, RunOptions
-    from .runbook import Runbook
+def _runbook(name: str) -> Any:
+    """What a hand command records as its runbook: its own name, no stages (it runs no runbook)."""
+    from ..runbook import Runbook
 
-    runbook = Runbook(name=name, kind="custom", stages=[])
-    return RunContext.create(cfg, runbook, RunOptions(reason=reason), run_id=name if run_dir else None,
-                             run_dir=run_dir)
+    return Runbook(name=name, kind="custom", stages=[])
+
+
+def _context(cfg: Any, name: str, reason: str = "") -> Any:
+    """``maintenance off`` by hand is recorded like a run: a run folder with its own audit log and report."""
+    from ..context import RunContext, RunOptions
+
+    return RunContext.create(cfg, _runbook(name), RunOptions(reason=reason))
 
 
 def _select(env: str, group: str | None) -> tuple[Any, list[str]]:
-    from .cli_hosts import select_hosts
+    from ..fleet.cli import select_hosts
 
     return select_hosts(env, group, default=lambda cfg: cfg.maintenance.targets)
 
@@ -57,7 +60,7 @@ def _select(env: str, group: str | None) -> tuple[Any, list[str]]:
 def _status(ctx: Any, names: list[str]) -> list[dict[str, Any]]:
     from concurrent.futures import ThreadPoolExecutor
 
-    from .maintenance import strategy_for
+    from . import strategy_for
 
     strategy = strategy_for(ctx.cfg.maintenance)
 
@@ -88,12 +91,10 @@ def maintenance_status(env: EnvOpt, group: GroupOpt = None, as_json: JsonOpt = F
 
     Exit 0; 1 when a host could not be asked."""
     cfg, names = _select(env, group)
-    with tempfile.TemporaryDirectory(prefix="pitstop-status-") as tmp:
-        ctx = _context(cfg, "maintenance-status", run_dir=Path(tmp))
-        try:
-            rows = _status(ctx, names)
-        finally:
-            ctx.close()
+    from ..context import RunContext, RunOptions
+
+    with RunContext.scratch(cfg, _runbook("maintenance-status"), RunOptions(), "maintenance-status") as ctx:
+        rows = _status(ctx, names)
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
     else:
@@ -102,7 +103,7 @@ def maintenance_status(env: EnvOpt, group: GroupOpt = None, as_json: JsonOpt = F
     if unknown := [(r["host"], str(r.get("detail") or "")) for r in rows if r["on"] is None]:
         from rich.markup import escape
 
-        from .cli_errors import hosts_failed
+        from ..cli_errors import hosts_failed
 
         err.print(f"[bold red]error:[/bold red] {escape(hosts_failed(unknown, 'asked'))}", soft_wrap=True)
         raise typer.Exit(1)
@@ -111,7 +112,7 @@ def maintenance_status(env: EnvOpt, group: GroupOpt = None, as_json: JsonOpt = F
 def _seal(ctx: Any, operator: str, reason: str, rows: list[dict[str, Any]]) -> None:
     """``record.json`` (who, why, what each host showed and what was done) next to the audit log,
     both sealed in ``manifest.json`` as a run's report is (``pitstop report verify`` checks it)."""
-    from .report.writer import seal
+    from ..report.writer import seal
 
     record = {"kind": "maintenance.manual_off", "environment": ctx.cfg.name, "operator": operator,
               "reason": ctx.redact(reason), "hosts": rows}
@@ -121,8 +122,8 @@ def _seal(ctx: Any, operator: str, reason: str, rows: list[dict[str, Any]]) -> N
 
 def _active_run(cfg: Any) -> tuple[str | None, str | None]:
     """(run id holding the environment, or None; why it could not be checked, or None)."""
-    from .connectors.postgres import Database
-    from .locks import current_holder
+    from ..connectors.postgres import Database
+    from ..locks import current_holder
 
     try:
         return current_holder(Database(cfg), cfg.name), None
@@ -142,7 +143,7 @@ def maintenance_off(
 
     Exit 0 when maintenance is off everywhere afterwards, 1 when a host still has it (or could not
     be reached), 2 on bad input."""
-    from .maintenance import strategy_for
+    from . import strategy_for
 
     if not reason.strip():
         raise InputError("--reason must say why maintenance is lifted by hand")
@@ -192,7 +193,7 @@ def maintenance_off(
             if unknown := [(r["host"], str(r.get("detail") or "")) for r in rows if r["on"] is None]:
                 from rich.markup import escape
 
-                from .cli_errors import hosts_failed
+                from ..cli_errors import hosts_failed
 
                 err.print(f"[bold red]error:[/bold red] {escape(hosts_failed(unknown, 'asked'))}", soft_wrap=True)
     if left:

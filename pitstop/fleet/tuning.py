@@ -107,7 +107,7 @@ def tuning_logs(ctx: RunContext, params: LogParams, host: str) -> StepOutcome:
     conn = ctx.host(host)
     w = _work(conn, params, list_deletions=False)
     # every root file operation acts with the privileges of whoever controls the path to the file
-    # (pitstop.steps.safefile): a file or parent directory swapped for a symlink cannot aim root elsewhere
+    # (pitstop.fleet.safefile): a file or parent directory swapped for a symlink cannot aim root elsewhere
     done = safefile.Outcome()
     deleted = 0
     problems: list[str] = []  # what find could not delete (as the user controlling the path, say)

@@ -67,7 +67,7 @@ def delete_files(conn: Connection, host_path: str, *tests: str, sudo: bool = Fal
 
     find lists and deletes in one pass: ``-delete`` unlinks relative to the directory being walked
     and never follows a symlink below its starting point. The starting point is reached with the
-    privileges of whoever controls the path to it (:mod:`pitstop.steps.safefile`): a parent
+    privileges of whoever controls the path to it (:mod:`pitstop.fleet.safefile`): a parent
     directory swapped for a symlink cannot point a deletion run as root elsewhere."""
     if not conn.exists(host_path):
         return Deleted()

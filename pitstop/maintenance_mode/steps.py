@@ -14,14 +14,14 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..checks import check
 from ..context import RunContext
-from ..maintenance import deadman, strategy_for
-from ..maintenance.base import MaintenanceRecord
-from ..maintenance.state import MaintenanceState
-from ..model import CheckResult, CheckStatus, StepOutcome
+from ..model import StepOutcome
 from ..plugin import Notify, Plugin, WindowStatus
 from ..registry import Placement, Target, planner, step
+from . import checks as _checks  # noqa: F401 - registers check.maintenance_off and check.maintenance_state
+from . import deadman, strategy_for
+from .base import MaintenanceRecord
+from .state import MaintenanceState
 
 _lock = threading.RLock()
 
@@ -220,21 +220,6 @@ def plan_on(ctx: RunContext, params: OnParams, host: str) -> list[str]:
 @planner("maintenance.off")
 def plan_off(ctx: RunContext, params: OffParams, host: str) -> list[str]:
     return strategy_for(ctx.cfg.maintenance).describe(ctx, host, False) + ["cancel the dead-man's switch"]
-
-
-class StateParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    expect: bool = Field(False, description="true: maintenance should be on; false: off")
-
-
-@check("maintenance_state", params=StateParams, target=Target.HOSTS, default_group="all")
-def maintenance_state(ctx: RunContext, params: StateParams, host: str) -> CheckResult:
-    """Maintenance mode is on/off on the host, as the configured strategy reports it."""
-    st = strategy_for(ctx.cfg.maintenance).status(ctx, host)
-    want = "on" if params.expect else "off"
-    ok = st.on == params.expect
-    return CheckResult(name="maintenance_state", status=CheckStatus.PASS if ok else CheckStatus.FAIL,
-                       observed="on" if st.on else "off", expected=want, evidence=st.model_dump())
 
 
 class MaintenanceModePlugin(Plugin):

@@ -1,1 +1,0 @@
-"""Built-in steps (the verbs of a runbook). Each module registers its steps by name on import."""
