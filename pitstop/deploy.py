@@ -4,7 +4,8 @@ quarterly, ...), ``notices`` (hourly) and ``emergency`` (no schedule).
 Schedules are the environment's own (RRULE with a local start time, or cron) in its timezone, so
 Prefect's scheduler handles DST. Flow parameters carry names only — the environment reference and
 the runbook — never a secret. Workers run the flows from this project directory (a process work
-pool); pitstop never grows its own scheduler or queue.
+pool); pitstop never grows its own scheduler or queue. This module says what the deployments are and never
+imports Prefect; the Prefect adapter's ``deployments`` module creates, finds and triggers them (the CLI calls it).
 """
 
 from __future__ import annotations
