@@ -201,9 +201,8 @@ def refuse_beside_open_window(cfg: EnvironmentConfig, found: list[Abandoned]) ->
     deadman = f"; its dead-man switch lifts it at {until[0]}" if until else "; no dead-man switch was armed"
     raise AbandonedWindow(
         f"environment {cfg.name!r}: run {a.run_id} died with maintenance mode on "
-        f"({', '.join(sorted(a.maintenance_hosts))}){deadman}. Finish it first: "
-        f"pitstop resume {a.run_id} --env {cfg.name} (it lifts maintenance mode and writes its report); "
-        "this run was not started")
+        f"({', '.join(sorted(a.maintenance_hosts))}){deadman}. This run was not started. Finish that run first "
+        f"(it lifts maintenance mode and writes its report):\n  pitstop resume {a.run_id} --env {cfg.name}")
 
 
 def alert_abandoned(cfg: EnvironmentConfig, found: list[Abandoned] | None = None,

@@ -29,6 +29,7 @@ from rich.markup import escape  # noqa: E402
 from . import cli_approval, cli_deploy, cli_notices, cli_report
 from .backup import cli as cli_backup  # noqa: E402
 from .console import (  # noqa: E402
+    emit_json,
     flush_std_streams,
     safe_console,
     stream_to_devnull,
@@ -84,10 +85,6 @@ class Engine(StrEnum):
     local = "local"
 
 
-def _emit_json(obj: Any) -> None:
-    write_stdout(json.dumps(obj, indent=2, default=str) + "\n")  # a closed pipe never changes the exit code
-
-
 # -- commands ---------------------------------------------------------------------------------------
 @app.command()
 def validate(env: EnvOpt, runbook: Annotated[str | None, typer.Option("--runbook", "-r")] = None,
@@ -101,18 +98,18 @@ def validate(env: EnvOpt, runbook: Annotated[str | None, typer.Option("--runbook
         rb = load_runbook(runbook, cfg) if runbook else None
         clients = None
         if rb is not None and any(step.uses.startswith("backup.") for stage in rb.stages for step in stage.steps):
-            from .connectors.pgtools import probe
+            from .connectors.postgres import probe
 
             clients = probe(cfg)  # ClientTooOld (exit 2) when the server answers and no pg_dump is new enough
     except InputError as exc:
         if not as_json:
             raise
-        _emit_json({"ok": False, "problems": [{"file": p.file, "line": p.line, "at": p.where, "message": p.message}
-                                              for p in exc.problems]})
+        emit_json({"ok": False, "problems": [{"file": p.file, "line": p.line, "at": p.where, "message": p.message}
+                                             for p in exc.problems]})
         raise typer.Exit(2) from None
     if as_json:
-        _emit_json({"ok": True, "config": cfg.source, "runbook": rb.source if rb else None,
-                    "pg_clients": clients.as_json() if clients else None})
+        emit_json({"ok": True, "config": cfg.source, "runbook": rb.source if rb else None,
+                   "pg_clients": clients.as_json() if clients else None})
     else:
         out.print(f"[green]✓[/green] {escape(str(cfg.source))} is valid" + (f"; {escape(str(rb.source))} is valid"
                                                                      if rb else ""), soft_wrap=True)
@@ -134,7 +131,7 @@ def plan(env: EnvOpt, runbook: RunbookOpt, as_json: JsonOpt = False) -> None:
 
         decide(ctx, p)  # from facts: does any exclusive step have work? (docs/window.md)
     if as_json:
-        _emit_json(p.model_dump(mode="json"))
+        emit_json(p.model_dump(mode="json"))
         return
     from .plan_view import print_plan
 
@@ -266,13 +263,13 @@ def _finish_run(run_dir: Path, as_json: bool, env: str = "ENV") -> None:
 
         info = no_report(run_dir, exc, env)
         if as_json:
-            _emit_json(info)
+            emit_json(info)
         else:
             err.print(f"[bold red]error:[/bold red] {escape(info['message'])}", soft_wrap=True)
         raise typer.Exit(1) from None
     if as_json:
-        _emit_json({"run_id": report["run_id"], "status": report["status"], "run_dir": str(run_dir),
-                    "report": str(run_dir / "report.json")})
+        emit_json({"run_id": report["run_id"], "status": report["status"], "run_dir": str(run_dir),
+                   "report": str(run_dir / "report.json")})
     else:
         from .console import print_summary
 
@@ -397,7 +394,7 @@ def schema(kind: Annotated[str, typer.Argument(help="config | runbook")] = "runb
         path.write_text(json.dumps(doc, indent=2) + "\n")
         err.print(f"wrote {path}")
     else:
-        _emit_json(doc)
+        emit_json(doc)
 
 
 def main() -> None:

@@ -46,10 +46,10 @@ def decide(run_id: str, env: str, decision: Decision, comment: str, as_json: boo
         where = str(write_decision(run_dir, request, approver, decision, comment.strip()))
     verb = "approved" if decision == Decision.APPROVE else "rejected"
     if as_json:
-        from .cli import _emit_json
+        from .console import emit_json
 
-        _emit_json({"run_id": run_id, "decision": decision.value, "approver": approver, "via": request.mechanism,
-                    "where": where})
+        emit_json({"run_id": run_id, "decision": decision.value, "approver": approver, "via": request.mechanism,
+                   "where": where})
     else:
         from .console import safe_console
 

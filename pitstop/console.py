@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import signal
@@ -114,6 +115,11 @@ def write_stdout(text: str) -> bool:
     except (OSError, ValueError):
         stream_to_devnull(sys.stdout)
         return False
+
+
+def emit_json(obj: Any) -> None:
+    """A command's ``--json`` output on stdout (a closed pipe never changes the exit code: ``write_stdout``)."""
+    write_stdout(json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def flush_std_streams() -> None:

@@ -1,16 +1,14 @@
-"""Input guards that span a whole config: rules that would delete everything, schedules that never
-occur, and secrets that must be resolvable before a run starts; and the guards of Prefect flow
+"""Input guards: secrets that must be resolvable before a run starts, and the guards of Prefect flow
 parameters, which come from whoever can reach the Prefect API (``flow_parameters``).
 
-``config_problems`` runs with every config load (``pitstop validate`` too); ``secret_problems`` runs
-only before a run (``runner.load``), because a CI machine validating files has no secrets. Every
-problem points at the file and line of the offending key; secret *values* are never read into a
-message, only the variable's name.
+``secret_problems`` runs only before a run (``runner.load``), because a CI machine validating files has
+no secrets; the checks of a config's contents that run with every load (``pitstop validate`` too) live
+with the loader (:mod:`pitstop.config.guards`). Every problem points at the file and line of the
+offending key; secret *values* are never read into a message, only the variable's name.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 from dataclasses import dataclass
@@ -18,74 +16,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import yamlfile
+from .config.environment import default_search_dirs
+from .config.guards import secret_slots
 from .errors import ConfigError, InputError, Problem
 from .model import Trigger
+from .redact import MIN_SECRET
 
 if TYPE_CHECKING:
     from .config import EnvironmentConfig
-
-SCHEDULE_HORIZON_YEARS = 10  # a schedule with no occurrence in this many years is a typo (Feb 30)
-
-
-def config_problems(cfg: EnvironmentConfig, doc: yamlfile.YamlDoc) -> list[Problem]:
-    return _retention_problems(cfg, doc) + _schedule_problems(cfg, doc)
-
-
-def _retention_problems(cfg: EnvironmentConfig, doc: yamlfile.YamlDoc) -> list[Problem]:
-    """``older_than: 0s`` without a filter matches every row up to now: refuse it outright."""
-    out = []
-    for i, rule in enumerate(cfg.retention):
-        if rule.older_than.total_seconds() <= 0 and not rule.where:
-            out.append(doc.problem(["retention", i, "older_than"],
-                                   f"retention rule for {rule.qualified} would delete every row "
-                                   "(older_than must be positive, or add a `where` filter)"))
-    return out
-
-
-def _schedule_problems(cfg: EnvironmentConfig, doc: yamlfile.YamlDoc) -> list[Problem]:
-    from dateutil.rrule import rrulestr
-
-    out = []
-    start = dt.datetime(2000, 1, 1)
-    for name, spec in cfg.schedules.windows().items():
-        if not spec.rrule:
-            continue
-        rule = rrulestr(spec.rrule_body, dtstart=dt.datetime.combine(spec.since or start.date(), dt.time()),
-                        ignoretz=True)
-        base = dt.datetime.now().replace(microsecond=0)
-        horizon = base.replace(year=base.year + SCHEDULE_HORIZON_YEARS, day=min(base.day, 28))
-        following = rule.after(base)
-        if following is None or following > horizon:
-            out.append(doc.problem(["schedules", name, "rrule"],
-                                   f"schedule {name!r} never occurs in the next {SCHEDULE_HORIZON_YEARS} years "
-                                   f"(rrule {spec.rrule!r})"))
-    return out
-
-
-def secret_slots(cfg: EnvironmentConfig) -> list[tuple[list[str | int], str]]:
-    slots: list[tuple[list[str | int], str]] = []
-    if cfg.database.password_env:
-        slots.append((["database", "password_env"], cfg.database.password_env))
-    if cfg.storage.kind == "s3":
-        for key in ("access_key_env", "secret_key_env"):
-            if getattr(cfg.storage, key):
-                slots.append((["storage", key], getattr(cfg.storage, key)))
-    for name, ch in cfg.notifications.channels.items():
-        if ch.url_env and not ch.secret_block:
-            slots.append((["notifications", "channels", name, "url_env"], ch.url_env))
-    http = cfg.maintenance.http if cfg.maintenance.strategy == "http" else None
-    if http is not None:
-        for j, header in enumerate(http.headers):
-            slots.append((["maintenance", "http", "headers", j, "value_env"], header.value_env))
-    return slots
 
 
 def secret_problems(cfg: EnvironmentConfig) -> list[Problem]:
     """Every ``*_env`` slot the run will need names a variable that is set (names only, never values) and
     holds at least ``MIN_SECRET`` characters: a shorter value is no secret, and redacting it from every
     output would shred them, so it would be printed as is."""
-    from .redact import MIN_SECRET
-
     problems: list[tuple[list[str | int], str]] = []
     for loc, var in secret_slots(cfg):
         value = os.environ.get(var)
@@ -166,8 +110,6 @@ def flow_env(env: str, deployment_parameters: dict[str, object] | None) -> str:
 
 
 def _flow_file(key: str, value: str, sub: str, deployed: dict[str, object] | None, beside: list[Path]) -> Path:
-    from .config.environment import default_search_dirs
-
     dirs = default_search_dirs(sub)
     if NAME.fullmatch(value) and not value.endswith((".yaml", ".yml")):
         for base in dirs:

@@ -174,7 +174,7 @@ class Redactor:
 
 
 def secret_names(cfg: EnvironmentConfig) -> list[str]:
-    from .input_guards import secret_slots
+    from .config.guards import secret_slots
 
     return [var for _, var in secret_slots(cfg)]
 

@@ -19,7 +19,9 @@ from ..units import Duration
 from .approval import ApprovalConfig
 from .base import Name, Strict
 from .data import BackupConfig, CleanupSettings, DatabaseConfig, RetentionRule, StorageConfig
+from .guards import config_problems
 from .hosts import FleetConfig, HostConfig, MaintenanceConfig, SshSettings
+from .inventory import apply_inventory
 from .notifications import NotificationsConfig
 from .schedules import SchedulesConfig
 
@@ -137,8 +139,6 @@ def load_config(env: str) -> EnvironmentConfig:
     doc = yamlfile.load(path, ConfigError)
     cfg = yamlfile.validate(doc, EnvironmentConfig, ConfigError)
     if cfg.inventory:
-        from ..fleet.inventory import apply_inventory
-
         apply_inventory(cfg, path.parent, doc)
     problems = _cross_check(cfg, doc)
     if problems:
@@ -172,8 +172,6 @@ def _cross_check(cfg: EnvironmentConfig, doc: yamlfile.YamlDoc) -> list[Problem]
             known = ", ".join(sorted({"ops", *cfg.notifications.audiences}))
             problems.append(doc.problem(["approval", "audience"], f"unknown audience {cfg.approval.audience!r} "
                                                                   f"(known: {known})"))
-    from ..input_guards import config_problems
-
     problems += config_problems(cfg, doc)
     return problems
 

@@ -11,7 +11,7 @@ archive written by a newer ``pg_dump``. So the client directory is chosen by the
 When no candidate is new enough, :class:`ClientTooOld` (bad input, exit 2) names the server's version,
 the client found and the fix, pointing at the config's ``database`` section, before anything of the run
 changes: at the start of ``pitstop run`` (before the lock, the run folder or any notification) and, when
-the database answers, already at ``pitstop validate`` (:func:`probe`).
+the database answers, already at ``pitstop validate`` (:func:`pitstop.connectors.postgres.probe`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import EnvironmentConfig
 from ..errors import InputError, Problem
 
 TOOLS = ("pg_dump", "pg_restore", "psql")
@@ -115,48 +114,3 @@ def choose(server_major: int, server_version: str, configured: Path | None, sour
                                  f"or newer, and {have} (looked in /usr/lib/postgresql/*/bin, /usr/pgsql-*/bin, the "
                                  f"pgserver wheel and PATH): install postgresql-client-{server_major} and set "
                                  f"database.pg_bin_dir to its bin directory; nothing was changed")])
-
-
-@dataclass(frozen=True)
-class Probe:
-    """What ``pitstop validate`` learnt about the client tools: the choice, or why it could not look."""
-
-    clients: ClientDir | None
-    server_version: str | None
-    note: str
-
-    def as_json(self) -> dict[str, object]:
-        return {"checked": self.clients is not None, "server_version": self.server_version,
-                "pg_bin_dir": str(self.clients.path) if self.clients else None,
-                "client_major": self.clients.major if self.clients else None, "note": self.note}
-
-
-def probe(cfg: EnvironmentConfig, timeout_s: int = 5) -> Probe:
-    """For ``pitstop validate`` of a runbook that dumps or restores: ask the server its version (one
-    attempt, at most ``timeout_s``) and choose the client tools. :class:`ClientTooOld` (exit 2) when the
-    server answers and nothing fits; a server that cannot be reached is only a note (the run checks
-    again before anything changes). The embedded demo server always uses its own bundled tools."""
-    import psycopg
-
-    from ..errors import PitstopError
-    from .postgres import Database
-
-    if cfg.database.embedded:
-        return Probe(None, None, "embedded server: its bundled client tools are used")
-    bin_dir = Path(cfg.database.pg_bin_dir).expanduser() if cfg.database.pg_bin_dir else None
-    if bin_dir is not None and client_major(bin_dir) is None:
-        choose(0, "", bin_dir, cfg.source)  # refused whatever the server: no pg_dump there
-    try:
-        db = Database(cfg)
-        info = {**db.conninfo(), "connect_timeout": min(timeout_s, cfg.database.connect_timeout)}
-        with psycopg.connect(**info) as conn:
-            row = conn.execute("SELECT current_setting('server_version_num')::int, "
-                               "current_setting('server_version')").fetchone()
-    except (PitstopError, psycopg.Error) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return Probe(None, None, f"client tools not checked, the server could not be asked its version "
-                                 f"({reason}); the run checks them again before anything changes")
-    assert row is not None
-    version = str(row[1])
-    clients = choose(int(row[0]) // 10000, version, bin_dir, cfg.source)
-    return Probe(clients, version, f"PostgreSQL {version}: pg_dump/pg_restore {clients.major} from {clients.path}")

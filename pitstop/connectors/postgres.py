@@ -1,4 +1,5 @@
-"""PostgreSQL connector: connection settings in one object, psycopg 3 connections, tool binaries.
+"""PostgreSQL connector: connection settings in one object, psycopg 3 connections, tool binaries (and
+``pitstop validate``'s probe of them, :func:`probe`).
 
 Passwords come from the environment variable named in config and are handed to psycopg and to
 ``pg_dump``/``pg_restore`` through ``PGPASSWORD`` in the child's environment, never on a command line.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -16,8 +18,8 @@ import psycopg
 
 from ..config import EnvironmentConfig
 from ..config.data import is_loopback  # noqa: F401 - the transport's check, defined once with sslmode's default
-from ..errors import ConfigError, ConnectorError
-from .pgtools import ClientDir
+from ..errors import ConfigError, ConnectorError, PitstopError
+from .pgtools import ClientDir, choose, client_major
 
 
 class Database:
@@ -125,8 +127,6 @@ class Database:
     def clients(self) -> ClientDir:
         """The client tools matching this server (pitstop.connectors.pgtools); asks the server once."""
         if self._clients is None:
-            from .pgtools import choose
-
             major, version = self.server_version()
             self._clients = choose(major, version, self._bin_dir, self.env.source)
         return self._clients
@@ -149,3 +149,43 @@ class Database:
             return int(row[0]) // 10000, str(row[1])
 
         return call(None, "server_version", ask)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What ``pitstop validate`` learnt about the client tools: the choice, or why it could not look."""
+
+    clients: ClientDir | None
+    server_version: str | None
+    note: str
+
+    def as_json(self) -> dict[str, object]:
+        return {"checked": self.clients is not None, "server_version": self.server_version,
+                "pg_bin_dir": str(self.clients.path) if self.clients else None,
+                "client_major": self.clients.major if self.clients else None, "note": self.note}
+
+
+def probe(cfg: EnvironmentConfig, timeout_s: int = 5) -> Probe:
+    """For ``pitstop validate`` of a runbook that dumps or restores: ask the server its version (one
+    attempt, at most ``timeout_s``) and choose the client tools. :class:`ClientTooOld` (exit 2) when the
+    server answers and nothing fits; a server that cannot be reached is only a note (the run checks
+    again before anything changes). The embedded demo server always uses its own bundled tools."""
+    if cfg.database.embedded:
+        return Probe(None, None, "embedded server: its bundled client tools are used")
+    bin_dir = Path(cfg.database.pg_bin_dir).expanduser() if cfg.database.pg_bin_dir else None
+    if bin_dir is not None and client_major(bin_dir) is None:
+        choose(0, "", bin_dir, cfg.source)  # refused whatever the server: no pg_dump there
+    try:
+        db = Database(cfg)
+        info = {**db.conninfo(), "connect_timeout": min(timeout_s, cfg.database.connect_timeout)}
+        with psycopg.connect(**info) as conn:
+            row = conn.execute("SELECT current_setting('server_version_num')::int, "
+                               "current_setting('server_version')").fetchone()
+    except (PitstopError, psycopg.Error) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return Probe(None, None, f"client tools not checked, the server could not be asked its version "
+                                 f"({reason}); the run checks them again before anything changes")
+    assert row is not None
+    version = str(row[1])
+    clients = choose(int(row[0]) // 10000, version, bin_dir, cfg.source)
+    return Probe(clients, version, f"PostgreSQL {version}: pg_dump/pg_restore {clients.major} from {clients.path}")

@@ -30,7 +30,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_rand
 
 from ..config import StorageConfig
 from ..errors import ConfigError, ConnectorError, TransientError
-from .storage import Storage, StoredObject
+from .store import Storage, StoredObject
 
 MiB = 1024 * 1024
 MIN_PART = 5 * MiB  # S3's minimum for every part but the last

@@ -7,7 +7,6 @@ created 0600 in 0700 directories whatever the umask (they hold dumps and row arc
 
 from __future__ import annotations
 
-import abc
 import contextlib
 import hashlib
 import os
@@ -16,52 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from pydantic import BaseModel
-
 from ..config import EnvironmentConfig
 from ..errors import ConnectorError
 from ..fsmodes import private_dir
+from .store import Storage, StoredObject
+
+__all__ = ["CHUNK", "LocalStorage", "Storage", "StoredObject", "iter_chunks", "open_storage"]
 
 CHUNK = 1024 * 1024
-
-
-class StoredObject(BaseModel):
-    key: str
-    location: str
-    size: int
-    sha256: str
-
-
-class Storage(abc.ABC):
-    @abc.abstractmethod
-    def put_stream(self, key: str, stream: BinaryIO, size_hint: int | None = None) -> StoredObject: ...
-
-    def put_bytes(self, key: str, data: bytes) -> StoredObject:
-        import io
-
-        return self.put_stream(key, io.BytesIO(data), len(data))
-
-    @abc.abstractmethod
-    def open(self, key: str) -> BinaryIO: ...
-
-    @abc.abstractmethod
-    def list(self, prefix: str = "") -> list[str]: ...
-
-    @abc.abstractmethod
-    def delete(self, key: str) -> None: ...
-
-    @abc.abstractmethod
-    def exists(self, key: str) -> bool: ...
-
-    @abc.abstractmethod
-    def location(self, key: str) -> str: ...
-
-    @abc.abstractmethod
-    def size(self, key: str) -> int: ...
-
-    def get_bytes(self, key: str) -> bytes:
-        with self.open(key) as f:
-            return f.read()
 
 
 class LocalStorage(Storage):

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from pitstop.config import HostConfig, SshSettings, load_config
+from pitstop.config.inventory import load_inventory
 from pitstop.connectors import connect_host
 from pitstop.connectors.ssh import SshConnection
 from pitstop.errors import ConfigError, ConnectorError, HostKeyError
-from pitstop.fleet.inventory import load_inventory
 from tests.conftest import run_cli
 from tests.fleet.sshlab import FakeHost, SshLab
 
