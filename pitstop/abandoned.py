@@ -19,9 +19,12 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import EnvironmentConfig
+
+if TYPE_CHECKING:
+    from .notify.channels import SecretReader
 
 EVENT = "run.abandoned"
 AUDIENCE = "ops"
@@ -128,7 +131,7 @@ def _text(a: Abandoned) -> tuple[str, str]:
     return subject, "\n".join(lines)
 
 
-def _send(cfg: EnvironmentConfig, a: Abandoned) -> list[dict[str, Any]]:
+def _send(cfg: EnvironmentConfig, a: Abandoned, read_secret: SecretReader | None) -> list[dict[str, Any]]:
     from .context import Redactor, secret_values
     from .notify.audiences import audiences, render
     from .notify.channels import Message, build_channels
@@ -146,7 +149,7 @@ def _send(cfg: EnvironmentConfig, a: Abandoned) -> list[dict[str, Any]]:
                "stage": a.stage, "status": "abandoned",
                "run": {"id": a.run_id, "runbook": a.runbook, "trigger": a.trigger, "reason": ""}}
     out = []
-    for channel in build_channels(cfg):
+    for channel in build_channels(cfg, read_secret):
         if AUDIENCE not in channel.cfg.audiences:
             continue
         key = f"abandoned-{a.run_id}-{a.attempt}-{channel.name}"
@@ -202,9 +205,11 @@ def refuse_beside_open_window(cfg: EnvironmentConfig, found: list[Abandoned]) ->
         f"(it lifts maintenance mode and writes its report):\n  pitstop resume {a.run_id} --env {cfg.name}")
 
 
-def alert_abandoned(cfg: EnvironmentConfig, found: list[Abandoned] | None = None) -> list[Abandoned]:
+def alert_abandoned(cfg: EnvironmentConfig, found: list[Abandoned] | None = None,
+                    read_secret: SecretReader | None = None) -> list[Abandoned]:
     """Alert every abandoned run of ``cfg``'s environment (``found``: what :func:`scan` returned, when the
-    caller scanned already). Call only while holding its lock.
+    caller scanned already). Call only while holding its lock. ``read_secret``: how the channels' Prefect
+    Secret blocks are read (pitstop.notify.channels.build_channels).
 
     Concurrent alerters (the same host or others) are made unique by the notification ledger's
     create-if-absent claims: each delivery is sent by one of them."""
@@ -212,7 +217,7 @@ def alert_abandoned(cfg: EnvironmentConfig, found: list[Abandoned] | None = None
     alerted = []
     for a in found:
         try:
-            deliveries = _send(cfg, a)
+            deliveries = _send(cfg, a, read_secret)
             if deliveries:  # a delivery was attempted: leave the evidence in the run's own log
                 _record(cfg, a, deliveries)
             alerted.append(a)

@@ -243,13 +243,14 @@ def _run_engine(env: str, runbook: str, trigger: str, reason: str, accept_unveri
                              console=not as_json, rehearsal=rehearsal)
         run_dir = Path(res["run_dir"])
     else:
+        from .cli_prefect import read_secret_block
         from .console import ConsoleView
         from .runner import execute
 
         result = execute(env, runbook, trigger=trigger, reason=reason, run_id=run_id, wait_s=wait_s,
                          override_blackout=override_blackout, expected_downtime=expected_downtime,
                          rehearsal=rehearsal, accept_unverified_backup=accept_unverified_backup,
-                         listener=None if as_json else ConsoleView(out))
+                         listener=None if as_json else ConsoleView(out), read_secret=read_secret_block)
         run_dir = result.run_dir
     return run_dir
 
@@ -315,7 +316,7 @@ def emergency(env: EnvOpt, runbook: RunbookOpt,
     if not reason.strip():
         raise InputError("an emergency run needs --reason \"...\" (it is sent to everyone and goes in the report)")
     if engine == Engine.prefect and not rehearsal:
-        from .deploy import find_deployment
+        from .cli_prefect import find_deployment
         from .runner import load
 
         cfg, _ = load(env, runbook)
@@ -341,12 +342,13 @@ def resume(run_id: Annotated[str, typer.Argument(help="the run to resume")], env
     started, events = resumable(cfg, run_id)  # exit 2: not a run, a broken audit chain, or already finished
     opts = recorded_options(run_id, started)  # the runner restores all of them again from the same record
     if engine == Engine.local:  # config, runbook and audit log are each read once (a flow run reads its own)
+        from .cli_prefect import read_secret_block
         from .console import ConsoleView
         from .runner import resume as resume_run
 
         with terminal_hangup_ignored():
             result = resume_run(env, run_id, listener=None if as_json else ConsoleView(out), wait_s=wait,
-                                loaded=(cfg, None), prior=(started, events))
+                                loaded=(cfg, None), prior=(started, events), read_secret=read_secret_block)
         _finish_run(result.run_dir, as_json)
         return
     _run(env, started.get("runbook_source") or started["runbook"], opts.trigger.value, opts.reason,

@@ -29,7 +29,7 @@ def deploy(env: Annotated[str, typer.Option("--env", "-e", help="environment nam
     import os
 
     from .config import load_config
-    from .deploy import apply, deployment_specs
+    from .deploy import deployment_specs
     from .runbook import load_runbook
 
     cfg = load_config(env)
@@ -46,6 +46,8 @@ def deploy(env: Annotated[str, typer.Option("--env", "-e", help="environment nam
     else:
         if not os.environ.get("PREFECT_API_URL"):
             raise InputError("set PREFECT_API_URL to the Prefect server to deploy to (see docs/prefect.md)")
+        from .prefect_adapter.deployments import apply
+
         rows = apply(specs, work_pool)
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
@@ -59,7 +61,8 @@ def deploy(env: Annotated[str, typer.Option("--env", "-e", help="environment nam
 def emergency_via_deployment(name: str, cfg: Any, runbook: str, reason: str, accept_unverified_backup: bool,
                              override_blackout: bool, expected_downtime: str | None, wait: bool) -> Path | None:
     """Trigger the environment's emergency deployment; return the run folder when waiting."""
-    from .deploy import REFUSED, env_ref, trigger_deployment
+    from .deploy import REFUSED, env_ref
+    from .prefect_adapter.deployments import trigger_deployment
     from .runner import run_id_for_flow_run
 
     rb_ref = str(Path(runbook).resolve()) if Path(runbook).suffix in (".yaml", ".yml") else runbook

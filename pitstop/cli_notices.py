@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -21,25 +20,17 @@ NowOpt = Annotated[str | None, typer.Option("--now", help="rehearse at this ISO 
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout")]
 
 
-def parse_now(value: str | None) -> datetime:
-    if not value:
-        return datetime.now(UTC)
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        raise InputError(f"--now must be an ISO date-time such as 2026-12-04T09:00:00+01:00 (got {value!r})") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
 @app.command("plan")
 def plan(env: EnvOpt, now: NowOpt = None, as_json: JsonOpt = False) -> None:
     """List the notices of upcoming windows: when each goes out, to which channel, and its state."""
+    from .cli_prefect import read_secret_block
     from .config import load_config
-    from .notify.notices import plan_notices
+    from .notify.channels import build_channels
+    from .notify.notices import parse_now, plan_notices
 
     cfg = load_config(env)
     when = parse_now(now)
-    rows = plan_notices(cfg, when)
+    rows = plan_notices(cfg, when, build_channels(cfg, read_secret_block))
     if as_json:
         sys.stdout.write(json.dumps([r.model_dump(mode="json") for r in rows], indent=2) + "\n")
         return
@@ -63,13 +54,17 @@ def send_due(env: EnvOpt, now: NowOpt = None, as_json: JsonOpt = False) -> None:
 
     With ``--now`` it is a rehearsal: it shows what would be sent at that time, rendered for each channel,
     and sends and records nothing (a pretended time never becomes a send time)."""
+    from .cli_prefect import read_secret_block
     from .config import load_config
     from .notify import notices
+    from .notify.channels import build_channels
 
     cfg = load_config(env)
-    when = parse_now(now)
+    when = notices.parse_now(now)
     rehearsal = now is not None
-    results = notices.preview_due(cfg, when) if rehearsal else notices.send_due(cfg, clock=notices.system_clock)
+    channels = build_channels(cfg, read_secret_block)
+    results = notices.preview_due(cfg, when, channels) if rehearsal else \
+        notices.send_due(cfg, clock=notices.system_clock, channels=channels)
     if as_json:
         sys.stdout.write(json.dumps([r.model_dump(mode="json") for r in results], indent=2) + "\n")
     else:
@@ -109,7 +104,9 @@ def notify_preview(event: Annotated[str, typer.Argument(help="event, e.g. run.fa
     cfg = load_config(env)
     if channel is not None and channel not in cfg.notifications.channels:
         raise InputError(f"no channel {channel!r} (channels: {', '.join(cfg.notifications.channels)})")
-    items = preview(cfg, event, channel)
+    from .cli_prefect import read_secret_block
+
+    items = preview(cfg, event, channel, read_secret_block)
     if as_json:
         sys.stdout.write(json.dumps(items, indent=2) + "\n")
         return

@@ -210,7 +210,9 @@ def _anchors(d: Path, env: str | None, given: tuple[int, str] | None) -> list[An
         cfg = load_config(env)
         found.append(check_storage(open_storage(cfg), cfg.name, d))
         if os.environ.get("PREFECT_API_URL"):
-            found.append(check_prefect(d, cfg.name, os.environ["PREFECT_API_URL"]))
+            from .cli_prefect import markdown_artifacts
+
+            found.append(check_prefect(d, cfg.name, os.environ["PREFECT_API_URL"], markdown_artifacts))
     if given is not None:
         found.append(check_head(d, "given head", "--head", *given))
     return found

@@ -4,7 +4,8 @@ quarterly, ...), ``notices`` (hourly) and ``emergency`` (no schedule).
 Schedules are the environment's own (RRULE with a local start time, or cron) in its timezone, so
 Prefect's scheduler handles DST. Flow parameters carry names only — the environment reference and
 the runbook — never a secret. Workers run the flows from this project directory (a process work
-pool); pitstop never grows its own scheduler or queue.
+pool); pitstop never grows its own scheduler or queue. This module says what the deployments are and never
+imports Prefect; the Prefect adapter's ``deployments`` module creates, finds and triggers them (the CLI calls it).
 """
 
 from __future__ import annotations
@@ -104,37 +105,3 @@ def prefect_yaml(specs: list[DeploymentSpec], work_pool: str) -> str:
         else:
             lines.append("    schedules: []")
     return "\n".join(lines) + "\n"
-
-
-def apply(specs: list[DeploymentSpec], work_pool: str) -> list[dict[str, Any]]:
-    """Create or update every deployment on the configured Prefect API."""
-    from .prefect_adapter import deploy, ensure_work_pool
-
-    ensure_work_pool(work_pool)
-    out = []
-    for spec in specs:
-        dep_id = deploy(PROJECT_ROOT, spec.entrypoint, spec.name, work_pool, rrule=spec.rrule, cron=spec.cron,
-                        timezone=spec.timezone, parameters=spec.parameters, description=spec.description,
-                        tags=spec.tags)
-        out.append({"deployment": spec.full_name, "id": dep_id, "schedule": spec.rrule or spec.cron,
-                    "timezone": spec.timezone})
-    return out
-
-
-def find_deployment(cfg: EnvironmentConfig, kind: str = "emergency") -> str | None:
-    """Full name of the environment's deployment ``kind`` on the configured API, if any."""
-    import os
-
-    if not os.environ.get("PREFECT_API_URL"):
-        return None
-    from .prefect_adapter import deployment_exists
-
-    name = f"{MAINTENANCE_FLOW}/{cfg.name}-{kind}"
-    return name if deployment_exists(name) else None
-
-
-def trigger_deployment(name: str, parameters: dict[str, Any], wait: bool) -> dict[str, Any]:
-    """Start a flow run of deployment ``name`` now (``run_deployment``); wait for it when asked."""
-    from .prefect_adapter import trigger_deployment as trigger
-
-    return trigger(name, parameters, wait)

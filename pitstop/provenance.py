@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .config import EnvironmentConfig
     from .runbook import Runbook
 
 
+class ArtifactPublisher(Protocol):
+    """Publishes a report on the flow run (a markdown and a table artifact); their ids, or ``None`` when
+    there is nothing to publish to. Given by the flow (the Prefect adapter): the engine never imports it."""
+
+    def __call__(self, markdown: str, md_key: str, table: list[dict[str, Any]], table_key: str,
+                 description: str) -> dict[str, str] | None: ...
+
+
 @dataclass(frozen=True)
 class FlowRunRef:
-    """The Prefect flow run a run is in, as the flow read it from Prefect's runtime (pitstop.prefect_adapter)."""
+    """The Prefect flow run a run is in, as the flow read it from Prefect's runtime (the Prefect adapter),
+    and how the run's report is published on it (``publish``: None, nowhere)."""
 
     id: str | None = None
     deployment: str | None = None  # "name (id)", or the id
+    publish: ArtifactPublisher | None = field(default=None, compare=False, repr=False)
 
 
 def provenance(cfg: EnvironmentConfig, runbook: Runbook, prefect_run: FlowRunRef | None = None) -> dict[str, Any]:
@@ -44,7 +54,7 @@ def provenance(cfg: EnvironmentConfig, runbook: Runbook, prefect_run: FlowRunRef
         pitstop_version = version("pitstop")
     except PackageNotFoundError:
         pitstop_version = "unknown"
-    # a worker's flow run names itself in the environment; the flow (pitstop.prefect_adapter, in process or in a
+    # a worker's flow run names itself in the environment; the flow (the Prefect adapter, in process or in a
     # worker) hands the runner its flow run id and deployment, read from Prefect's runtime
     flow_run = os.environ.get("PREFECT__FLOW_RUN_ID") or (prefect_run.id if prefect_run else None)
     deployment = prefect_run.deployment if prefect_run else None

@@ -20,6 +20,7 @@ from .errors import ConfigError, InputError
 from .executor import Executor, UnitRunner, direct
 from .locks import EnvironmentLock
 from .model import Status, Trigger
+from .notify.channels import SecretReader, build_channels
 from .notify.notifier import Notifier
 from .runbook import Runbook, find_runbook, load_runbook
 
@@ -93,7 +94,8 @@ def admit(cfg: EnvironmentConfig) -> None:
 
 def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: str, unit_runner: UnitRunner,
              listener: Listener | list[Listener] | None, wait_s: float, resume_events: list[dict[str, Any]] | None,
-             approval_waiter: Waiter | None = None, flow_run: FlowRunRef | None = None) -> RunResult:
+             approval_waiter: Waiter | None = None, flow_run: FlowRunRef | None = None,
+             read_secret: SecretReader | None = None) -> RunResult:
     from .window import check_blackout
 
     skip = None if resume_events is not None else check_blackout(cfg, options.trigger.value,
@@ -107,7 +109,7 @@ def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: s
         from .abandoned import alert_abandoned, refuse_beside_open_window, scan
 
         abandoned = scan(cfg)
-        alert_abandoned(cfg, abandoned)  # runs SIGKILLed earlier could not alert: do it now, once (lock held)
+        alert_abandoned(cfg, abandoned, read_secret)  # runs SIGKILLed earlier could not alert: now, once (lock held)
         if resume_events is None:
             refuse_beside_open_window(cfg, abandoned)  # exit 3: a dead run's maintenance page is still up
         ctx = RunContext.create(cfg, rb, options, run_id=run_id)
@@ -122,11 +124,11 @@ def _execute(cfg: EnvironmentConfig, rb: Runbook, options: RunOptions, run_id: s
             if isinstance(one, ConsoleView):
                 one.attach(ctx.audit)  # a console switched off is noted once in the log
             ctx.audit.subscribe(one)
-        ctx.notifier = Notifier(ctx)
+        ctx.notifier = Notifier(ctx, build_channels(cfg, read_secret))
         if resume_events is None:  # advance-notice lead-time policy: refuse, or record a warning
             from .notify.notices import lead_time_gate
 
-            lead_time_gate(ctx)
+            lead_time_gate(ctx, channels=ctx.notifier.channels)
         completed: dict[str, dict[str, Any]] | None = None
         if resume_events is not None:
             from .resume import completed_steps, rehydrate
@@ -146,28 +148,34 @@ def execute(env: str, runbook: str, *, trigger: str = Trigger.MANUAL.value, reas
             accept_unverified_backup: bool = False, run_id: str | None = None, unit_runner: UnitRunner = direct,
             listener: Listener | list[Listener] | None = None, wait_s: float = 0.0, override_blackout: bool = False,
             expected_downtime: str | None = None, rehearsal: bool = False,
-            approval_waiter: Waiter | None = None, flow_run: FlowRunRef | None = None) -> RunResult:
+            approval_waiter: Waiter | None = None, flow_run: FlowRunRef | None = None,
+            read_secret: SecretReader | None = None) -> RunResult:
     """Run a runbook. With a ``run_id`` whose folder already exists, resume that run instead.
 
-    ``expected_downtime`` (e.g. ``20m``) overrides the runbook's announced downtime for this run."""
+    ``expected_downtime`` (e.g. ``20m``) overrides the runbook's announced downtime for this run. What the
+    engine running it provides comes in as parameters (the engine never imports Prefect): ``unit_runner``,
+    ``approval_waiter``, ``flow_run`` (its identity and the report's artifact publisher) and ``read_secret``
+    (the notification channels' Prefect Secret blocks)."""
     cfg, rb = load(env, runbook)
     given = parse_expected_downtime(expected_downtime) if expected_downtime else None
     if run_id and (cfg.resolve(cfg.reports.dir) / run_id / "audit.jsonl").is_file():
         return resume(env, run_id, unit_runner=unit_runner, listener=listener, wait_s=wait_s, flow_run=flow_run,
-                      approval_waiter=approval_waiter, loaded=(cfg, rb))
+                      approval_waiter=approval_waiter, loaded=(cfg, rb), read_secret=read_secret)
     if given is not None:
         rb = rb.model_copy(update={"expected_downtime": given})
     options = RunOptions(trigger=Trigger(trigger), reason=reason, accept_unverified_backup=accept_unverified_backup,
                          override_blackout=override_blackout, expected_downtime=given, rehearsal=rehearsal)
     run_id = run_id or new_run_id(cfg.name, rb.name)
-    return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, None, approval_waiter, flow_run)
+    return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, None, approval_waiter, flow_run,
+                    read_secret)
 
 
 def resume(env: str, run_id: str, *, unit_runner: UnitRunner = direct,
            listener: Listener | list[Listener] | None = None,
            wait_s: float = 0.0, approval_waiter: Waiter | None = None, flow_run: FlowRunRef | None = None,
            loaded: tuple[EnvironmentConfig, Runbook | None] | None = None,
-           prior: tuple[dict[str, Any], list[dict[str, Any]]] | None = None) -> RunResult:
+           prior: tuple[dict[str, Any], list[dict[str, Any]]] | None = None,
+           read_secret: SecretReader | None = None) -> RunResult:
     """Resume a crashed run (its process died before ``run.finished``): skip every step its audit log
     records as completed, with every option of the first attempt as that attempt's first event recorded them.
 
@@ -190,6 +198,7 @@ def resume(env: str, run_id: str, *, unit_runner: UnitRunner = direct,
 
         last = finished_at(events) or {}
         ctx = RunContext.create(cfg, rb, options, run_id=run_id)
+        ctx.flow_run = flow_run  # the report's artifacts go to the flow run, as the run's own would have
         try:
             ctx.event("run.resumed", run_id=run_id, environment=cfg.name, runbook=rb.name, report_only=True,
                       reason="the run had finished but was killed before its report was sealed: report written now",
@@ -200,7 +209,8 @@ def resume(env: str, run_id: str, *, unit_runner: UnitRunner = direct,
         return RunResult(run_id=run_id, status=Status(last["data"].get("status")), run_dir=ctx.run_dir)
     if options.expected_downtime is not None:
         rb = rb.model_copy(update={"expected_downtime": options.expected_downtime})
-    return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, events, approval_waiter, flow_run)
+    return _execute(cfg, rb, options, run_id, unit_runner, listener, wait_s, events, approval_waiter, flow_run,
+                    read_secret)
 
 
 def _same_file(a: str, b: Path) -> bool:

@@ -4,7 +4,9 @@
 room or a mailing list), ``apprise`` sends to any apprise URL — email (``mailtos://``), Slack,
 Microsoft Teams, Discord, PagerDuty, Opsgenie, JSON/form webhooks. The URL is a secret: it is read
 from an environment variable (``url_env``) or a Prefect Secret block (``secret_block``) at send
-time, is never logged, and every error message leaving a channel is scrubbed of it.
+time, is never logged, and every error message leaving a channel is scrubbed of it. A Secret block is read
+by the ``read_secret`` its caller hands in (the CLI and the flows pass the Prefect adapter's): this
+module never imports Prefect.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ..fsmodes import private_dir, private_opener
 from .receipts import Receipt, file_receipt, http_statuses, send_email
 
 EMAIL_SCHEMES = ("mailto", "mailtos")
+SecretReader = Callable[[str], str]  # a Prefect Secret block's name -> its value
 
 
 class Attachment(BaseModel):
@@ -153,9 +156,11 @@ def _scrubbed_apprise_logs(secrets: list[str]) -> Iterator[_Scrub]:
 
 
 class AppriseChannel(Channel):
-    def __init__(self, name: str, cfg: ChannelConfig, resolve_url: Callable[[], str] | None = None):
+    def __init__(self, name: str, cfg: ChannelConfig, resolve_url: Callable[[], str] | None = None,
+                 read_secret: SecretReader | None = None):
         super().__init__(name, cfg)
         self._resolve = resolve_url
+        self._read_secret = read_secret
         self._url: str | None = None
 
     def recipients(self) -> str:
@@ -185,7 +190,7 @@ class AppriseChannel(Channel):
     def url(self) -> str:
         """The secret URL, resolved on first use (env var, then Prefect Secret block)."""
         if self._url is None:
-            self._url = self._resolve() if self._resolve else resolve_secret_url(self.name, self.cfg)
+            self._url = self._resolve() if self._resolve else resolve_secret_url(self.name, self.cfg, self._read_secret)
         return self._url
 
     @property
@@ -241,7 +246,8 @@ class AppriseChannel(Channel):
         return attach
 
 
-def resolve_secret_url(name: str, cfg: ChannelConfig) -> str:
+def resolve_secret_url(name: str, cfg: ChannelConfig, read_secret: SecretReader | None = None) -> str:
+    """The channel's apprise URL: from ``$url_env``, else the Prefect Secret block read by ``read_secret``."""
     if cfg.url_env:
         url = os.environ.get(cfg.url_env)
         if url:
@@ -249,10 +255,11 @@ def resolve_secret_url(name: str, cfg: ChannelConfig) -> str:
         if not cfg.secret_block:
             raise ConfigError(f"notification channel {name!r}: ${cfg.url_env} is not set")
     if cfg.secret_block:
+        if read_secret is None:
+            raise ConfigError(f"notification channel {name!r}: Prefect Secret block {cfg.secret_block!r} "
+                              "could not be read (no Prefect secret reader was given)")
         try:
-            from ..prefect_adapter import secret_block
-
-            value = secret_block(cfg.secret_block)
+            value = read_secret(cfg.secret_block)
         except Exception as exc:  # noqa: BLE001 - no URL is in this message
             raise ConfigError(f"notification channel {name!r}: Prefect Secret block {cfg.secret_block!r} "
                               f"could not be read ({type(exc).__name__})") from None
@@ -260,13 +267,15 @@ def resolve_secret_url(name: str, cfg: ChannelConfig) -> str:
     raise ConfigError(f"notification channel {name!r}: no URL source configured")
 
 
-ChannelFactory = Callable[[str, ChannelConfig, EnvironmentConfig], Channel]
+ChannelFactory = Callable[[str, ChannelConfig, EnvironmentConfig, "SecretReader | None"], Channel]
 CHANNELS: dict[str, ChannelFactory] = {
-    "console": lambda name, cfg, env: ConsoleChannel(name, cfg),
-    "file": lambda name, cfg, env: FileChannel(name, cfg, env.resolve(cfg.path or "notifications.jsonl")),
-    "apprise": lambda name, cfg, env: AppriseChannel(name, cfg),
+    "console": lambda name, cfg, env, read_secret: ConsoleChannel(name, cfg),
+    "file": lambda name, cfg, env, read_secret: FileChannel(name, cfg, env.resolve(cfg.path or "notifications.jsonl")),
+    "apprise": lambda name, cfg, env, read_secret: AppriseChannel(name, cfg, read_secret=read_secret),
 }
 
 
-def build_channels(env: EnvironmentConfig) -> list[Channel]:
-    return [CHANNELS[c.kind](name, c, env) for name, c in env.notifications.channels.items()]
+def build_channels(env: EnvironmentConfig, read_secret: SecretReader | None = None) -> list[Channel]:
+    """The environment's channels; ``read_secret`` reads the Prefect Secret blocks they name (None: a channel
+    whose URL is in a Secret block fails with a ConfigError when it is used)."""
+    return [CHANNELS[c.kind](name, c, env, read_secret) for name, c in env.notifications.channels.items()]

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from ..config import EnvironmentConfig
-from ..errors import GateRefused
+from ..errors import GateRefused, InputError
 from ..schedule import Clock, Window, system_clock, upcoming_windows, window_at
 from .audiences import Audience, audiences, render, routes
 from .channels import Attachment, Channel, Message, build_channels
@@ -39,6 +39,17 @@ if TYPE_CHECKING:
     from ..runview import RunView
 
 RESCHEDULE_WITHIN = timedelta(days=45)
+
+
+def parse_now(value: str | None) -> datetime:
+    """``--now`` / the notices flow's ``now``: an ISO date-time (UTC when it names no zone); empty: now."""
+    if not value:
+        return datetime.now(UTC)
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise InputError(f"--now must be an ISO date-time such as 2026-12-04T09:00:00+01:00 (got {value!r})") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 class LeadTimeRefused(GateRefused):
@@ -325,8 +336,9 @@ def check_lead_time(cfg: EnvironmentConfig, runbook: str, now: datetime, ledger:
                     message=f"the {lead_label(required)} notice for window {w.id} was not delivered in time")
 
 
-def lead_time_gate(ctx: RunView, clock: Clock = system_clock) -> LeadTime | None:
-    """Apply the policy to a run before it starts; records a ``notice.lead_time`` event."""
+def lead_time_gate(ctx: RunView, clock: Clock = system_clock, channels: list[Channel] | None = None) -> LeadTime | None:
+    """Apply the policy to a run before it starts; records a ``notice.lead_time`` event. ``channels``: the
+    run's own (built with the engine's Secret block reader); default: the environment's, built here."""
     from ..provenance import provenance  # the run's first event says who started it, where, with which files
 
     trigger = ctx.options.trigger.value
@@ -338,7 +350,7 @@ def lead_time_gate(ctx: RunView, clock: Clock = system_clock) -> LeadTime | None
     if trigger != "scheduled":
         return None
     policy = ctx.cfg.notifications.notices.policy
-    res = check_lead_time(ctx.cfg, ctx.runbook.name, clock())
+    res = check_lead_time(ctx.cfg, ctx.runbook.name, clock(), channels=channels)
     status = "ok" if res.ok else ("refused" if policy == "refuse" else "warning")
     ctx.event("notice.lead_time", status=status, policy=policy, **res.model_dump(),
               provenance=provenance(ctx.cfg, ctx.runbook, ctx.flow_run))

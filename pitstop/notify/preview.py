@@ -5,11 +5,14 @@ checks: every built-in template, style and event renders a non-empty subject and
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import EnvironmentConfig
 from .audiences import Audience, render, routes
 from .notifier import base_context
+
+if TYPE_CHECKING:
+    from .channels import SecretReader
 
 EVENTS = ["notice.advance", "window.cancelled", "window.rescheduled", "run.started", "stage.completed",
           "stage.failed", "run.completed", "run.failed", "verification.failed", "run.resumed", "maintenance.stuck",
@@ -39,10 +42,12 @@ def render_for(cfg: EnvironmentConfig, event: str, audience: Audience, style: st
     return render(cfg, event, audience, style, sample_context(cfg, event))
 
 
-def preview(cfg: EnvironmentConfig, event: str, channel: str | None = None) -> list[dict[str, str]]:
+def preview(cfg: EnvironmentConfig, event: str, channel: str | None = None,
+            read_secret: SecretReader | None = None) -> list[dict[str, str]]:
+    """``read_secret``: how the channels' Prefect Secret blocks are read (a channel's style may depend on its URL)."""
     from .channels import build_channels
 
-    chans = [c for c in build_channels(cfg) if channel is None or c.name == channel]
+    chans = [c for c in build_channels(cfg, read_secret) if channel is None or c.name == channel]
     out = []
     for ch, aud in routes(cfg, chans, event):
         subject, body = render_for(cfg, event, aud, ch.style)

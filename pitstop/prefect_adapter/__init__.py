@@ -3,22 +3,24 @@
 It holds the flows (``pitstop-maintenance``, ``pitstop-notices``; ``flows/*.py`` re-export them as the
 deployments' entry points, loaded by path), progress in the flow run's log (``progress``), the approval
 gate's pause and resume (``approval``), the unit runner that makes one stage unit one Prefect task,
-and every other call pitstop makes to Prefect: artifacts, the Secret block, deployments, the flow run id.
-Modules that may run without Prefect (the local engine) check ``"prefect" in sys.modules`` before
-importing this module, so ``--engine local`` never imports Prefect.
+and every other call pitstop makes to Prefect: artifacts, the Secret block, the flow run id; ``deployments``
+creates, finds and triggers deployments.
+
+It sits on top: it imports the runner, notify, report and deploy, and nothing in pitstop below it imports it
+(``tests/unit/test_import_graph.py``). What the engine needs from Prefect is handed in: the unit runner, the
+approval waiter, the flow run (its id, and ``publish`` for the report's artifacts) and the Secret block reader
+(``read_secret``). Only the CLI modules import it, inside the functions that need Prefect (pitstop.cli_prefect),
+so ``--engine local`` never imports Prefect.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
-from prefect import Flow, flow, task
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 
@@ -101,8 +103,8 @@ def current_flow_run() -> FlowRunRef:
         fid = str(current.id) if current.id else None
         deployment = (f"{dep.name} ({dep.id})" if dep.name else str(dep.id)) if dep.id else None
     except Exception:  # noqa: BLE001 - the API may be unreachable: the flow run id is enough
-        return FlowRunRef(id=str(current.id) if current.id else None)
-    return FlowRunRef(id=fid, deployment=deployment)
+        return FlowRunRef(id=str(current.id) if current.id else None, publish=publish_artifacts)
+    return FlowRunRef(id=fid, deployment=deployment, publish=publish_artifacts)
 
 
 def _flow_run_id(env: str, runbook: str) -> str | None:
@@ -157,7 +159,7 @@ def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "
                                     unit_runner=prefect_unit, listener=listeners, wait_s=wait_s,
                                     approval_waiter=prefect_waiter(),
                                     override_blackout=override_blackout, expected_downtime=expected_downtime,
-                                    rehearsal=rehearsal, flow_run=current_flow_run())
+                                    rehearsal=rehearsal, flow_run=current_flow_run(), read_secret=secret_block)
     except RunLocked as exc:  # another run holds the environment: nothing of this run exists, nothing was sent
         if deployed is None:  # called in-process (`pitstop run --engine prefect`): the CLI says it, exit 3
             raise
@@ -169,21 +171,22 @@ def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "
 def notices(env: str, now: str | None = None) -> dict[str, Any]:
     """Send the notices of ``env`` due now. ``now`` (ISO time) is a rehearsal: what would be sent then is
     returned, nothing is sent or recorded (a pretended time never becomes a send time)."""
-    from ..cli_notices import parse_now
     from ..config import load_config
     from ..fsmodes import private_umask
     from ..input_guards import flow_env
     from ..notify import notices as notices_mod
+    from ..notify.channels import build_channels
 
     path = flow_env(env, deployment_defaults())  # a name, or the deployment's own path: never any YAML file
     announce_files(path)
     cfg = load_config(path)
-    when = parse_now(now)
+    when = notices_mod.parse_now(now)
+    channels = build_channels(cfg, secret_block)
     with private_umask():
         if now is not None:
-            results = notices_mod.preview_due(cfg, when)
+            results = notices_mod.preview_due(cfg, when, channels)
         else:
-            results = notices_mod.send_due(cfg, clock=notices_mod.system_clock)
+            results = notices_mod.send_due(cfg, clock=notices_mod.system_clock, channels=channels)
     return {"environment": cfg.name, "rehearsal": now is not None, "sent": sum(r.status == "sent" for r in results),
             "failed": sum(r.status == "failed" for r in results),
             "results": [r.model_dump(mode="json") for r in results]}
@@ -211,6 +214,15 @@ def create_artifacts(markdown: str, md_key: str, table: list[dict[str, Any]], ta
     return {"markdown": str(md_id), "table": str(table_id)}
 
 
+def publish_artifacts(markdown: str, md_key: str, table: list[dict[str, Any]], table_key: str,
+                      description: str) -> dict[str, str] | None:
+    """The report's artifacts on the flow run this process is in (the runner's ``FlowRunRef.publish``); None
+    outside one (the flow function called directly)."""
+    if not in_flow_run():
+        return None
+    return create_artifacts(markdown, md_key, table, table_key, description)
+
+
 def markdown_artifacts(prefix: str, run_name: str) -> list[Any]:
     """The markdown artifacts whose key starts with ``prefix`` and whose description names ``(run_name)``."""
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, ArtifactFilterType
@@ -235,64 +247,6 @@ def secret_block(name: str) -> str:
     from prefect.blocks.system import Secret
 
     return str(Secret.load(name).get())  # type: ignore[union-attr]
-
-
-# -- deployments --------------------------------------------------------------------------------------------
-def ensure_work_pool(name: str) -> None:
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists
-
-    with get_client(sync_client=True) as client:
-        try:
-            client.create_work_pool(WorkPoolCreate(name=name, type="process"))
-        except ObjectAlreadyExists:
-            pass
-
-
-def deploy(source: Path, entrypoint: str, name: str, work_pool: str, *, rrule: str | None, cron: str | None,
-           timezone: str | None, parameters: dict[str, Any], description: str, tags: list[str]) -> str:
-    """Create or update one deployment of the flow at ``entrypoint``; its id."""
-    from prefect.schedules import Cron, RRule
-
-    schedules = []
-    if rrule:
-        schedules.append(RRule(rrule, timezone=timezone))
-    elif cron:
-        schedules.append(Cron(cron, timezone=timezone))
-    loaded: Flow[..., Any] = Flow.from_source(  # type: ignore[assignment] # sync call: not a coroutine
-        source=str(source), entrypoint=entrypoint)
-    with contextlib.redirect_stdout(io.StringIO()):  # Prefect prints its own table; ours is --json-safe
-        dep_id = loaded.deploy(name=name, work_pool_name=work_pool, build=False, push=False,
-                               schedules=schedules, parameters=parameters, description=description,
-                               tags=tags, print_next_steps=False, ignore_warnings=True)
-    return str(dep_id)
-
-
-def deployment_exists(name: str) -> bool:
-    from prefect.exceptions import ObjectNotFound
-
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_deployment_by_name(name)
-        except ObjectNotFound:
-            return False
-    return True
-
-
-def trigger_deployment(name: str, parameters: dict[str, Any], wait: bool) -> dict[str, Any]:
-    """Start a flow run of deployment ``name`` now (``run_deployment``); wait for it when asked."""
-    from prefect.client.schemas.objects import FlowRun
-    from prefect.deployments import run_deployment
-
-    flow_run: FlowRun = run_deployment(  # type: ignore[assignment] # sync call: not a coroutine
-        name=name, parameters=parameters, timeout=None if wait else 0,
-        tags=["pitstop", parameters.get("trigger", "manual")])
-    state = flow_run.state
-    return {"flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name,
-            "state": state.type.value if state else None, "state_name": state.name if state else None,
-            "state_message": state.message if state else None,
-            "scheduled_start_time": flow_run.expected_start_time.isoformat() if flow_run.expected_start_time
-            else None}
 
 
 # wherever the flow is imported (a worker, the CLI)

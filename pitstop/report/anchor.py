@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -149,17 +150,19 @@ def check_head(run_dir: Path, anchor: str, where: str, events: int, last_hash: s
     return AnchorCheck(anchor, where, MATCHED)
 
 
-def check_prefect(run_dir: Path, env: str, api_url: str) -> AnchorCheck:
+ArtifactLookup = Callable[[str, str], list[Any]]  # (key prefix, run id) -> the run's markdown artifacts
+
+
+def check_prefect(run_dir: Path, env: str, api_url: str, lookup: ArtifactLookup) -> AnchorCheck:
     """The chain head in the description of the run's Prefect markdown artifact (the first one published
-    for this run id), looked up among the environment's artifacts on the Prefect API at ``api_url``."""
+    for this run id), looked up among the environment's artifacts on the Prefect API at ``api_url`` with
+    ``lookup`` (the CLI hands in the Prefect adapter's: this module never imports Prefect)."""
     from .artifacts import artifact_prefix
 
     prefix = artifact_prefix(env)
     where = f"Prefect artifacts {prefix}* at {api_url}"
     try:
-        from ..prefect_adapter import markdown_artifacts
-
-        mine = markdown_artifacts(prefix, run_dir.name)
+        mine = lookup(prefix, run_dir.name)
     except Exception as exc:  # noqa: BLE001 - the API cannot be asked now: not checked, say why
         return AnchorCheck("prefect artifact", where, UNREACHABLE, error_text(exc))
     if not mine:

@@ -1,12 +1,14 @@
 """Publishes a run's report as Prefect artifacts (a markdown artifact and a table artifact) on the
-flow run it belongs to. Outside a Prefect flow run (``--engine local``) it does nothing and never
-imports Prefect."""
+flow run it belongs to, through the publisher the flow hands the runner (``FlowRunRef.publish``, from
+the Prefect adapter). Without one (``--engine local``) it does nothing; it never imports Prefect."""
 
 from __future__ import annotations
 
 import re
-import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..provenance import ArtifactPublisher
 
 
 def _slug(text: str) -> str:
@@ -36,14 +38,6 @@ def table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _in_flow_run() -> bool:
-    if "prefect" not in sys.modules:  # the local engine never imported Prefect: nothing to publish to
-        return False
-    from ..prefect_adapter import in_flow_run
-
-    return in_flow_run()
-
-
 def full_report_link(ctx: Any) -> str:
     """Where the full report (``report.html``) of the run is: under the config's ``reports.url`` when it is
     served, else a ``file://`` URL on the machine that ran it."""
@@ -55,22 +49,22 @@ def full_report_link(ctx: Any) -> str:
     return (ctx.run_dir / "report.html").resolve().as_uri()
 
 
-def publish(report: dict[str, Any], markdown: str, link: str | None = None) -> dict[str, str] | None:
-    """Create the artifacts; returns their ids, or None outside a flow run. Never raises.
+def publish(report: dict[str, Any], markdown: str, link: str | None = None,
+            publisher: ArtifactPublisher | None = None) -> dict[str, str] | None:
+    """Create the artifacts with ``publisher``; returns their ids, or None without one or outside a flow
+    run. Never raises.
 
     ``link``: the full report's address, put at the top of the markdown artifact."""
     try:
-        if not _in_flow_run():
+        if publisher is None:
             return None
         if link:
             markdown = f"**Full report:** [report.html]({link}) (HTML, with every section; also report.json)\n\n" \
                        + markdown
-        from ..prefect_adapter import create_artifacts
-
         audit = report.get("audit") or {}
         desc = (f"pitstop {report['runbook']} on {report['environment']}: {report['status']} ({report['run_id']}); "
                 f"audit chain head: {audit.get('events')} events, last hash {audit.get('last_hash')}")
-        return create_artifacts(markdown, artifact_key(report, "report"), table_rows(report),
+        return publisher(markdown, artifact_key(report, "report"), table_rows(report),
                                 artifact_key(report, "results"), desc)
     except Exception:  # noqa: BLE001 - the run folder is the record; the UI copy is a convenience
         return None

@@ -311,7 +311,8 @@ def write_report(ctx: RunContext) -> dict[str, Any]:
     from .artifacts import full_report_link, publish
 
     try:
-        out["artifacts"] = publish(report, texts["report.md"], full_report_link(ctx))
+        out["artifacts"] = publish(report, texts["report.md"], full_report_link(ctx),
+                                   ctx.flow_run.publish if ctx.flow_run is not None else None)
     except Exception as exc:  # noqa: BLE001 - the Prefect UI copy is a convenience, the run folder the record
         out["artifacts_error"] = ctx.redact(str(exc))
     return out

@@ -191,3 +191,12 @@ def test_layers_lean_the_right_way() -> None:
             if found:
                 wrong[m] = found
     assert wrong == {}
+
+
+def test_only_the_cli_imports_the_prefect_adapter() -> None:
+    """The adapter sits on top (it imports the runner, notify, report, deploy): below it nothing imports it, not
+    even inside a function; what the engine needs from Prefect is handed in. The CLI modules choose the engine."""
+    users = sorted(m for m in MODULES if not m.startswith(PREFECT_ADAPTER) and not m.startswith("pitstop.cli")
+                   and any(i == PREFECT_ADAPTER or i.startswith(PREFECT_ADAPTER + ".")
+                           for i in imports(m, module_level_only=False)))
+    assert users == []
