@@ -52,10 +52,14 @@ def _env(tmp_path: Path, down: str) -> Path:
 
 @pytest.mark.parametrize("down", ["database", "s3"])
 def test_every_command_with_a_dependency_down_says_so_in_one_line(tmp_path: Path, down: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     env = _env(tmp_path, down)
     problems = []
-    for cmd in COMMANDS:
-        res = run_cli(*cmd, "--env", str(env), env={"PITSTOP_DOWN_KEY": "k" * 20}, timeout=180)
+    with ThreadPoolExecutor(4) as pool:  # independent commands (each retries a while before it says so)
+        results = list(pool.map(lambda cmd: run_cli(*cmd, "--env", str(env), env={"PITSTOP_DOWN_KEY": "k" * 20},
+                                                    timeout=180), COMMANDS))
+    for cmd, res in zip(COMMANDS, results, strict=True):
         text = res.stdout + res.stderr
         if "Traceback" in text or res.returncode not in (0, 1, 2, 3):
             problems.append(f"{' '.join(cmd)}: exit {res.returncode}\n{text[-1500:]}")
