@@ -78,7 +78,8 @@ def refused(exc: Exception) -> Any:
 
     from ..deploy import REFUSED
 
-    _logger().warning("refused: %s", exc)
+    log = flow_run_log()  # the flow run's log (the UI); in-process the CLI's own error line says it on the console
+    (log.logger if log is not None else _logger()).warning("refused: %s", exc)
     return Cancelled(name=REFUSED, message=f"refused: {exc}")
 
 
@@ -128,8 +129,8 @@ def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "
     """Run ``runbook`` on environment ``env``; ``console`` prints live progress to this process.
 
     Another run holding the environment's lock: a deployment's flow run (worker) ends ``Cancelled`` named
-    ``Refused`` (see :func:`refused`), not ``Failed`` or ``Crashed``; called in-process (the CLI) it raises
-    :class:`RunLocked` (exit code 3).
+    ``Refused`` (see :func:`refused`), not ``Failed`` or ``Crashed``, in-process too; the CLI's in-process call
+    (:func:`~pitstop.prefect_adapter.inprocess.run_in_process`) raises :class:`RunLocked` from it (exit code 3).
 
     Without a ``run_id`` the id derives from the Prefect flow run, so when Prefect retries or
     reschedules this flow run after a crash, the retry finds the run folder and *resumes* it.
@@ -161,9 +162,7 @@ def maintenance(env: str, runbook: str, trigger: str = "manual", reason: str = "
                                     override_blackout=override_blackout, expected_downtime=expected_downtime,
                                     rehearsal=rehearsal, flow_run=current_flow_run(), read_secret=secret_block)
     except RunLocked as exc:  # another run holds the environment: nothing of this run exists, nothing was sent
-        if deployed is None:  # called in-process (`pitstop run --engine prefect`): the CLI says it, exit 3
-            raise
-        return refused(exc)  # a Prefect State: the flow run's final state (in-process callers never get it)
+        return refused(exc)  # the flow run's final state; in-process (inprocess.py) it becomes RunLocked again
     return {"run_id": result.run_id, "status": result.status.value, "run_dir": str(result.run_dir)}
 
 

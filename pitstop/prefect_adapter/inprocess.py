@@ -9,6 +9,9 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from prefect.exceptions import CancelledRun
+
+from ..errors import RunLocked
 from . import maintenance
 
 
@@ -27,7 +30,12 @@ def run_in_process(local_server: bool, **parameters: Any) -> dict[str, Any]:
             from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
             stack.enter_context(temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
-        return maintenance(**parameters)
+        try:
+            return maintenance(**parameters)
+        except CancelledRun as exc:  # ended Refused (pitstop.prefect_adapter.refused): exit 3; else as it came
+            if not str(exc).startswith("refused: "):
+                raise
+            raise RunLocked(str(exc).removeprefix("refused: ")) from None
 
 
 class _NoTraceback(logging.Formatter):

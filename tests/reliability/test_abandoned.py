@@ -118,6 +118,10 @@ def test_a_new_run_is_refused_while_a_dead_run_left_maintenance_on(make_env: Any
         text = " ".join(refused.stderr.split())
         assert f"pitstop resume {run_dir.name} --env" in text and "maintenance mode on" in text, text
         assert "Traceback" not in refused.stderr
+    through_prefect = cli("run", "--env", str(env), "--runbook", "monthly", "--engine", "prefect")
+    assert through_prefect.returncode == 3, through_prefect.stderr[-2000:]  # its flow run ends Refused
+    assert f"pitstop resume {run_dir.name} --env" in through_prefect.stderr
+    assert "Encountered exception" not in through_prefect.stderr and "Traceback" not in through_prefect.stderr
     assert sorted(p.name for p in (state / "runs").iterdir()) == folders  # nothing of the refused runs
     assert len(alerts(state / "notifications.jsonl", run_dir.name)) == 1  # ops heard of the dead run, once
     assert list(state.rglob("maintenance.flag"))  # the dead run's page is still up: nobody lifted it behind it
