@@ -6,7 +6,7 @@ yes/no, true/false, 1/0), ``ansible_ssh_private_key_file``, a ProxyJump (``-J`` 
 ``-o ProxyJump=``) in ``ansible_ssh_common_args``, numeric ranges such as ``web[01:20]``) is
 merged into the config's ``hosts``/``groups`` as is by the loader; entries written in the pitstop
 config win. A connection other than SSH (``ansible_connection=local``, ``docker`` ...) is refused with
-a clear error rather than tried over SSH. How a host is then reached: :mod:`pitstop.inventory`.
+a clear error rather than tried over SSH. How a host is then reached: :mod:`pitstop.fleet.inventory`.
 """
 
 from __future__ import annotations
