@@ -23,12 +23,12 @@ from .process_defaults import cli_process_defaults
 if __name__ == "__main__":
     cli_process_defaults()
 
-import typer  # noqa: E402
-from rich.markup import escape  # noqa: E402
+import typer
+from rich.markup import escape
 
 from . import cli_approval, cli_deploy, cli_notices, cli_report
-from .backup import cli as cli_backup  # noqa: E402
-from .console import (  # noqa: E402
+from .backup import cli as cli_backup
+from .console import (
     emit_json,
     flush_std_streams,
     safe_console,
@@ -36,9 +36,9 @@ from .console import (  # noqa: E402
     terminal_hangup_ignored,
     write_stdout,
 )
-from .errors import InputError, PitstopError  # noqa: E402
+from .errors import InputError, PitstopError
 from .fleet import cli as cli_hosts
-from .maintenance_mode import cli as cli_maintenance  # noqa: E402
+from .maintenance_mode import cli as cli_maintenance
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

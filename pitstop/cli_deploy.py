@@ -61,7 +61,7 @@ def deploy(env: Annotated[str, typer.Option("--env", "-e", help="environment nam
 def emergency_via_deployment(name: str, cfg: Any, runbook: str, reason: str, accept_unverified_backup: bool,
                              override_blackout: bool, expected_downtime: str | None, wait: bool) -> Path | None:
     """Trigger the environment's emergency deployment; return the run folder when waiting."""
-    from .deploy import REFUSED, env_ref
+    from .deploy import REFUSED, REFUSED_PREFIX, env_ref
     from .prefect_adapter.deployments import trigger_deployment
     from .runner import run_id_for_flow_run
 
@@ -71,7 +71,7 @@ def emergency_via_deployment(name: str, cfg: Any, runbook: str, reason: str, acc
               "expected_downtime": expected_downtime}
     info = trigger_deployment(name, params, wait=wait)
     if info["state"] == "CANCELLED" and info.get("state_name") == REFUSED:  # the environment lock: exit 3
-        raise RunLocked(str(info.get("state_message") or "environment busy").removeprefix("refused: "))
+        raise RunLocked(str(info.get("state_message") or "environment busy").removeprefix(REFUSED_PREFIX))
     from datetime import datetime
 
     start = datetime.fromisoformat(info["scheduled_start_time"])

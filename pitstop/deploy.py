@@ -22,8 +22,10 @@ MAINTENANCE_ENTRYPOINT = "flows/maintenance.py:maintenance"
 NOTICES_ENTRYPOINT = "flows/notices.py:notices"
 MAINTENANCE_FLOW = "pitstop-maintenance"
 NOTICES_CRON = "0 * * * *"
-# The final Prefect state of a flow run refused by the environment lock: type CANCELLED, this name.
+# The final Prefect state of a flow run refused by the environment lock: type CANCELLED, this name, and a
+# message of REFUSED_PREFIX + why (the run holding the environment, or the dead run whose window is open).
 REFUSED = "Refused"
+REFUSED_PREFIX = "refused: "
 
 
 class DeploymentSpec(BaseModel):

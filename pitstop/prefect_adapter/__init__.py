@@ -76,11 +76,11 @@ def refused(exc: Exception) -> Any:
     or notification exists for it."""
     from prefect.states import Cancelled
 
-    from ..deploy import REFUSED
+    from ..deploy import REFUSED, REFUSED_PREFIX
 
     log = flow_run_log()  # the flow run's log (the UI); in-process the CLI's own error line says it on the console
     (log.logger if log is not None else _logger()).warning("refused: %s", exc)
-    return Cancelled(name=REFUSED, message=f"refused: {exc}")
+    return Cancelled(name=REFUSED, message=f"{REFUSED_PREFIX}{exc}")
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:

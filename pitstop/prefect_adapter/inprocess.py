@@ -11,6 +11,7 @@ from typing import Any
 
 from prefect.exceptions import CancelledRun
 
+from ..deploy import REFUSED_PREFIX
 from ..errors import RunLocked
 from . import maintenance
 
@@ -33,9 +34,9 @@ def run_in_process(local_server: bool, **parameters: Any) -> dict[str, Any]:
         try:
             return maintenance(**parameters)
         except CancelledRun as exc:  # ended Refused (pitstop.prefect_adapter.refused): exit 3; else as it came
-            if not str(exc).startswith("refused: "):
+            if not str(exc).startswith(REFUSED_PREFIX):
                 raise
-            raise RunLocked(str(exc).removeprefix("refused: ")) from None
+            raise RunLocked(str(exc).removeprefix(REFUSED_PREFIX)) from None
 
 
 class _NoTraceback(logging.Formatter):
